@@ -1,0 +1,205 @@
+//! The configuration model: plain serde types, one per TOML table, with defaults.
+//!
+//! Every table denies unknown keys, so a typo is an error (with a "did you mean") instead of a
+//! silently ignored setting. Fields that other fields refer to, or whose validation needs a
+//! location, are wrapped in [`Spanned`] so errors can point at them.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::units::{ByteSize, Duration};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The public listener and connection handling.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Named groups of upstream targets.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes from requests to upstreams; the most specific match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the public listener.
+    pub listen: SocketAddr,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Accept HTTP/2 (prior knowledge on plain TCP, ALPN `h2` on TLS).
+    pub http2: bool,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed (CIDRs or addresses).
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers (slow-loris protection).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; beyond it, 431.
+    pub max_header_bytes: Spanned<ByteSize>,
+    /// Name used in the `Via` header.
+    pub via: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            http2: true,
+            trusted_proxies: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: Spanned::new(0..0, ByteSize(64 * 1024)),
+            via: "portcullis".to_owned(),
+        }
+    }
+}
+
+/// `[server.tls]`: certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM); relative paths are relative to the config file.
+    pub cert: Spanned<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1); relative to the config file.
+    pub key: Spanned<PathBuf>,
+}
+
+/// `[[upstreams]]`: a named group of targets with a balancer and a connection pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name routes refer to.
+    pub name: Spanned<String>,
+    /// The servers behind this upstream.
+    pub targets: Spanned<Vec<TargetConfig>>,
+    /// How a target is chosen per request.
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `consistent_hash`: `"header:NAME"`, `"cookie:NAME"` or `"client_ip"`.
+    #[serde(default)]
+    pub hash_on: Option<Spanned<String>>,
+    /// Protocol spoken to the targets.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Connection pool and timeouts.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// One target of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `http://host:port` of the target.
+    pub url: Spanned<String>,
+    /// Relative share for `weighted` (and tie-breaking for other balancers); at least 1.
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u32>,
+}
+
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// Load-balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each target in turn.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's algorithm): shares follow the weights, evenly spread.
+    Weighted,
+    /// Power of two random choices on in-flight requests.
+    LeastRequest,
+    /// Maglev hashing on `hash_on`: the same key goes to the same target; adding a target moves
+    /// about 1/n of the keys.
+    ConsistentHash,
+    /// Uniformly random.
+    Random,
+}
+
+/// Protocol spoken to upstream targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), multiplexed over one connection per target.
+    Http2,
+}
+
+/// `pool = { ... }` of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Limit on establishing a TCP connection; beyond it, 504.
+    pub connect_timeout: Duration,
+    /// Limit from sending the request to receiving the response head; beyond it, 504.
+    pub timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per target.
+    pub max_idle_per_target: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_target: 256,
+        }
+    }
+}
+
+/// `[[routes]]`: which requests go to which upstream, and how they are rewritten.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and errors.
+    pub name: Spanned<String>,
+    /// What requests this route takes; an empty match takes everything.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// Name of the upstream to forward to.
+    pub upstream: Spanned<String>,
+    /// Send the client's `Host` upstream (true) or the target's authority (false).
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Remove this path prefix before forwarding (`/api/users` → `/users`).
+    #[serde(default)]
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Prepend this prefix after stripping (`/users` → `/v2/users`).
+    #[serde(default)]
+    pub add_prefix: Option<Spanned<String>>,
+    /// Overrides the upstream's `pool.timeout` for this route.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// `match = { ... }` of a route. All given conditions must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// `api.example.com` (exact) or `*.example.com` (any subdomain); case-insensitive.
+    pub host: Option<Spanned<String>>,
+    /// Exact path (`/health`) or a pattern with whole-segment parameters (`/projects/{id}`).
+    pub path: Option<Spanned<String>>,
+    /// Path prefix on segment boundaries: `/api` takes `/api` and `/api/x`, not `/apix`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Allowed methods; empty means all.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+}

@@ -1,0 +1,213 @@
+//! Semantic checks that serde cannot do: references between tables, value syntax, conflicts.
+//! Every problem is collected, so one `portcullis check` run shows them all.
+
+use std::{collections::HashSet, path::Path};
+
+use toml::Spanned;
+
+use crate::{Balance, Config, ConfigError, ConfigErrors, diagnostics::closest, values};
+
+/// hyper refuses a read buffer below this size.
+const MIN_HEADER_BYTES: u64 = 8192;
+
+struct Checker<'a> {
+    text: &'a str,
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, key: String, message: String) {
+        self.errors.push(ConfigError::at_key(
+            self.file,
+            self.text,
+            at.span(),
+            key,
+            message,
+        ));
+    }
+
+    fn check<T, V>(&mut self, at: &Spanned<T>, key: String, result: Result<V, String>) {
+        if let Err(message) = result {
+            self.error(at, key, message);
+        }
+    }
+}
+
+/// Validates `config` in place (relative paths are anchored at the config file's directory).
+pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(), ConfigErrors> {
+    let mut c = Checker {
+        text,
+        file,
+        errors: Vec::new(),
+    };
+    check_server(&mut c, config);
+    let upstream_names = check_upstreams(&mut c, config);
+    check_routes(&mut c, config, &upstream_names);
+    if c.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn check_server(c: &mut Checker<'_>, config: &mut Config) {
+    let server = &mut config.server;
+    for (i, p) in server.trusted_proxies.iter().enumerate() {
+        c.check(
+            p,
+            format!("server.trusted_proxies[{i}]"),
+            values::parse_cidr(p.get_ref()),
+        );
+    }
+    if server.max_header_bytes.get_ref().0 < MIN_HEADER_BYTES {
+        c.error(
+            &server.max_header_bytes,
+            "server.max_header_bytes".into(),
+            format!("must be at least {MIN_HEADER_BYTES} bytes"),
+        );
+    }
+    if server.via.is_empty() || !server.via.bytes().all(|b| b.is_ascii_graphic()) {
+        c.errors.push(ConfigError::at_key(
+            c.file,
+            c.text,
+            0..0,
+            "server.via".into(),
+            "must be a non-empty token without spaces".into(),
+        ));
+    }
+    if let Some(tls) = &mut server.tls {
+        let base = c.file.parent().unwrap_or(Path::new("."));
+        for (name, path) in [("cert", &mut tls.cert), ("key", &mut tls.key)] {
+            let resolved = base.join(path.get_ref());
+            if !resolved.is_file() {
+                let shown = resolved.display().to_string();
+                c.error(
+                    path,
+                    format!("server.tls.{name}"),
+                    format!("file not found: {shown}"),
+                );
+            }
+            *path.get_mut() = resolved;
+        }
+    }
+}
+
+fn check_upstreams(c: &mut Checker<'_>, config: &Config) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, up) in config.upstreams.iter().enumerate() {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        if !seen.insert(up.name.get_ref().clone()) {
+            c.error(
+                &up.name,
+                key("name"),
+                format!("duplicate upstream name {:?}", up.name.get_ref()),
+            );
+        }
+        names.push(up.name.get_ref().clone());
+        if up.targets.get_ref().is_empty() {
+            c.error(
+                &up.targets,
+                key("targets"),
+                "an upstream needs at least one target".into(),
+            );
+        }
+        for (j, t) in up.targets.get_ref().iter().enumerate() {
+            c.check(
+                &t.url,
+                key(&format!("targets[{j}].url")),
+                values::parse_target_url(t.url.get_ref()),
+            );
+            if *t.weight.get_ref() == 0 {
+                c.error(
+                    &t.weight,
+                    key(&format!("targets[{j}].weight")),
+                    "weight must be at least 1".into(),
+                );
+            }
+        }
+        match (&up.hash_on, up.balance) {
+            (None, Balance::ConsistentHash) => c.error(
+                &up.name,
+                key("hash_on"),
+                "balance = \"consistent_hash\" needs hash_on = \"header:NAME\", \"cookie:NAME\" or \"client_ip\"".into(),
+            ),
+            (Some(h), Balance::ConsistentHash) => {
+                c.check(h, key("hash_on"), values::parse_hash_on(h.get_ref()));
+            }
+            (Some(h), _) => c.error(h, key("hash_on"), "hash_on only applies to balance = \"consistent_hash\"".into()),
+            (None, _) => {}
+        }
+    }
+    names
+}
+
+fn check_routes(c: &mut Checker<'_>, config: &Config, upstreams: &[String]) {
+    let mut seen = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !seen.insert(route.name.get_ref().clone()) {
+            c.error(
+                &route.name,
+                key("name"),
+                format!("duplicate route name {:?}", route.name.get_ref()),
+            );
+        }
+        let target = route.upstream.get_ref();
+        if !upstreams.iter().any(|u| u == target) {
+            let hint = closest(target, upstreams.iter().map(String::as_str))
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_else(|| {
+                    if upstreams.is_empty() {
+                        "; no [[upstreams]] are defined".into()
+                    } else {
+                        format!("; defined upstreams: {}", upstreams.join(", "))
+                    }
+                });
+            c.error(
+                &route.upstream,
+                key("upstream"),
+                format!("unknown upstream {target:?}{hint}"),
+            );
+        }
+        let m = &route.matcher;
+        if let Some(h) = &m.host {
+            c.check(h, key("match.host"), values::parse_host(h.get_ref()));
+        }
+        match (&m.path, &m.path_prefix) {
+            (Some(p), Some(_)) => c.error(
+                p,
+                key("match.path"),
+                "give either `path` or `path_prefix`, not both".into(),
+            ),
+            (Some(p), None) => c.check(p, key("match.path"), values::parse_path(p.get_ref())),
+            (None, Some(p)) => c.check(
+                p,
+                key("match.path_prefix"),
+                values::parse_path_prefix(p.get_ref()),
+            ),
+            (None, None) => {}
+        }
+        for (j, method) in m.methods.iter().enumerate() {
+            let valid = http::Method::from_bytes(method.get_ref().to_ascii_uppercase().as_bytes())
+                .is_ok()
+                && !method.get_ref().is_empty();
+            if !valid {
+                c.error(
+                    method,
+                    key(&format!("match.methods[{j}]")),
+                    format!("invalid method {:?}", method.get_ref()),
+                );
+            }
+        }
+        for (name, prefix) in [
+            ("strip_prefix", &route.strip_prefix),
+            ("add_prefix", &route.add_prefix),
+        ] {
+            if let Some(p) = prefix {
+                c.check(p, key(name), values::check_path_syntax(p.get_ref()));
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Load balancers: choose one target of an upstream per request.
+//!
+//! Every balancer works on target indices and tracks in-flight requests per target (the
+//! [`InFlight`] guard returned with each pick decrements on drop), so `least_request` has its
+//! signal and the other algorithms get the count for free.
+
+mod consistent_hash;
+mod least_request;
+mod weighted;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+pub use consistent_hash::Maglev;
+use portcullis_config::Balance;
+
+/// Chooses targets for one upstream.
+#[derive(Debug)]
+pub struct Balancer {
+    algorithm: Algorithm,
+    in_flight: Arc<[AtomicUsize]>,
+}
+
+#[derive(Debug)]
+enum Algorithm {
+    RoundRobin { next: AtomicUsize },
+    Weighted(weighted::SmoothWeighted),
+    LeastRequest,
+    ConsistentHash(Maglev),
+    Random,
+}
+
+impl Balancer {
+    /// A balancer over targets with these names and weights (one entry per target, in order).
+    /// Names feed consistent hashing, so a target keeps its keys when others are added.
+    pub fn new(kind: Balance, names: &[&str], weights: &[u32]) -> Self {
+        let n = names.len();
+        let algorithm = match kind {
+            Balance::RoundRobin => Algorithm::RoundRobin {
+                next: AtomicUsize::new(0),
+            },
+            Balance::Weighted => Algorithm::Weighted(weighted::SmoothWeighted::new(weights)),
+            Balance::LeastRequest => Algorithm::LeastRequest,
+            Balance::ConsistentHash => Algorithm::ConsistentHash(Maglev::new(names)),
+            Balance::Random => Algorithm::Random,
+        };
+        Self {
+            algorithm,
+            in_flight: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether there are no targets (never true for a validated config).
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Picks a target. `hash_key` is the consistent-hash key; without one, consistent hashing
+    /// falls back to a random target (a request without the header or cookie has no affinity).
+    pub fn pick(&self, hash_key: Option<&[u8]>) -> InFlight {
+        let n = self.len();
+        let index = match &self.algorithm {
+            _ if n <= 1 => 0,
+            Algorithm::RoundRobin { next } => next.fetch_add(1, Ordering::Relaxed) % n,
+            Algorithm::Weighted(w) => w.pick(),
+            Algorithm::LeastRequest => least_request::pick(&self.in_flight),
+            Algorithm::ConsistentHash(m) => match hash_key {
+                Some(key) => m.pick(key),
+                None => fastrand::usize(..n),
+            },
+            Algorithm::Random => fastrand::usize(..n),
+        };
+        self.in_flight[index].fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            index,
+            counters: Arc::clone(&self.in_flight),
+        }
+    }
+
+    /// Requests in flight to target `index`.
+    pub fn in_flight(&self, index: usize) -> usize {
+        self.in_flight[index].load(Ordering::Relaxed)
+    }
+}
+
+/// A picked target; counts as in flight until dropped (keep it alive with the response body).
+#[derive(Debug)]
+pub struct InFlight {
+    index: usize,
+    counters: Arc<[AtomicUsize]>,
+}
+
+impl InFlight {
+    /// Index of the picked target.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counters[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares(b: &Balancer, picks: usize) -> Vec<f64> {
+        let mut counts = vec![0usize; b.len()];
+        for _ in 0..picks {
+            counts[b.pick(None).index()] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / picks as f64).collect()
+    }
+
+    #[test]
+    fn round_robin_visits_targets_in_turn() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b", "c"], &[1, 1, 1]);
+        let order: Vec<usize> = (0..6).map(|_| b.pick(None).index()).collect();
+        assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn weighted_three_to_one_gives_75_percent_within_2_points() {
+        let b = Balancer::new(Balance::Weighted, &["a", "b"], &[3, 1]);
+        let s = shares(&b, 10_000);
+        assert!((s[0] - 0.75).abs() <= 0.02, "share of a: {}", s[0]);
+    }
+
+    #[test]
+    fn random_spreads_evenly_within_2_points() {
+        let b = Balancer::new(Balance::Random, &["a", "b", "c", "d"], &[1; 4]);
+        for s in shares(&b, 10_000) {
+            assert!((s - 0.25).abs() <= 0.02, "share {s}");
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_follow_the_guards() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b"], &[1, 1]);
+        let g1 = b.pick(None);
+        let g2 = b.pick(None);
+        let g3 = b.pick(None);
+        assert_eq!((b.in_flight(0), b.in_flight(1)), (2, 1));
+        drop((g1, g3));
+        assert_eq!((b.in_flight(0), b.in_flight(1)), (0, 1));
+        drop(g2);
+        assert_eq!(b.in_flight(1), 0);
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_target() {
+        let b = Balancer::new(Balance::LeastRequest, &["a", "b", "c"], &[1; 3]);
+        // Hold 50 requests on target 0; new picks should almost never choose it.
+        let held: Vec<_> = (0..200)
+            .map(|_| b.pick(None))
+            .filter(|g| g.index() == 0)
+            .take(50)
+            .collect();
+        assert!(b.in_flight(0) >= 50 || held.len() < 50);
+        let mut counts = [0usize; 3];
+        for _ in 0..3000 {
+            counts[b.pick(None).index()] += 1;
+        }
+        // With power of two choices, target 0 wins only when both samples land on it (1/9).
+        assert!(counts[0] < 3000 / 6, "busy target got {counts:?}");
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_per_key() {
+        let b = Balancer::new(Balance::ConsistentHash, &["a", "b", "c"], &[1; 3]);
+        for key in ["user-1", "user-2", "user-3", "user-42"] {
+            let first = b.pick(Some(key.as_bytes())).index();
+            for _ in 0..20 {
+                assert_eq!(b.pick(Some(key.as_bytes())).index(), first);
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors of the data plane, and the one place they become HTTP responses.
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use portcullis_http::{Body, RequestId, error_response};
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches host, path and method.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// A route matches host and path but not the method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed(Vec<Method>),
+    /// The request cannot be forwarded as it is.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The upstream could not be reached (refused, reset, DNS).
+    #[error("upstream {upstream:?} unreachable")]
+    Connect {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// Connecting, or waiting for the response head, took longer than allowed.
+    #[error("upstream {upstream:?} timed out")]
+    Timeout {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// The upstream broke the exchange (bad response, reset mid-request).
+    #[error("upstream {upstream:?} failed")]
+    Upstream {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+}
+
+impl ProxyError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The JSON error response of the contract.
+    pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
+        let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
+        if let Self::MethodNotAllowed(allow) = &self {
+            let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,321 @@
+//! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1), `Via`,
+//! and the forwarded headers, which are believed only from trusted proxies.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, Version, header};
+use ipnet::IpNet;
+use portcullis_http::headers::{
+    FORWARDED, KEEP_ALIVE, PROXY_CONNECTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
+
+/// Removes hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`, `TE`
+/// (except `TE: trailers`, which HTTP/2 upstreams such as gRPC need), `Trailer`,
+/// `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header. With `upgrade`, the `Upgrade`
+/// header and `Connection: upgrade` are kept so the protocol switch reaches the other side.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in &named {
+        if upgrade && name == "upgrade" {
+            continue;
+        }
+        // Never let a client strip headers the gateway itself relies on by naming them.
+        if name == "x-request-id" || name == "host" {
+            continue;
+        }
+        headers.remove(name.as_str());
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(KEEP_ALIVE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(PROXY_CONNECTION);
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let proxy_headers: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for k in proxy_headers {
+        headers.remove(k);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether a request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Appends `Via: <version> <pseudonym>` (RFC 9110 §7.6.3).
+pub fn append_via(headers: &mut HeaderMap, version: Version, via: &HeaderValue) {
+    let proto = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let ours = format!("{proto} {}", via.to_str().unwrap_or("portcullis"));
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ours}"),
+        None => ours,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+/// The set of proxies whose forwarded headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Trusts these networks.
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self { nets }
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client's address: the peer, or, when the peer is trusted, the right-most address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for entry in forwarded_for_entries(headers).rev() {
+            match parse_forwarded_ip(entry) {
+                Some(ip) if self.contains(ip) => client = ip,
+                Some(ip) => return ip,
+                None => return client,
+            }
+        }
+        client
+    }
+
+    /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream request. From an untrusted
+    /// peer, incoming values (and `Forwarded`) are discarded and replaced by what we saw.
+    pub fn set_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        peer: IpAddr,
+        https: bool,
+        host: Option<&HeaderValue>,
+    ) {
+        let peer = peer.to_canonical();
+        let trusted = self.contains(peer);
+        let peer_text = peer.to_string();
+        let chain: Option<String> = trusted
+            .then(|| {
+                forwarded_for_entries(headers)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty());
+        let xff = match chain {
+            Some(chain) => format!("{chain}, {peer_text}"),
+            None => peer_text,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+            let proto = if https { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+        if !trusted || !headers.contains_key(X_FORWARDED_HOST) {
+            match host {
+                Some(h) => {
+                    headers.insert(X_FORWARDED_HOST, h.clone());
+                }
+                None => {
+                    headers.remove(X_FORWARDED_HOST);
+                }
+            }
+        }
+        if !trusted {
+            headers.remove(FORWARDED);
+        }
+    }
+}
+
+fn forwarded_for_entries(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &str> {
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Parses `1.2.3.4`, `1.2.3.4:80`, `::1` or `[::1]:80`.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sock) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip().to_canonical());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|s| s.split(']').next())
+        .and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn trusted(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(nets.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "gzip"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-keep", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_and_upgrades_keep_their_headers() {
+        let mut h = map(&[
+            ("te", "trailers"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_request_id() {
+        let mut h = map(&[("connection", "x-request-id"), ("x-request-id", "r1")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h["x-request-id"], "r1");
+    }
+
+    #[test]
+    fn via_is_appended() {
+        let mut h = map(&[("via", "1.1 cdn")]);
+        append_via(
+            &mut h,
+            Version::HTTP_2,
+            &HeaderValue::from_static("portcullis"),
+        );
+        assert_eq!(h["via"], "1.1 cdn, 2 portcullis");
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof_forwarded_headers() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(t.client_ip(peer, &h), peer);
+        t.set_forwarded(
+            &mut h,
+            peer,
+            false,
+            Some(&HeaderValue::from_static("shop.example")),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn trusted_peers_extend_the_chain_and_reveal_the_client() {
+        let t = trusted(&["10.0.0.0/8", "::1"]);
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let peer: IpAddr = "10.2.2.2".parse().unwrap();
+        assert_eq!(
+            t.client_ip(peer, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        t.set_forwarded(&mut h, peer, false, Some(&HeaderValue::from_static("h")));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.2.2.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn client_ip_stops_at_the_first_untrusted_hop_from_the_right() {
+        let t = trusted(&["10.0.0.0/8"]);
+        // The left-most entry is client-controlled and must not be believed.
+        let h = map(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7, 10.0.0.5")]);
+        let ip = t.client_ip("10.0.0.1".parse().unwrap(), &h);
+        assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        let h = map(&[("x-forwarded-for", "[2001:db8::1]:443")]);
+        let ip = t.client_ip("10.0.0.1".parse().unwrap(), &h);
+        assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+}

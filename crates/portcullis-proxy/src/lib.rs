@@ -1,0 +1,33 @@
+//! The Portcullis data plane: listeners, router, upstream pools, balancers and forwarding.
+//!
+//! [`Gateway::from_config`] lowers a validated [`portcullis_config::Config`] into routes and
+//! upstreams; [`Gateway::bind`] opens the listener; [`BoundGateway::serve`] runs until a shutdown
+//! future resolves, then drains.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = portcullis_config::load("portcullis.toml".as_ref())?;
+//! let gateway = portcullis_proxy::Gateway::from_config(&config)?.bind().await?;
+//! println!("listening on {}", gateway.local_addr());
+//! gateway.serve(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+
+pub mod balance;
+mod body;
+mod error;
+pub mod headers;
+pub mod path;
+mod route;
+pub mod router;
+mod server;
+mod service;
+mod stack;
+mod tls;
+mod upstream;
+
+pub use error::ProxyError;
+pub use route::Route;
+pub use service::{ConnInfo, ProxyService, Shared};
+pub use stack::{BoundGateway, BuildError, Gateway};
+pub use upstream::Upstream;

@@ -1,0 +1,84 @@
+//! A route at run time: where it forwards and how it rewrites the request on the way.
+
+use std::{borrow::Cow, sync::Arc, time::Duration};
+
+use crate::upstream::Upstream;
+
+/// A route built from config.
+#[derive(Debug)]
+pub struct Route {
+    /// Name from config.
+    pub name: Arc<str>,
+    /// Where requests go.
+    pub upstream: Arc<Upstream>,
+    /// Forward the client's `Host` instead of the target's authority.
+    pub preserve_host: bool,
+    /// Prefix removed from the path (no trailing slash).
+    pub strip_prefix: Option<String>,
+    /// Prefix added after stripping (no trailing slash).
+    pub add_prefix: Option<String>,
+    /// Limit on waiting for the response head.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// The path to send upstream. Stripping happens on segment boundaries only.
+    pub fn rewrite_path<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        let mut rest = path;
+        if let Some(strip) = &self.strip_prefix
+            && let Some(after) = path.strip_prefix(strip.as_str())
+            && (after.is_empty() || after.starts_with('/'))
+        {
+            rest = after;
+        }
+        match (&self.add_prefix, rest.is_empty()) {
+            (None, false) if rest.len() == path.len() => Cow::Borrowed(path),
+            (None, false) => Cow::Borrowed(rest),
+            (None, true) => Cow::Borrowed("/"),
+            (Some(add), true) => Cow::Owned(if add.is_empty() {
+                "/".to_owned()
+            } else {
+                add.clone()
+            }),
+            (Some(add), false) => Cow::Owned(format!("{add}{rest}")),
+        }
+    }
+}
+
+/// Trims a configured prefix to its canonical form: no trailing slash (`/` becomes empty).
+pub(crate) fn canonical_prefix(p: &str) -> String {
+    p.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_config::UpstreamConfig;
+
+    fn route(strip: Option<&str>, add: Option<&str>) -> Route {
+        let up: UpstreamConfig =
+            toml::from_str("name = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]").unwrap();
+        Route {
+            name: Arc::from("r"),
+            upstream: Arc::new(Upstream::from_config(&up).unwrap()),
+            preserve_host: false,
+            strip_prefix: strip.map(canonical_prefix),
+            add_prefix: add.map(canonical_prefix),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn strip_and_add_prefixes_on_segment_boundaries() {
+        let r = route(Some("/api/"), Some("/v2"));
+        assert_eq!(r.rewrite_path("/api/users"), "/v2/users");
+        assert_eq!(r.rewrite_path("/api"), "/v2");
+        assert_eq!(r.rewrite_path("/apix"), "/v2/apix");
+        let r = route(Some("/api"), None);
+        assert_eq!(r.rewrite_path("/api/users/1"), "/users/1");
+        assert_eq!(r.rewrite_path("/api"), "/");
+        assert_eq!(r.rewrite_path("/other"), "/other");
+        let r = route(None, Some("/"));
+        assert_eq!(r.rewrite_path("/x"), "/x");
+    }
+}

@@ -1,0 +1,325 @@
+//! The proxy as a `tower::Service`: route, pick a target, rewrite, forward, stream back.
+//!
+//! Errors never escape as `Err`: each becomes the contract's JSON response here, with the
+//! request id, so every layer above sees a plain `Response`.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    uri::{Authority, Scheme},
+};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use portcullis_config::Protocol;
+use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
+use tracing::{debug, warn};
+
+use crate::{
+    balance::InFlight,
+    body::GuardedBody,
+    error::ProxyError,
+    headers::{TrustedProxies, append_via, is_upgrade_request, remove_hop_by_hop},
+    path,
+    route::Route,
+    router::{Lookup, Router},
+};
+
+/// What the proxy knows of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The peer's address (a client or a proxy in front of us).
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub https: bool,
+}
+
+/// State shared by every connection: routes, trusted proxies, the `Via` name.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) router: Router<Route>,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) via: HeaderValue,
+}
+
+/// The proxy service for one connection.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+}
+
+impl ProxyService {
+    /// A service for requests arriving on `conn`.
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Self {
+        Self { shared, conn }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for ProxyService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let conn = self.conn;
+        Box::pin(async move { Ok(handle(&shared, conn, req).await) })
+    }
+}
+
+async fn handle<B>(shared: &Shared, conn: ConnInfo, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let request_id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(RequestId::from_header)
+        .unwrap_or_else(RequestId::generate);
+    let mut response = match forward(shared, conn, req, &request_id).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(&request_id),
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.to_header_value());
+    response
+}
+
+async fn forward<B>(
+    shared: &Shared,
+    conn: ConnInfo,
+    req: Request<B>,
+    request_id: &RequestId,
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(Vec::new()));
+    }
+    let wants_upgrade = is_upgrade_request(req.version(), req.headers());
+    let (mut parts, body) = req.into_parts();
+    let path = path::normalize(parts.uri.path());
+    let route = match shared.router.lookup(
+        request_host(&parts.uri, &parts.headers),
+        &path,
+        &parts.method,
+    ) {
+        Lookup::Found(route) => route,
+        Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
+        Lookup::NotFound => return Err(ProxyError::NoRoute),
+    };
+    let upstream = &route.upstream;
+    let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
+    let (authority, guard) = upstream.pick(&parts.headers, client_ip);
+
+    let client_upgrade = if wants_upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let uri = upstream_uri(authority, &route.rewrite_path(&path), parts.uri.query())?;
+    drop(path);
+    parts.uri = uri;
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers, client_upgrade.is_some());
+    // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
+    headers.remove(header::EXPECT);
+    shared
+        .trusted
+        .set_forwarded(headers, conn.peer.ip(), conn.https, original_host.as_ref());
+    append_via(headers, parts.version, &shared.via);
+    headers.insert(X_REQUEST_ID, request_id.to_header_value());
+    match (route.preserve_host, original_host) {
+        (true, Some(host)) => {
+            headers.insert(header::HOST, host);
+        }
+        _ if upstream.protocol == Protocol::Http2 => {
+            // HTTP/2 carries the authority in `:authority`, taken from the URI.
+            headers.remove(header::HOST);
+        }
+        _ => {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    parts.version = match upstream.protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+    };
+
+    let upstream_req = Request::from_parts(parts, body::boxed(body));
+    let sent = tokio::time::timeout(route.timeout, upstream.client.request(upstream_req)).await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let err = classify(&e, &upstream.name);
+            warn!(request_id = %request_id, route = %route.name, target = %authority,
+                  error = %error_chain(&e), "upstream request failed: {err}");
+            return Err(err);
+        }
+        Err(_) => {
+            warn!(request_id = %request_id, route = %route.name, target = %authority,
+                  timeout = ?route.timeout, "upstream timed out");
+            return Err(ProxyError::Timeout {
+                upstream: Arc::clone(&upstream.name),
+            });
+        }
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            warn!(request_id = %request_id, target = %authority, "upstream switched protocols unasked");
+            return Err(ProxyError::Upstream {
+                upstream: Arc::clone(&upstream.name),
+            });
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        let (mut parts, _) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers, true);
+        append_via(&mut parts.headers, parts.version, &shared.via);
+        return Ok(Response::from_parts(parts, body::empty()));
+    }
+
+    let (mut parts, incoming) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers, false);
+    append_via(&mut parts.headers, parts.version, &shared.via);
+    Ok(Response::from_parts(
+        parts,
+        body::boxed(GuardedBody::new(incoming, guard)),
+    ))
+}
+
+fn upstream_uri(authority: &Authority, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
+}
+
+/// The host the request is for, without port: the URI's authority (HTTP/2, absolute-form)
+/// or the `Host` header.
+fn request_host<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    if let Some(host) = uri.host() {
+        return Some(host.trim_start_matches('[').trim_end_matches(']'));
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    })
+}
+
+fn classify(e: &hyper_util::client::legacy::Error, upstream: &Arc<str>) -> ProxyError {
+    let upstream = Arc::clone(upstream);
+    if e.is_connect() {
+        let timed_out = std::iter::successors(std::error::Error::source(e), |e| e.source())
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            ProxyError::Timeout { upstream }
+        } else {
+            ProxyError::Connect { upstream }
+        }
+    } else {
+        ProxyError::Upstream { upstream }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection until either
+/// side closes. The in-flight guard lives as long as the tunnel.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, guard: InFlight) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "upgraded connection ended with an error");
+    }
+    drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(r: &Request<()>) -> Option<&str> {
+        request_host(r.uri(), r.headers())
+    }
+
+    #[test]
+    fn host_is_taken_without_port() {
+        let r = Request::builder()
+            .header("host", "Example.com:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r), Some("Example.com"));
+        let r = Request::builder()
+            .header("host", "[::1]:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r), Some("::1"));
+        let r = Request::builder()
+            .uri("http://h2.example/x")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r), Some("h2.example"));
+        let r = Request::builder().body(()).unwrap();
+        assert_eq!(host_of(&r), None);
+    }
+}

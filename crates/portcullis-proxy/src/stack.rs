@@ -1,0 +1,199 @@
+//! Lowering the validated config into the running gateway: upstreams, routes, router, listener.
+//!
+//! This is the one place that reads config for the data plane; the hot path only sees the types
+//! built here. Later layers (cache, limits, resilience, auth) are assembled here per route, in
+//! the order of the request path described in docs/ARCHITECTURE.md.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use http::{HeaderValue, Method};
+use portcullis_config::{Config, parse_cidr, parse_host, parse_path, parse_path_prefix};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    headers::TrustedProxies,
+    route::{Route, canonical_prefix},
+    router::{Matcher, Router},
+    server::{self, ListenerSettings},
+    service::Shared,
+    tls,
+    upstream::Upstream,
+};
+
+/// Why the gateway could not be built or bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A config value the validator accepted could not be lowered (a bug if it happens).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// TLS certificate or key problems.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A gateway built from config, not yet listening.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    settings: ListenerSettings,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds upstreams and routes from a validated config.
+    pub fn from_config(config: &Config) -> Result<Self, BuildError> {
+        let upstreams: HashMap<&str, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Upstream::from_config(u)
+                    .map(|up| (u.name.get_ref().as_str(), Arc::new(up)))
+                    .map_err(BuildError::Config)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let upstream = upstreams
+                .get(r.upstream.get_ref().as_str())
+                .cloned()
+                .ok_or_else(|| {
+                    BuildError::Config(format!("unknown upstream {:?}", r.upstream.get_ref()))
+                })?;
+            let m = &r.matcher;
+            let matcher = Matcher {
+                host: m
+                    .host
+                    .as_ref()
+                    .map(|h| parse_host(h.get_ref()))
+                    .transpose()
+                    .map_err(BuildError::Config)?,
+                path: match (&m.path, &m.path_prefix) {
+                    (Some(p), _) => Some(parse_path(p.get_ref()).map_err(BuildError::Config)?),
+                    (None, Some(p)) => {
+                        Some(parse_path_prefix(p.get_ref()).map_err(BuildError::Config)?)
+                    }
+                    (None, None) => None,
+                },
+                methods: m
+                    .methods
+                    .iter()
+                    .map(|s| {
+                        Method::from_bytes(s.get_ref().to_ascii_uppercase().as_bytes())
+                            .map_err(|e| BuildError::Config(e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let route = Route {
+                name: Arc::from(r.name.get_ref().as_str()),
+                timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
+                upstream,
+                preserve_host: r.preserve_host,
+                strip_prefix: r
+                    .strip_prefix
+                    .as_ref()
+                    .map(|p| canonical_prefix(p.get_ref())),
+                add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
+            };
+            routes.push((matcher, route));
+        }
+        let s = &config.server;
+        let trusted = s
+            .trusted_proxies
+            .iter()
+            .map(|p| parse_cidr(p.get_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BuildError::Config)?;
+        let via = HeaderValue::from_str(&s.via).map_err(|e| BuildError::Config(e.to_string()))?;
+        let tls = s
+            .tls
+            .as_ref()
+            .map(|t| tls::acceptor(t.cert.get_ref(), t.key.get_ref(), s.http2))
+            .transpose()
+            .map_err(BuildError::Tls)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                router: Router::new(routes),
+                trusted: TrustedProxies::new(trusted),
+                via,
+            }),
+            listen: s.listen,
+            tls,
+            settings: ListenerSettings {
+                http2: s.http2,
+                header_read_timeout: s.header_read_timeout.0,
+                max_header_bytes: usize::try_from(s.max_header_bytes.get_ref().0)
+                    .unwrap_or(usize::MAX),
+                drain_timeout: s.drain_timeout.0,
+            },
+        })
+    }
+
+    /// Opens the listener.
+    pub async fn bind(self) -> Result<BoundGateway, BuildError> {
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| BuildError::Bind {
+                addr: self.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BuildError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        Ok(BoundGateway {
+            gateway: self,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The shared routing state, for embedding the proxy service in another server.
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+}
+
+/// A gateway with an open listener.
+#[derive(Debug)]
+pub struct BoundGateway {
+    gateway: Gateway,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl BoundGateway {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.gateway.tls.is_some()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests for
+    /// at most `server.drain_timeout`.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let g = self.gateway;
+        server::serve(self.listener, g.tls, g.shared, g.settings, shutdown).await;
+    }
+}

@@ -1,0 +1,126 @@
+//! Upstreams: named groups of targets with a balancer and a pooled keep-alive client.
+//!
+//! One hyper-util client per upstream; its pool keeps connections per target authority, so
+//! targets never share connections. HTTP/2 upstreams (prior knowledge) multiplex requests over
+//! one connection per target.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{HeaderMap, header, uri::Authority};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use portcullis_config::{HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url};
+use portcullis_http::Body;
+
+use crate::balance::{Balancer, InFlight};
+
+/// A running upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Name from config.
+    pub name: Arc<str>,
+    targets: Box<[Authority]>,
+    balancer: Balancer,
+    hash_on: Option<HashOn>,
+    pub(crate) client: Client<HttpConnector, Body>,
+    pub(crate) protocol: Protocol,
+    /// Limit on waiting for the response head.
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds an upstream from validated config.
+    pub fn from_config(cfg: &UpstreamConfig) -> Result<Self, String> {
+        let targets = cfg
+            .targets
+            .get_ref()
+            .iter()
+            .map(|t| parse_target_url(t.url.get_ref()).map(|u| u.authority))
+            .collect::<Result<Box<[_]>, _>>()?;
+        let names: Vec<&str> = targets.iter().map(Authority::as_str).collect();
+        let weights: Vec<u32> = cfg
+            .targets
+            .get_ref()
+            .iter()
+            .map(|t| *t.weight.get_ref())
+            .collect();
+        let hash_on = cfg
+            .hash_on
+            .as_ref()
+            .map(|h| parse_hash_on(h.get_ref()))
+            .transpose()?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.pool.connect_timeout.0));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool.idle_timeout.0)
+            .pool_max_idle_per_host(cfg.pool.max_idle_per_target)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(cfg.protocol == Protocol::Http2)
+            .set_host(false)
+            .build(connector);
+        Ok(Self {
+            name: Arc::from(cfg.name.get_ref().as_str()),
+            balancer: Balancer::new(cfg.balance, &names, &weights),
+            targets,
+            hash_on,
+            client,
+            protocol: cfg.protocol,
+            timeout: cfg.pool.timeout.0,
+        })
+    }
+
+    /// Picks a target for a request; the guard counts it in flight until dropped.
+    pub fn pick(&self, headers: &HeaderMap, client_ip: std::net::IpAddr) -> (&Authority, InFlight) {
+        let ip_bytes;
+        let key: Option<&[u8]> = match &self.hash_on {
+            None => None,
+            Some(HashOn::Header(name)) => headers.get(name).map(|v| v.as_bytes()),
+            Some(HashOn::Cookie(name)) => cookie_value(headers, name),
+            Some(HashOn::ClientIp) => {
+                ip_bytes = client_ip.to_string();
+                Some(ip_bytes.as_bytes())
+            }
+        };
+        let guard = self.balancer.pick(key);
+        (&self.targets[guard.index()], guard)
+    }
+
+    /// The balancer, for inspection.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_values_are_found_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; sid=abc ; b=2".parse().unwrap());
+        h.append(header::COOKIE, "other=x".parse().unwrap());
+        assert_eq!(cookie_value(&h, "sid"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&h, "other"), Some(&b"x"[..]));
+        assert_eq!(cookie_value(&h, "si"), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! The real gateway, in-process, from a TOML string.
+
+use std::net::SocketAddr;
+
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// Starts the gateway from `toml`. Without a `[server]` table, it listens on `127.0.0.1:0`.
+    pub async fn start(toml: &str) -> Self {
+        let text = if toml.contains("[server]") {
+            toml.to_owned()
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{toml}")
+        };
+        let config = portcullis_config::parse(&text, "test.toml".as_ref())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let gateway = portcullis_proxy::Gateway::from_config(&config)
+            .expect("gateway builds")
+            .bind()
+            .await
+            .expect("gateway binds");
+        let addr = gateway.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(gateway.serve(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// `http://addr` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown and returns a handle that completes when draining is done.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().expect("shutdown once")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(done) = &self.done {
+            done.abort();
+        }
+    }
+}

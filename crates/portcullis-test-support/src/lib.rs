@@ -1,0 +1,11 @@
+//! Test harness over real sockets: upstream HTTP servers with scripted behaviour, the gateway
+//! started in-process from a TOML string, and small clients. Everything binds `127.0.0.1:0` and
+//! stops when its handle is dropped.
+
+mod client;
+mod gateway;
+mod upstream;
+
+pub use client::{Client, RawConn};
+pub use gateway::TestGateway;
+pub use upstream::{Handler, Seen, TestBody, TestUpstream, echo, full};

@@ -1,0 +1,143 @@
+//! `portcullis`: the gateway binary.
+//!
+//! Sub-commands: `serve --config FILE` runs the gateway, `check --config FILE` validates a config
+//! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it.
+
+mod demo_origin;
+mod shutdown;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+/// Portcullis: an API gateway and performance layer.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file without serving; exit code 1 on errors.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a built-in demo origin and the gateway in front of it (no setup needed).
+    Quickstart,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Quickstart => runtime().and_then(|rt| rt.block_on(quickstart())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match portcullis_config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} upstreams, {} routes)",
+                path.display(),
+                config.upstreams.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.0.len();
+            eprintln!(
+                "{}: {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_gateway(&config).await
+}
+
+async fn run_gateway(config: &portcullis_config::Config) -> anyhow::Result<()> {
+    let gateway = portcullis_proxy::Gateway::from_config(config)?
+        .bind()
+        .await?;
+    let scheme = if gateway.is_tls() { "https" } else { "http" };
+    info!(
+        address = %gateway.local_addr(),
+        routes = config.routes.len(),
+        upstreams = config.upstreams.len(),
+        "listening on {scheme}://{}", gateway.local_addr()
+    );
+    gateway.serve(shutdown::signal()).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn quickstart() -> anyhow::Result<()> {
+    const CONFIG: &str = include_str!("../../../examples/quickstart.toml");
+    let config = portcullis_config::parse(CONFIG, "examples/quickstart.toml".as_ref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let origins = demo_origin::start(&["127.0.0.1:3001", "127.0.0.1:3002"]).await?;
+    let gw = format!("http://{}", config.server.listen);
+    println!("Portcullis quickstart");
+    println!("  demo origin instances: {}", origins.join(", "));
+    println!("  gateway:               {gw}");
+    println!();
+    println!("Try:");
+    println!("  curl -i {gw}/api/hello            # proxied to the origin as /hello");
+    println!(
+        "  curl -s {gw}/api/hello; curl -s {gw}/api/hello   # round robin over both instances"
+    );
+    println!("  curl -i {gw}/api/slow?ms=300      # a slow origin response, streamed");
+    println!("  curl -i -X POST --data 'hi' {gw}/api/echo");
+    println!("  curl -i --http2-prior-knowledge {gw}/api/hello");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    run_gateway(&config).await
+}
