@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn trusted_peers_extend_the_chain_and_reveal_the_client() {
-        let t = trusted(&["10.0.0.0/8", "::1"]);
+        let t = trusted(&["10.0.0.0/8", "::1/128"]);
         let mut h = map(&[
             ("x-forwarded-for", "198.51.100.7, 10.1.1.1"),
             ("x-forwarded-proto", "https"),

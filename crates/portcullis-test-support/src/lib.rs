@@ -4,8 +4,10 @@
 
 mod client;
 mod gateway;
+mod tls;
 mod upstream;
 
 pub use client::{Client, RawConn};
 pub use gateway::TestGateway;
+pub use tls::{SelfSigned, tls_get};
 pub use upstream::{Handler, Seen, TestBody, TestUpstream, echo, full};

@@ -1,0 +1,135 @@
+//! Failure paths: upstream refused (502), upstream slow (504), malformed and oversized requests,
+//! `Expect: 100-continue`.
+
+use std::{sync::Arc, time::Duration};
+
+use http::StatusCode;
+use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo, full};
+use tokio::net::TcpListener;
+
+use crate::{json, single_route};
+
+#[tokio::test]
+async fn refused_upstream_gives_502_json() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[[upstreams]]\nname = \"gone\"\ntargets = [{{ url = \"http://127.0.0.1:{port}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"gone\"\n"
+    );
+    let gw = TestGateway::start(&config).await;
+    let resp = Client::http1().get(&gw.url("/x")).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = json(resp.body());
+    assert_eq!(body["status"], 502);
+    assert_eq!(
+        body["request_id"],
+        resp.headers()["x-request-id"].to_str().unwrap()
+    );
+    assert!(body["error"].as_str().unwrap().contains("gone"), "{body}");
+}
+
+#[tokio::test]
+async fn slow_upstream_gives_504_json_after_the_route_timeout() {
+    let never = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&never);
+    let up = TestUpstream::start(Arc::new(move |_| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            gate.notified().await;
+            http::Response::new(full("late"))
+        })
+    }))
+    .await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "timeout = \"200ms\"")).await;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::http1().get(&gw.url("/slow")),
+    )
+    .await
+    .expect("gateway answered");
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body = json(resp.body());
+    assert_eq!(body["status"], 504);
+    assert!(
+        body["error"].as_str().unwrap().contains("timed out"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "")).await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(gw.addr).await;
+        conn.send(garbage).await;
+        let head = conn.read_head().await;
+        assert!(
+            head.starts_with("HTTP/1.1 400"),
+            "{:?}: {head}",
+            String::from_utf8_lossy(garbage)
+        );
+    }
+    assert_eq!(up.request_count(), 0);
+    let resp = Client::http1().get(&gw.url("/still-ok")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_header_bytes = \"16KiB\"\n\n{}",
+        single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    let big = "a".repeat(64 * 1024);
+    conn.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await;
+    let head = conn.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "")).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(
+        b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    // The client waits for the interim response before sending the body.
+    let interim = conn.read_head().await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    conn.send(b"hello").await;
+    let head = conn.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let body = json(&conn.read_exact(len).await);
+    assert_eq!(body["body"], "hello");
+    assert!(
+        body["headers"].get("expect").is_none(),
+        "Expect was forwarded"
+    );
+}

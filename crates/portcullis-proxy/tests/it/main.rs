@@ -1,0 +1,33 @@
+//! Integration tests of the data plane over real sockets: real upstream servers, the real
+//! gateway, real clients. One binary (modules below) to keep link time down.
+
+mod balancing;
+mod errors;
+mod http2_tls;
+mod proxying;
+mod routing;
+mod streaming;
+mod upgrade;
+
+use portcullis_test_support::TestUpstream;
+
+/// A config with one upstream over `targets` and one catch-all route, plus `extra` route keys.
+pub(crate) fn single_route(
+    targets: &[&TestUpstream],
+    upstream_extra: &str,
+    route_extra: &str,
+) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{{ url = \"{}\" }}", t.url()))
+        .collect();
+    format!(
+        "[[upstreams]]\nname = \"up\"\ntargets = [{}]\n{upstream_extra}\n\n[[routes]]\nname = \"all\"\nupstream = \"up\"\n{route_extra}\n",
+        targets.join(", ")
+    )
+}
+
+pub(crate) fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
