@@ -2,6 +2,10 @@
 //! started in-process from a TOML string, and small clients. Everything binds `127.0.0.1:0` and
 //! stops when its handle is dropped.
 
+// A harness: a failed setup step is a failed test, so panicking with a message is the right
+// behaviour here (and only here).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod client;
 mod gateway;
 mod tls;

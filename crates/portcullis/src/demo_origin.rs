@@ -51,7 +51,7 @@ async fn handle(
         *r.status_mut() = status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            "application/json".parse().expect("static header value"),
+            http::HeaderValue::from_static("application/json"),
         );
         Ok(r)
     };
@@ -71,9 +71,7 @@ async fn handle(
             let mut r = Response::new(Full::new(body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                "application/octet-stream"
-                    .parse()
-                    .expect("static header value"),
+                http::HeaderValue::from_static("application/octet-stream"),
             );
             Ok(r)
         }

@@ -1,6 +1,9 @@
 //! Integration tests of the data plane over real sockets: real upstream servers, the real
 //! gateway, real clients. One binary (modules below) to keep link time down.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod balancing;
 mod errors;
 mod http2_tls;

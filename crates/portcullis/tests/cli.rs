@@ -1,0 +1,316 @@
+//! The real `portcullis` binary: `check` diagnostics, graceful shutdown on SIGTERM, and bounded
+//! memory while 10 MiB bodies stream through it.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Channel, Full};
+use portcullis_test_support::{Client, TestBody, TestUpstream, full};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn check(text: &str) -> (i32, String) {
+    let (_dir, path) = write_config(text);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn check_accepts_the_quickstart_example() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/quickstart.toml"
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 upstreams, 2 routes)"));
+}
+
+#[test]
+fn check_names_file_line_column_and_key_of_an_unknown_key_with_a_suggestion() {
+    let (code, err) = check("[server]\nlisten = \"127.0.0.1:0\"\ndrain_timout = \"5s\"\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("FILE:3:1: key `server.drain_timout`: unknown field `drain_timout`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `drain_timeout`?"), "{err}");
+    assert!(err.contains("3 | drain_timout = \"5s\""), "{err}");
+}
+
+#[test]
+fn check_reports_every_semantic_error_with_its_location() {
+    let text = "\
+[[upstreams]]
+name = \"api\"
+targets = [{ url = \"http://127.0.0.1:3000\" }]
+
+[[routes]]
+name = \"a\"
+upstream = \"apii\"
+
+[[routes]]
+name = \"b\"
+upstream = \"api\"
+match = { host = \"bad host\", path = \"/p/x{id}\" }
+";
+    let (code, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "FILE:7:12: key `routes[0].upstream`: unknown upstream \"apii\"; did you mean \"api\"?"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("FILE:12:18: key `routes[1].match.host`: invalid host \"bad host\""),
+        "{err}"
+    );
+    assert!(err.contains("FILE:12:37: key `routes[1].match.path`: invalid path \"/p/x{id}\": a parameter must be a whole segment"), "{err}");
+    assert!(err.contains("3 errors"), "{err}");
+}
+
+#[test]
+fn check_reports_bad_values_and_syntax_errors_with_locations() {
+    let (code, err) = check("[server]\ndrain_timeout = \"5 minutes\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FILE:2:17: key `server.drain_timeout`: invalid duration \"5 minutes\""),
+        "{err}"
+    );
+    let (code, err) = check("[server\nlisten = 1\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("FILE:1:"), "{err}");
+    let (code, err) = check("[[routes]]\nname = \"r\"\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("missing field `upstream`"), "{err}");
+}
+
+#[test]
+fn check_reports_an_unreadable_file() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/portcullis.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/portcullis.toml: cannot read config file")
+    );
+}
+
+/// The gateway binary running `serve`; killed on drop.
+struct GatewayProcess {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    fn start(config: &str) -> Self {
+        let (dir, path) = write_config(config);
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("gateway exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} not in /proc status"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn one_route(up: &TestUpstream) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n[[routes]]\nname = \"all\"\nupstream = \"up\"\n",
+        up.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&release);
+    let up = TestUpstream::start(Arc::new(move |_| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            gate.notified().await;
+            Response::new(full("finished"))
+        })
+    }))
+    .await;
+    let mut gw = GatewayProcess::start(&one_route(&up));
+    let url = gw.url("/slow");
+    let in_flight = tokio::spawn(async move { Client::http1().get(&url).await });
+    // Wait until the request is held by the upstream.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while up.request_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("request never reached the upstream");
+
+    gw.signal("-TERM");
+    // The listener closes: new connections are refused while the old request is still held.
+    let addr = gw.addr;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("listener still accepting after SIGTERM");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+
+    release.notify_waiters();
+    let resp = in_flight.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.body().as_ref(), b"finished");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gw.child.wait().unwrap();
+        (status, gw)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(status.code(), Some(0));
+}
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_transfers_stream_with_bounded_gateway_memory() {
+    // Upstream: GET sends 10 MiB in 64 KiB chunks; PUT counts what it receives.
+    let up = TestUpstream::start(Arc::new(|req| {
+        Box::pin(async move {
+            if req.method() == http::Method::PUT {
+                let mut body = req.into_body();
+                let mut n = 0;
+                while let Some(frame) = body.frame().await {
+                    n += frame.unwrap().into_data().map_or(0, |d| d.len());
+                }
+                return Response::new(full(n.to_string()));
+            }
+            let (mut tx, body) = Channel::<Bytes, Box<dyn std::error::Error + Send + Sync>>::new(2);
+            tokio::spawn(async move {
+                for _ in 0..(10 * MIB / (64 * 1024)) {
+                    if tx
+                        .send_data(Bytes::from(vec![7u8; 64 * 1024]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            Response::new(TestBody::new(body))
+        })
+    }))
+    .await;
+    let gw = GatewayProcess::start(&one_route(&up));
+    let client = Client::http1();
+    // Warm up connections and allocator arenas, then take the baseline.
+    assert_eq!(client.get(&gw.url("/warm")).await.body().len(), 10 * MIB);
+    let baseline = gw.status_kib("VmRSS:");
+    let hwm_before = gw.status_kib("VmHWM:");
+
+    for _ in 0..3 {
+        let down = client.get(&gw.url("/big")).await;
+        assert_eq!(down.body().len(), 10 * MIB);
+        let up_resp = client
+            .send(
+                Request::put(gw.url("/big"))
+                    .body(Full::new(Bytes::from(vec![1u8; 10 * MIB])))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(up_resp.body().as_ref(), (10 * MIB).to_string().as_bytes());
+    }
+    let peak = gw.status_kib("VmHWM:");
+    let growth_kib = peak.saturating_sub(baseline.max(hwm_before));
+    eprintln!("gateway peak RSS growth over 3x(10 MiB down + 10 MiB up): {growth_kib} KiB");
+    // Buffering either body would grow the peak by at least 10 MiB.
+    assert!(
+        growth_kib < 4 * 1024,
+        "gateway peak RSS grew by {growth_kib} KiB (baseline {baseline} KiB, peak {peak} KiB)"
+    );
+}
