@@ -14,15 +14,15 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
-/// Starts one demo origin instance per address; returns their URLs.
-pub(crate) async fn start(addrs: &[&str]) -> anyhow::Result<Vec<String>> {
-    let mut urls = Vec::new();
+/// Starts one demo origin instance per address; returns the bound addresses.
+pub(crate) async fn start(addrs: &[String]) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let mut bound = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let listener = TcpListener::bind(addr).await.with_context(|| {
+        let listener = TcpListener::bind(addr.as_str()).await.with_context(|| {
             format!("demo origin cannot listen on {addr} (is the port in use?)")
         })?;
         let instance = i + 1;
-        urls.push(format!("http://{addr}"));
+        bound.push(listener.local_addr()?);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -37,7 +37,7 @@ pub(crate) async fn start(addrs: &[&str]) -> anyhow::Result<Vec<String>> {
             }
         });
     }
-    Ok(urls)
+    Ok(bound)
 }
 
 async fn handle(

@@ -35,7 +35,14 @@ enum Command {
         config: PathBuf,
     },
     /// Run a built-in demo origin and the gateway in front of it (no setup needed).
-    Quickstart,
+    Quickstart {
+        /// Gateway address (overrides examples/quickstart.toml).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Addresses of the two demo origin instances (port 0 picks free ports).
+        #[arg(long, num_args = 2, default_values = ["127.0.0.1:3001", "127.0.0.1:3002"])]
+        origins: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,7 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Command::Quickstart => runtime().and_then(|rt| rt.block_on(quickstart())),
+        Command::Quickstart { listen, origins } => {
+            runtime().and_then(|rt| rt.block_on(quickstart(listen, &origins)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,10 +109,14 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    run_gateway(&config).await
+    let gateway = bind(&config).await?;
+    run(gateway).await;
+    Ok(())
 }
 
-async fn run_gateway(config: &portcullis_config::Config) -> anyhow::Result<()> {
+async fn bind(
+    config: &portcullis_config::Config,
+) -> anyhow::Result<portcullis_proxy::BoundGateway> {
     let gateway = portcullis_proxy::Gateway::from_config(config)?
         .bind()
         .await?;
@@ -114,19 +127,32 @@ async fn run_gateway(config: &portcullis_config::Config) -> anyhow::Result<()> {
         upstreams = config.upstreams.len(),
         "listening on {scheme}://{}", gateway.local_addr()
     );
-    gateway.serve(shutdown::signal()).await;
-    info!("stopped");
-    Ok(())
+    Ok(gateway)
 }
 
-async fn quickstart() -> anyhow::Result<()> {
+async fn run(gateway: portcullis_proxy::BoundGateway) {
+    gateway.serve(shutdown::signal()).await;
+    info!("stopped");
+}
+
+async fn quickstart(listen: std::net::SocketAddr, origin_addrs: &[String]) -> anyhow::Result<()> {
     const CONFIG: &str = include_str!("../../../examples/quickstart.toml");
-    let config = portcullis_config::parse(CONFIG, "examples/quickstart.toml".as_ref())
+    let mut config = portcullis_config::parse(CONFIG, "examples/quickstart.toml".as_ref())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let origins = demo_origin::start(&["127.0.0.1:3001", "127.0.0.1:3002"]).await?;
-    let gw = format!("http://{}", config.server.listen);
+    let origins = demo_origin::start(origin_addrs).await?;
+    // Point the demo upstream at the instances actually bound (they differ only when the
+    // command line overrides the addresses, e.g. port 0 in tests).
+    config.server.listen = listen;
+    if let Some(up) = config.upstreams.first_mut() {
+        for (target, addr) in up.targets.get_mut().iter_mut().zip(&origins) {
+            *target.url.get_mut() = format!("http://{addr}");
+        }
+    }
+    let gateway = bind(&config).await?;
+    let gw = format!("http://{}", gateway.local_addr());
+    let list: Vec<String> = origins.iter().map(|a| format!("http://{a}")).collect();
     println!("Portcullis quickstart");
-    println!("  demo origin instances: {}", origins.join(", "));
+    println!("  demo origin instances: {}", list.join(", "));
     println!("  gateway:               {gw}");
     println!();
     println!("Try:");
@@ -134,10 +160,11 @@ async fn quickstart() -> anyhow::Result<()> {
     println!(
         "  curl -s {gw}/api/hello; curl -s {gw}/api/hello   # round robin over both instances"
     );
-    println!("  curl -i {gw}/api/slow?ms=300      # a slow origin response, streamed");
+    println!("  curl -i {gw}/api/slow?ms=300      # a slow origin response");
     println!("  curl -i -X POST --data 'hi' {gw}/api/echo");
     println!("  curl -i --http2-prior-knowledge {gw}/api/hello");
     println!();
     println!("Press Ctrl-C to stop.");
-    run_gateway(&config).await
+    run(gateway).await;
+    Ok(())
 }

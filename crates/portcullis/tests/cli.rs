@@ -314,3 +314,49 @@ async fn ten_mib_transfers_stream_with_bounded_gateway_memory() {
         "gateway peak RSS grew by {growth_kib} KiB (baseline {baseline} KiB, peak {peak} KiB)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_serves_the_demo_through_the_gateway() {
+    let mut child = Command::new(BIN)
+        .args([
+            "quickstart",
+            "--listen",
+            "127.0.0.1:0",
+            "--origins",
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+        ])
+        .env("PORTCULLIS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("quickstart exited early").unwrap();
+        if let Some(url) = line.trim().strip_prefix("gateway:") {
+            break url.trim().trim_start_matches("http://").parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let client = Client::http1();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let resp = client.get(&format!("http://{addr}/api/hello")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(v["message"], "hello from the demo origin");
+        instances.push(v["instance"].as_u64().unwrap());
+    }
+    instances.sort_unstable();
+    assert_eq!(instances, [1, 2], "round robin over both demo instances");
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
