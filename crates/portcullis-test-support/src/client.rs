@@ -104,6 +104,19 @@ impl RawConn {
         String::from_utf8_lossy(&self.read_until(b"\r\n\r\n").await).into_owned()
     }
 
+    /// Reads a response head and the body its `Content-Length` announces (empty without one).
+    pub async fn read_response(&mut self) -> (String, Vec<u8>) {
+        let head = self.read_head().await;
+        let len = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body = self.read_exact(len).await;
+        (head, body)
+    }
+
     /// Reads exactly `n` more bytes (fewer if the peer closes first).
     pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {
