@@ -1,5 +1,6 @@
-//! A response body that holds the target's in-flight guard until the body is finished or
-//! dropped, so `least_request` sees a request as busy while its body still streams.
+//! The upstream response body as the client receives it. It holds the target's in-flight guard
+//! until the body ends or is dropped (so `least_request` counts streaming bodies), and returns the
+//! pooled connection when the body has been read to the end (a body dropped early closes it).
 
 use std::{
     pin::Pin,
@@ -10,24 +11,45 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::balance::InFlight;
+use crate::{balance::InFlight, pool::Lease};
 
 pin_project! {
-    /// Wraps a body and releases the guard when dropped.
+    /// Wraps a body; releases the guard and the connection at its end.
     pub(crate) struct GuardedBody<B> {
         #[pin]
         inner: B,
         guard: Option<InFlight>,
+        lease: Option<Lease>,
     }
 }
 
 impl<B> GuardedBody<B> {
-    /// Wraps `inner`, holding `guard`.
-    pub(crate) fn new(inner: B, guard: InFlight) -> Self {
-        Self {
+    /// Wraps `inner`, holding `guard` and `lease`. An already finished body (HEAD, 204,
+    /// `Content-Length: 0`) returns its connection at once: hyper may never poll it.
+    pub(crate) fn new(inner: B, guard: InFlight, lease: Option<Lease>) -> Self
+    where
+        B: Body,
+    {
+        let mut body = Self {
             inner,
             guard: Some(guard),
+            lease,
+        };
+        if body.inner.is_end_stream() {
+            body.finish();
         }
+        body
+    }
+
+    fn finish(&mut self) {
+        release(&mut self.guard, &mut self.lease);
+    }
+}
+
+fn release(guard: &mut Option<InFlight>, lease: &mut Option<Lease>) {
+    guard.take();
+    if let Some(lease) = lease.take() {
+        lease.release();
     }
 }
 
@@ -39,10 +61,19 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.guard.take();
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            // The end, or the last data frame (hyper stops polling once `is_end_stream`).
+            Poll::Ready(None) => release(this.guard, this.lease),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                release(this.guard, this.lease)
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.guard.take();
+                this.lease.take();
+            }
+            _ => {}
         }
         polled
     }

@@ -18,6 +18,7 @@ mod body;
 mod error;
 pub mod headers;
 pub mod path;
+mod pool;
 mod route;
 pub mod router;
 mod server;

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
-    uri::{Authority, Scheme},
+    uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -29,6 +29,7 @@ use crate::{
     error::ProxyError,
     headers::{TrustedProxies, append_via, is_upgrade_request, remove_hop_by_hop},
     path,
+    pool::SendError,
     route::Route,
     router::{Lookup, Router},
 };
@@ -131,7 +132,8 @@ where
     };
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
-    let (authority, guard) = upstream.pick(&parts.headers, client_ip);
+    let (target, guard) = upstream.pick(&parts.headers, client_ip);
+    let authority = &target.authority;
 
     let client_upgrade = if wants_upgrade {
         parts.extensions.remove::<OnUpgrade>()
@@ -145,7 +147,7 @@ where
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    let uri = upstream_uri(authority, &route.rewrite_path(&path), parts.uri.query())?;
+    let uri = upstream_uri(&parts.uri, &path, route, upstream.protocol, authority)?;
     drop(path);
     parts.uri = uri;
     let headers = &mut parts.headers;
@@ -166,9 +168,7 @@ where
             headers.remove(header::HOST);
         }
         _ => {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, v);
-            }
+            headers.insert(header::HOST, target.host_header.clone());
         }
     }
     parts.version = match upstream.protocol {
@@ -177,13 +177,13 @@ where
     };
 
     let upstream_req = Request::from_parts(parts, body::boxed(body));
-    let sent = tokio::time::timeout(route.timeout, upstream.client.request(upstream_req)).await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
+    let sent = tokio::time::timeout(route.timeout, target.pool.send(upstream_req)).await;
+    let (mut response, lease) = match sent {
+        Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
             let err = classify(&e, &upstream.name);
             warn!(request_id = %request_id, route = %route.name, target = %authority,
-                  error = %error_chain(&e), "upstream request failed: {err}");
+                  error = %e, "upstream request failed: {err}");
             return Err(err);
         }
         Err(_) => {
@@ -215,21 +215,40 @@ where
     append_via(&mut parts.headers, parts.version, &shared.via);
     Ok(Response::from_parts(
         parts,
-        body::boxed(GuardedBody::new(incoming, guard)),
+        body::boxed(GuardedBody::new(incoming, guard, lease)),
     ))
 }
 
-fn upstream_uri(authority: &Authority, path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+/// The request target sent upstream: origin-form (`/path?query`) for HTTP/1.1, absolute for
+/// HTTP/2 (which carries scheme and authority as pseudo-headers). When neither normalization nor
+/// the route changed the path, the client's path-and-query is reused without copying.
+fn upstream_uri(
+    original: &Uri,
+    normalized: &str,
+    route: &Route,
+    protocol: Protocol,
+    authority: &Authority,
+) -> Result<Uri, ProxyError> {
+    let rewritten = route.rewrite_path(normalized);
+    let unchanged = rewritten.as_ref() == original.path();
+    let path_and_query = match (unchanged, original.path_and_query(), original.query()) {
+        (true, Some(pq), _) => pq.clone(),
+        (_, _, Some(q)) => {
+            PathAndQuery::try_from(format!("{rewritten}?{q}")).map_err(bad_target)?
+        }
+        (_, _, None) => PathAndQuery::try_from(rewritten.as_ref()).map_err(bad_target)?,
     };
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path_and_query);
+    if protocol == Protocol::Http2 {
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+    }
+    Uri::from_parts(parts).map_err(bad_target)
+}
+
+fn bad_target<E>(_: E) -> ProxyError {
+    ProxyError::BadRequest("request target cannot be forwarded")
 }
 
 /// The host the request is for, without port: the URI's authority (HTTP/2, absolute-form)
@@ -248,31 +267,13 @@ fn request_host<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<&'a st
     })
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, upstream: &Arc<str>) -> ProxyError {
+fn classify(e: &SendError, upstream: &Arc<str>) -> ProxyError {
     let upstream = Arc::clone(upstream);
-    if e.is_connect() {
-        let timed_out = std::iter::successors(std::error::Error::source(e), |e| e.source())
-            .filter_map(|e| e.downcast_ref::<std::io::Error>())
-            .any(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if timed_out {
-            ProxyError::Timeout { upstream }
-        } else {
-            ProxyError::Connect { upstream }
-        }
-    } else {
-        ProxyError::Upstream { upstream }
+    match e {
+        SendError::ConnectTimeout => ProxyError::Timeout { upstream },
+        SendError::Connect(_) => ProxyError::Connect { upstream },
+        SendError::Http(_) => ProxyError::Upstream { upstream },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection until either

@@ -1,30 +1,36 @@
 //! Upstreams: named groups of targets with a balancer and a pooled keep-alive client.
 //!
-//! One hyper-util client per upstream; its pool keeps connections per target authority, so
-//! targets never share connections. HTTP/2 upstreams (prior knowledge) multiplex requests over
-//! one connection per target.
+//! Each target has its own connection pool ([`crate::pool`]): HTTP/1.1 keep-alive connections,
+//! or one multiplexed HTTP/2 connection (prior knowledge).
 
 use std::{sync::Arc, time::Duration};
 
-use http::{HeaderMap, header, uri::Authority};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
+use http::{HeaderMap, HeaderValue, header, uri::Authority};
 use portcullis_config::{HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url};
-use portcullis_http::Body;
 
-use crate::balance::{Balancer, InFlight};
+use crate::{
+    balance::{Balancer, InFlight},
+    pool::{PoolSettings, TargetPool},
+};
+
+/// One target of an upstream.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `host:port`.
+    pub(crate) authority: Authority,
+    /// The same, as a `Host` header value.
+    pub(crate) host_header: HeaderValue,
+    pub(crate) pool: Arc<TargetPool>,
+}
 
 /// A running upstream.
 #[derive(Debug)]
 pub struct Upstream {
     /// Name from config.
     pub name: Arc<str>,
-    targets: Box<[Authority]>,
+    targets: Box<[Target]>,
     balancer: Balancer,
     hash_on: Option<HashOn>,
-    pub(crate) client: Client<HttpConnector, Body>,
     pub(crate) protocol: Protocol,
     /// Limit on waiting for the response head.
     pub timeout: Duration,
@@ -33,13 +39,27 @@ pub struct Upstream {
 impl Upstream {
     /// Builds an upstream from validated config.
     pub fn from_config(cfg: &UpstreamConfig) -> Result<Self, String> {
+        let settings = PoolSettings {
+            protocol: cfg.protocol,
+            connect_timeout: cfg.pool.connect_timeout.0,
+            idle_timeout: cfg.pool.idle_timeout.0,
+            max_idle: cfg.pool.max_idle_per_target,
+        };
         let targets = cfg
             .targets
             .get_ref()
             .iter()
-            .map(|t| parse_target_url(t.url.get_ref()).map(|u| u.authority))
-            .collect::<Result<Box<[_]>, _>>()?;
-        let names: Vec<&str> = targets.iter().map(Authority::as_str).collect();
+            .map(|t| {
+                let authority = parse_target_url(t.url.get_ref())?.authority;
+                Ok(Target {
+                    host_header: HeaderValue::from_str(authority.as_str())
+                        .map_err(|e| e.to_string())?,
+                    pool: TargetPool::new(authority.as_str().to_owned(), settings.clone()),
+                    authority,
+                })
+            })
+            .collect::<Result<Box<[_]>, String>>()?;
+        let names: Vec<&str> = targets.iter().map(|t| t.authority.as_str()).collect();
         let weights: Vec<u32> = cfg
             .targets
             .get_ref()
@@ -52,31 +72,22 @@ impl Upstream {
             .map(|h| parse_hash_on(h.get_ref()))
             .transpose()?;
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.pool.connect_timeout.0));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool.idle_timeout.0)
-            .pool_max_idle_per_host(cfg.pool.max_idle_per_target)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(cfg.protocol == Protocol::Http2)
-            .set_host(false)
-            .build(connector);
         Ok(Self {
             name: Arc::from(cfg.name.get_ref().as_str()),
             balancer: Balancer::new(cfg.balance, &names, &weights),
             targets,
             hash_on,
-            client,
             protocol: cfg.protocol,
             timeout: cfg.pool.timeout.0,
         })
     }
 
     /// Picks a target for a request; the guard counts it in flight until dropped.
-    pub fn pick(&self, headers: &HeaderMap, client_ip: std::net::IpAddr) -> (&Authority, InFlight) {
+    pub(crate) fn pick(
+        &self,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> (&Target, InFlight) {
         let ip_bytes;
         let key: Option<&[u8]> = match &self.hash_on {
             None => None,

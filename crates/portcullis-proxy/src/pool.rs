@@ -1,0 +1,268 @@
+//! Connection pools to upstream targets, on hyper's client connections.
+//!
+//! Why not hyper-util's legacy `Client`: per request it races a lazily built connect future
+//! against the pool checkout, hashes a pool key, rewrites the URI form, and spawns a task that
+//! returns the connection once the response body ends. In a proxy that was about a third of the
+//! user-space CPU per request (BENCHMARKS.md). Here an HTTP/1.1 checkout pops an idle sender
+//! (newest first), and the response body hands the sender back when it ends, with no extra task.
+//! HTTP/2 keeps one multiplexed connection per target. hyper-util also has no cap on
+//! connections (hyper#3785); this is where the resilience work will add one with a wait queue.
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use portcullis_config::Protocol;
+use portcullis_http::Body;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Pool settings shared by the targets of one upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) protocol: Protocol,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle: usize,
+}
+
+/// Why a request could not be exchanged with a target.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// TCP connect failed (refused, unreachable, DNS).
+    Connect(io::Error),
+    /// TCP connect took longer than `connect_timeout`.
+    ConnectTimeout,
+    /// The HTTP exchange failed (handshake, reset, malformed response).
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "connect: {e}"),
+            Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::Http(e) => {
+                write!(f, "{e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// The connections to one target.
+pub(crate) struct TargetPool {
+    addr: String,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    h2_live: Mutex<Option<http2::SendRequest<Body>>>,
+    h2_connecting: tokio::sync::Mutex<()>,
+    reaper_started: AtomicBool,
+}
+
+impl std::fmt::Debug for TargetPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetPool")
+            .field("addr", &self.addr)
+            .field("idle", &self.idle.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request; return it with [`Lease::release`] once the
+/// response body has ended, or drop it to close the connection.
+pub(crate) struct Lease {
+    pool: Arc<TargetPool>,
+    sender: http1::SendRequest<Body>,
+}
+
+impl Lease {
+    /// Puts the connection back into the idle list.
+    pub(crate) fn release(self) {
+        self.pool.put_idle(self.sender);
+    }
+}
+
+impl TargetPool {
+    /// A pool for the target at `addr` (`host:port`).
+    pub(crate) fn new(addr: String, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2_live: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
+            reaper_started: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends `req` (origin-form URI for HTTP/1.1, absolute for HTTP/2) and returns the
+    /// response head, with the lease of the HTTP/1.1 connection it came on.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        match self.settings.protocol {
+            Protocol::Http1 => self.send_h1(req).await,
+            Protocol::Http2 => {
+                let mut sender = self.h2_sender().await?;
+                sender.ready().await.map_err(SendError::Http)?;
+                let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+                Ok((resp, None))
+            }
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(sender) => (sender, true),
+                None => (self.connect_h1().await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Http(e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        pool: Arc::clone(self),
+                        sender,
+                    };
+                    return Ok((resp, Some(lease)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection the upstream closed just now: the request was not
+                    // written, so it is safe to send it on another connection.
+                    Some(unsent) if reused => {
+                        debug!(target = %self.addr, "pooled connection closed; retrying on another");
+                        req = unsent;
+                    }
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock();
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.settings.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.settings.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(self.addr.as_str()),
+        )
+        .await
+        .map_err(|_| SendError::ConnectTimeout)?
+        .map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_h1(self: &Arc<Self>) -> Result<http1::SendRequest<Body>, SendError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(target = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        self.ensure_reaper();
+        Ok(sender)
+    }
+
+    async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, SendError> {
+        if let Some(s) = self.h2_live.lock().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        // One connect at a time, so a burst of first requests shares one connection.
+        let _connecting = self.h2_connecting.lock().await;
+        if let Some(s) = self.h2_live.lock().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(SendError::Http)?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(target = %addr, error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        *self.h2_live.lock() = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Starts, once, a task that closes idle connections older than `idle_timeout` (checked
+    /// every half timeout, so one lives at most 1.5 × `idle_timeout`). It ends with the pool.
+    fn ensure_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let period = (self.settings.idle_timeout / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let timeout = pool.settings.idle_timeout;
+                pool.idle
+                    .lock()
+                    .retain(|i| !i.sender.is_closed() && i.since.elapsed() < timeout);
+            }
+        });
+    }
+}
