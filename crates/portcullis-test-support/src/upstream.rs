@@ -20,7 +20,10 @@ use hyper_util::{
     server::conn::auto,
 };
 use parking_lot::Mutex as PlMutex;
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
 
 /// Response body type of test handlers.
 pub type TestBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -51,6 +54,7 @@ pub struct TestUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    closed: watch::Receiver<usize>,
     requests: Arc<PlMutex<Vec<Seen>>>,
     _stop: oneshot::Sender<()>,
 }
@@ -66,6 +70,8 @@ impl TestUpstream {
         let requests = Arc::new(PlMutex::new(Vec::new()));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
+        let (closed_tx, closed) = watch::channel(0usize);
+        let closed_tx = Arc::new(closed_tx);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -75,6 +81,7 @@ impl TestUpstream {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let handler = Arc::clone(&handler);
                 let reqs = Arc::clone(&reqs);
+                let closed_tx = Arc::clone(&closed_tx);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         reqs.lock().push(Seen {
@@ -89,12 +96,14 @@ impl TestUpstream {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    closed_tx.send_modify(|n| *n += 1);
                 });
             }
         });
         Self {
             addr,
             connections,
+            closed,
             requests,
             _stop: stop_tx,
         }
@@ -123,6 +132,14 @@ impl TestUpstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections have been closed (by either side).
+    pub async fn wait_closed(&self, n: usize) {
+        let mut rx = self.closed.clone();
+        rx.wait_for(|&closed| closed >= n)
+            .await
+            .expect("upstream stopped");
     }
 
     /// Requests received so far.

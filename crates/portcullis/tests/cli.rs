@@ -360,3 +360,46 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_bounds_shutdown_when_a_request_never_finishes() {
+    let never = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&never);
+    let up = TestUpstream::start(Arc::new(move |_| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            gate.notified().await;
+            Response::new(full("unreachable"))
+        })
+    }))
+    .await;
+    let config = one_route(&up).replace("drain_timeout = \"20s\"", "drain_timeout = \"300ms\"");
+    let mut gw = GatewayProcess::start(&config);
+    let url = gw.url("/forever");
+    let in_flight = tokio::spawn(async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        client.get(url.parse().unwrap()).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while up.request_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("request never reached the upstream");
+    gw.signal("-TERM");
+    let (status, _gw) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || (gw.child.wait().unwrap(), gw)),
+    )
+    .await
+    .expect("gateway did not exit after the drain timeout")
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the cut request must fail, not succeed"
+    );
+}

@@ -125,3 +125,38 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
         "Expect was forwarded"
     );
 }
+
+#[tokio::test]
+async fn connect_timeout_gives_504_json() {
+    // A listener that never accepts, with its accept queue filled: further SYNs are dropped,
+    // so connecting hangs until the gateway's connect_timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            Ok(Err(e)) => panic!("filler connect failed: {e}"),
+            Err(_) => break,
+        }
+        assert!(fillers.len() < 64, "accept queue never filled");
+    }
+    let config = format!(
+        "[[upstreams]]\nname = \"blackhole\"\ntargets = [{{ url = \"http://{addr}\" }}]\n\
+         pool = {{ connect_timeout = \"200ms\" }}\n\n[[routes]]\nname = \"all\"\nupstream = \"blackhole\"\n"
+    );
+    let gw = TestGateway::start(&config).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), Client::http1().get(&gw.url("/x")))
+        .await
+        .expect("gateway answered");
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json(resp.body())["status"], 504);
+    drop((fillers, listener));
+}

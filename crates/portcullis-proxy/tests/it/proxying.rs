@@ -175,3 +175,27 @@ async fn keep_alive_connections_to_the_upstream_are_reused() {
         "sequential requests should share one pooled connection"
     );
 }
+
+#[tokio::test]
+async fn idle_pooled_connections_are_closed_after_the_idle_timeout() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&single_route(
+        &[&up],
+        "pool = { idle_timeout = \"100ms\" }",
+        "",
+    ))
+    .await;
+    let client = Client::http1();
+    assert_eq!(client.get(&gw.url("/one")).await.status(), StatusCode::OK);
+    assert_eq!(up.connections(), 1);
+    // The gateway closes the idle connection by itself (the upstream sees the close).
+    tokio::time::timeout(std::time::Duration::from_secs(10), up.wait_closed(1))
+        .await
+        .expect("idle connection was never closed");
+    assert_eq!(client.get(&gw.url("/two")).await.status(), StatusCode::OK);
+    assert_eq!(
+        up.connections(),
+        2,
+        "a fresh connection replaces the closed one"
+    );
+}
