@@ -1,12 +1,13 @@
 //! Request ids: accepted from the client when well-formed, otherwise generated.
 
-use std::sync::Arc;
-
 use http::HeaderValue;
 
 /// The id of one request, stored as a request extension and echoed as `X-Request-Id`.
+///
+/// Held as a `HeaderValue` (reference-counted bytes), so echoing it on the upstream request and
+/// the response costs no copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+pub struct RequestId(HeaderValue);
 
 /// Longest client-supplied id we accept; longer ones are replaced by a generated id.
 const MAX_LEN: usize = 128;
@@ -14,8 +15,15 @@ const MAX_LEN: usize = 128;
 impl RequestId {
     /// A fresh random id: 32 lowercase hex digits (128 random bits).
     pub fn generate() -> Self {
-        let n = fastrand::u128(..);
-        Self(Arc::from(format!("{n:032x}")))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = fastrand::u128(..);
+        let mut buf = [0u8; 32];
+        for b in buf.iter_mut().rev() {
+            *b = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        // Hex digits are always a valid header value.
+        Self(HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0")))
     }
 
     /// Accepts a client-supplied id if it is 1..=128 characters of `[A-Za-z0-9._:-]`,
@@ -27,26 +35,24 @@ impl RequestId {
             && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        // The check above guarantees ASCII, so the conversion cannot fail.
-        ok.then(|| std::str::from_utf8(bytes).ok().map(|s| Self(Arc::from(s))))
-            .flatten()
+        ok.then(|| Self(value.clone()))
     }
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Both constructors only admit visible ASCII, so this never falls back.
+        self.0.to_str().unwrap_or("")
     }
 
-    /// The id as a header value.
+    /// The id as a header value (a reference-counted clone).
     pub fn to_header_value(&self) -> HeaderValue {
-        // Both constructors only admit visible ASCII, which is always a valid header value.
-        HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        self.0.clone()
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 use portcullis_config::{Balance, parse_host, parse_path, parse_path_prefix};
 use portcullis_proxy::{
     balance::Balancer,
-    headers::{TrustedProxies, append_via, remove_hop_by_hop},
+    headers::{TrustedProxies, Via, append_via, peer_header_value, remove_hop_by_hop},
     path,
     router::{Matcher, Router},
 };
@@ -102,15 +102,16 @@ fn bench_headers(c: &mut Criterion) {
     base.insert("connection", HeaderValue::from_static("keep-alive"));
     base.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
     let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
-    let via = HeaderValue::from_static("portcullis");
+    let via = Via::new("portcullis").unwrap();
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
+    let peer_value = peer_header_value(peer);
     let host = HeaderValue::from_static("api.example.com");
     c.bench_function("headers/rewrite_request", |b| {
         b.iter_batched(
             || base.clone(),
             |mut h| {
                 remove_hop_by_hop(&mut h, false);
-                trusted.set_forwarded(&mut h, peer, false, Some(&host));
+                trusted.set_forwarded(&mut h, peer, &peer_value, false, Some(&host));
                 append_via(&mut h, Version::HTTP_11, &via);
                 h
             },

@@ -71,23 +71,51 @@ pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Appends `Via: <version> <pseudonym>` (RFC 9110 §7.6.3).
-pub fn append_via(headers: &mut HeaderMap, version: Version, via: &HeaderValue) {
-    let proto = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let ours = format!("{proto} {}", via.to_str().unwrap_or("portcullis"));
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ours}"),
-        None => ours,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::VIA, v);
+/// Our `Via` entries (`1.1 portcullis`, `2 portcullis`, …), built once.
+#[derive(Debug, Clone)]
+pub struct Via {
+    v10: HeaderValue,
+    v11: HeaderValue,
+    v2: HeaderValue,
+    v3: HeaderValue,
+}
+
+impl Via {
+    /// `Via` entries with this pseudonym (a token without spaces, as validated in config).
+    pub fn new(pseudonym: &str) -> Result<Self, http::header::InvalidHeaderValue> {
+        let make = |proto: &str| HeaderValue::from_str(&format!("{proto} {pseudonym}"));
+        Ok(Self {
+            v10: make("1.0")?,
+            v11: make("1.1")?,
+            v2: make("2")?,
+            v3: make("3")?,
+        })
     }
+
+    fn entry(&self, version: Version) -> &HeaderValue {
+        match version {
+            Version::HTTP_09 | Version::HTTP_10 => &self.v10,
+            Version::HTTP_2 => &self.v2,
+            Version::HTTP_3 => &self.v3,
+            _ => &self.v11,
+        }
+    }
+}
+
+/// Appends `Via: <version> <pseudonym>` (RFC 9110 §7.6.3).
+pub fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
+    let ours = via.entry(version);
+    let combined = match headers.get(header::VIA) {
+        None => None,
+        Some(existing) => {
+            let mut v = Vec::with_capacity(existing.len() + 2 + ours.len());
+            v.extend_from_slice(existing.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ours.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+    };
+    headers.insert(header::VIA, combined.unwrap_or_else(|| ours.clone()));
 }
 
 /// The set of proxies whose forwarded headers are believed.
@@ -128,16 +156,16 @@ impl TrustedProxies {
 
     /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream request. From an untrusted
     /// peer, incoming values (and `Forwarded`) are discarded and replaced by what we saw.
+    /// `peer_value` is the peer address as a header value (built once per connection).
     pub fn set_forwarded(
         &self,
         headers: &mut HeaderMap,
         peer: IpAddr,
+        peer_value: &HeaderValue,
         https: bool,
         host: Option<&HeaderValue>,
     ) {
-        let peer = peer.to_canonical();
         let trusted = self.contains(peer);
-        let peer_text = peer.to_string();
         let chain: Option<String> = trusted
             .then(|| {
                 forwarded_for_entries(headers)
@@ -146,10 +174,10 @@ impl TrustedProxies {
             })
             .filter(|s| !s.is_empty());
         let xff = match chain {
-            Some(chain) => format!("{chain}, {peer_text}"),
-            None => peer_text,
+            Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", peer.to_canonical())).ok(),
+            None => Some(peer_value.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
         }
         if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
@@ -182,6 +210,12 @@ fn forwarded_for_entries(headers: &HeaderMap) -> impl DoubleEndedIterator<Item =
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .into_iter()
+}
+
+/// The peer address as an `X-Forwarded-For` value.
+pub fn peer_header_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Parses `1.2.3.4`, `1.2.3.4:80`, `::1` or `[::1]:80`.
@@ -259,12 +293,11 @@ mod tests {
     #[test]
     fn via_is_appended() {
         let mut h = map(&[("via", "1.1 cdn")]);
-        append_via(
-            &mut h,
-            Version::HTTP_2,
-            &HeaderValue::from_static("portcullis"),
-        );
+        append_via(&mut h, Version::HTTP_2, &Via::new("portcullis").unwrap());
         assert_eq!(h["via"], "1.1 cdn, 2 portcullis");
+        let mut fresh = HeaderMap::new();
+        append_via(&mut fresh, Version::HTTP_11, &Via::new("edge").unwrap());
+        assert_eq!(fresh["via"], "1.1 edge");
     }
 
     #[test]
@@ -281,6 +314,7 @@ mod tests {
         t.set_forwarded(
             &mut h,
             peer,
+            &peer_header_value(peer),
             false,
             Some(&HeaderValue::from_static("shop.example")),
         );
@@ -302,7 +336,13 @@ mod tests {
             t.client_ip(peer, &h),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
-        t.set_forwarded(&mut h, peer, false, Some(&HeaderValue::from_static("h")));
+        t.set_forwarded(
+            &mut h,
+            peer,
+            &peer_header_value(peer),
+            false,
+            Some(&HeaderValue::from_static("h")),
+        );
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.1.1.1, 10.2.2.2");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

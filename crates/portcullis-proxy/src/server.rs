@@ -41,7 +41,7 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = ConnInfo { peer, https: tls.is_some() };
+                    let conn = ConnInfo::new(peer, tls.is_some());
                     let service = ProxyService::new(Arc::clone(&shared), conn);
                     tokio::spawn(serve_connection(
                         stream, peer, tls.clone(), Arc::clone(&builder), service, graceful.watcher(),

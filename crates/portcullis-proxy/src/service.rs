@@ -27,7 +27,7 @@ use crate::{
     balance::InFlight,
     body::GuardedBody,
     error::ProxyError,
-    headers::{TrustedProxies, append_via, is_upgrade_request, remove_hop_by_hop},
+    headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
     path,
     pool::SendError,
     route::Route,
@@ -35,12 +35,25 @@ use crate::{
 };
 
 /// What the proxy knows of the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer's address (a client or a proxy in front of us).
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub https: bool,
+    /// The peer's IP as a header value, built once per connection.
+    peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Describes a connection from `peer`.
+    pub fn new(peer: SocketAddr, https: bool) -> Self {
+        Self {
+            peer,
+            https,
+            peer_value: crate::headers::peer_header_value(peer.ip()),
+        }
+    }
 }
 
 /// State shared by every connection: routes, trusted proxies, the `Via` name.
@@ -48,7 +61,7 @@ pub struct ConnInfo {
 pub struct Shared {
     pub(crate) router: Router<Route>,
     pub(crate) trusted: TrustedProxies,
-    pub(crate) via: HeaderValue,
+    pub(crate) via: Via,
 }
 
 /// The proxy service for one connection.
@@ -80,12 +93,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        let conn = self.conn;
-        Box::pin(async move { Ok(handle(&shared, conn, req).await) })
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(handle(&shared, &conn, req).await) })
     }
 }
 
-async fn handle<B>(shared: &Shared, conn: ConnInfo, req: Request<B>) -> Response<Body>
+async fn handle<B>(shared: &Shared, conn: &ConnInfo, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -107,7 +120,7 @@ where
 
 async fn forward<B>(
     shared: &Shared,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<B>,
     request_id: &RequestId,
 ) -> Result<Response<Body>, ProxyError>
@@ -154,9 +167,13 @@ where
     remove_hop_by_hop(headers, client_upgrade.is_some());
     // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
     headers.remove(header::EXPECT);
-    shared
-        .trusted
-        .set_forwarded(headers, conn.peer.ip(), conn.https, original_host.as_ref());
+    shared.trusted.set_forwarded(
+        headers,
+        conn.peer.ip(),
+        &conn.peer_value,
+        conn.https,
+        original_host.as_ref(),
+    );
     append_via(headers, parts.version, &shared.via);
     headers.insert(X_REQUEST_ID, request_id.to_header_value());
     match (route.preserve_host, original_host) {

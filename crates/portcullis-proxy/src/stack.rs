@@ -6,13 +6,13 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use http::{HeaderValue, Method};
+use http::Method;
 use portcullis_config::{Config, parse_cidr, parse_host, parse_path, parse_path_prefix};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    headers::TrustedProxies,
+    headers::{TrustedProxies, Via},
     route::{Route, canonical_prefix},
     router::{Matcher, Router},
     server::{self, ListenerSettings},
@@ -121,7 +121,7 @@ impl Gateway {
             .map(|p| parse_cidr(p.get_ref()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(BuildError::Config)?;
-        let via = HeaderValue::from_str(&s.via).map_err(|e| BuildError::Config(e.to_string()))?;
+        let via = Via::new(&s.via).map_err(|e| BuildError::Config(e.to_string()))?;
         let tls = s
             .tls
             .as_ref()
