@@ -106,18 +106,25 @@ fn bench_headers(c: &mut Criterion) {
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
     let peer_value = peer_header_value(peer);
     let host = HeaderValue::from_static("api.example.com");
-    c.bench_function("headers/rewrite_request", |b| {
-        b.iter_batched(
-            || base.clone(),
-            |mut h| {
-                remove_hop_by_hop(&mut h, false);
-                trusted.set_forwarded(&mut h, peer, &peer_value, false, Some(&host));
-                append_via(&mut h, Version::HTTP_11, &via);
-                h
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    let direct: IpAddr = "203.0.113.9".parse().unwrap();
+    let direct_value = peer_header_value(direct);
+    for (label, peer, peer_value) in [
+        ("from_trusted_proxy", peer, &peer_value),
+        ("from_client", direct, &direct_value),
+    ] {
+        c.bench_function(&format!("headers/rewrite_request/{label}"), |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut h| {
+                    remove_hop_by_hop(&mut h, false);
+                    trusted.set_forwarded(&mut h, peer, peer_value, false, Some(&host));
+                    append_via(&mut h, Version::HTTP_11, &via);
+                    h
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 criterion_group!(

@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use ipnet::IpNet;
 use portcullis_http::headers::{
-    FORWARDED, KEEP_ALIVE, PROXY_CONNECTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    FORWARDED, KEEP_ALIVE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 
 /// Removes hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`, `TE`
@@ -14,48 +14,51 @@ use portcullis_http::headers::{
 /// `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header. With `upgrade`, the `Upgrade`
 /// header and `Connection: upgrade` are kept so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in &named {
-        if upgrade && name == "upgrade" {
-            continue;
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            // The usual tokens need no lookup: Keep-Alive is removed below anyway, `close`
+            // names no header, and `upgrade` is handled with the Upgrade header.
+            let usual = [&b"keep-alive"[..], b"close", b"upgrade", b""]
+                .iter()
+                .any(|t| token.eq_ignore_ascii_case(t));
+            if usual {
+                continue;
+            }
+            // Never let a client strip headers the gateway itself relies on by naming them.
+            match HeaderName::from_bytes(token) {
+                Ok(name) if name != X_REQUEST_ID && name != header::HOST => named.push(name),
+                _ => {}
+            }
         }
-        // Never let a client strip headers the gateway itself relies on by naming them.
-        if name == "x-request-id" || name == "host" {
-            continue;
-        }
-        headers.remove(name.as_str());
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(KEEP_ALIVE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(PROXY_CONNECTION);
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    headers.remove(header::TE);
+    // One pass over the headers present, instead of a hash lookup for every hop-by-hop name
+    // that is usually absent.
+    let mut te_trailers = false;
+    for (name, value) in headers.iter() {
+        if *name == header::TE && value.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            te_trailers = true;
+        }
+        let hop = *name == header::CONNECTION
+            || *name == KEEP_ALIVE
+            || *name == header::TRAILER
+            || *name == header::TRANSFER_ENCODING
+            || *name == header::TE
+            || (*name == header::UPGRADE && !upgrade)
+            || name.as_str().starts_with("proxy-");
+        if hop && named.last() != Some(name) {
+            named.push(name.clone());
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let proxy_headers: Vec<_> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for k in proxy_headers {
-        headers.remove(k);
-    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
