@@ -22,7 +22,7 @@ use hyper_util::{
 use parking_lot::Mutex as PlMutex;
 use tokio::{
     net::TcpListener,
-    sync::{oneshot, watch},
+    sync::{Notify, oneshot, watch},
 };
 
 /// Response body type of test handlers.
@@ -55,6 +55,7 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     closed: watch::Receiver<usize>,
+    received: watch::Receiver<usize>,
     requests: Arc<PlMutex<Vec<Seen>>>,
     _stop: oneshot::Sender<()>,
 }
@@ -72,6 +73,8 @@ impl TestUpstream {
         let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
         let (closed_tx, closed) = watch::channel(0usize);
         let closed_tx = Arc::new(closed_tx);
+        let (received_tx, received) = watch::channel(0usize);
+        let received_tx = Arc::new(received_tx);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -82,6 +85,7 @@ impl TestUpstream {
                 let handler = Arc::clone(&handler);
                 let reqs = Arc::clone(&reqs);
                 let closed_tx = Arc::clone(&closed_tx);
+                let received_tx = Arc::clone(&received_tx);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         reqs.lock().push(Seen {
@@ -90,6 +94,7 @@ impl TestUpstream {
                             version: req.version(),
                             headers: req.headers().clone(),
                         });
+                        received_tx.send_modify(|n| *n += 1);
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
@@ -104,6 +109,7 @@ impl TestUpstream {
             addr,
             connections,
             closed,
+            received,
             requests,
             _stop: stop_tx,
         }
@@ -122,6 +128,30 @@ impl TestUpstream {
             })
         }))
         .await
+    }
+
+    /// Starts a server that holds every request until the returned [`Notify`] is notified
+    /// (`notify_waiters`), then answers 200 with `body`. For in-flight and timeout tests.
+    pub async fn held(body: &'static str) -> (Self, Arc<Notify>) {
+        let release = Arc::new(Notify::new());
+        let gate = Arc::clone(&release);
+        let up = Self::start(Arc::new(move |_req| {
+            let gate = Arc::clone(&gate);
+            Box::pin(async move {
+                gate.notified().await;
+                Response::new(full(body))
+            })
+        }))
+        .await;
+        (up, release)
+    }
+
+    /// Waits until at least `n` requests have arrived (their heads, before any response).
+    pub async fn wait_requests(&self, n: usize) {
+        let mut rx = self.received.clone();
+        rx.wait_for(|&got| got >= n)
+            .await
+            .expect("upstream stopped");
     }
 
     /// `http://addr`.

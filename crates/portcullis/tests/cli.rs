@@ -204,27 +204,13 @@ fn one_route(up: &TestUpstream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::clone(&release);
-    let up = TestUpstream::start(Arc::new(move |_| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.notified().await;
-            Response::new(full("finished"))
-        })
-    }))
-    .await;
+    let (up, release) = TestUpstream::held("finished").await;
     let mut gw = GatewayProcess::start(&one_route(&up));
     let url = gw.url("/slow");
     let in_flight = tokio::spawn(async move { Client::http1().get(&url).await });
-    // Wait until the request is held by the upstream.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while up.request_count() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("request never reached the upstream");
+    tokio::time::timeout(Duration::from_secs(10), up.wait_requests(1))
+        .await
+        .expect("request never reached the upstream");
 
     gw.signal("-TERM");
     // The listener closes: new connections are refused while the old request is still held.
@@ -363,16 +349,7 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_bounds_shutdown_when_a_request_never_finishes() {
-    let never = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::clone(&never);
-    let up = TestUpstream::start(Arc::new(move |_| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.notified().await;
-            Response::new(full("unreachable"))
-        })
-    }))
-    .await;
+    let (up, _never) = TestUpstream::held("unreachable").await;
     let config = one_route(&up).replace("drain_timeout = \"20s\"", "drain_timeout = \"300ms\"");
     let mut gw = GatewayProcess::start(&config);
     let url = gw.url("/forever");
@@ -382,13 +359,9 @@ async fn drain_timeout_bounds_shutdown_when_a_request_never_finishes() {
                 .build_http::<Full<Bytes>>();
         client.get(url.parse().unwrap()).await
     });
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while up.request_count() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("request never reached the upstream");
+    tokio::time::timeout(Duration::from_secs(10), up.wait_requests(1))
+        .await
+        .expect("request never reached the upstream");
     gw.signal("-TERM");
     let (status, _gw) = tokio::time::timeout(
         Duration::from_secs(20),

@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Duration};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use portcullis_test_support::{Client, TestGateway, TestUpstream, full};
-use tokio::sync::Notify;
 
 use crate::single_route;
 
@@ -123,16 +122,7 @@ async fn consistent_hash_on_cookie() {
 #[tokio::test]
 async fn least_request_steers_around_a_busy_target() {
     // Target `slow` holds every request until released; `fast` answers at once.
-    let release = Arc::new(Notify::new());
-    let gate = Arc::clone(&release);
-    let slow = TestUpstream::start(Arc::new(move |_req| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.notified().await;
-            http::Response::new(full("slow"))
-        })
-    }))
-    .await;
+    let (slow, release) = TestUpstream::held("slow").await;
     let fast = TestUpstream::respond(|_| http::Response::new(full("fast"))).await;
     let gw = Arc::new(
         TestGateway::start(&single_route(
@@ -148,16 +138,11 @@ async fn least_request_steers_around_a_busy_target() {
     let mut parked = None;
     for _ in 0..50 {
         let gw2 = Arc::clone(&gw);
-        let handle = tokio::spawn(async move { Client::http1().get(&gw2.url("/p")).await });
+        let mut handle = tokio::spawn(async move { Client::http1().get(&gw2.url("/p")).await });
         let reached_slow = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if slow.request_count() > 0 {
-                    return true;
-                }
-                if handle.is_finished() {
-                    return false;
-                }
-                tokio::task::yield_now().await;
+            tokio::select! {
+                () = slow.wait_requests(1) => true,
+                _ = &mut handle => false,
             }
         })
         .await

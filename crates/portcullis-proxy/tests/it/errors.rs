@@ -1,10 +1,10 @@
 //! Failure paths: upstream refused (502), upstream slow (504), malformed and oversized requests,
 //! `Expect: 100-continue`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use http::StatusCode;
-use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo, full};
+use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo};
 use tokio::net::TcpListener;
 
 use crate::{json, single_route};
@@ -37,16 +37,7 @@ async fn refused_upstream_gives_502_json() {
 
 #[tokio::test]
 async fn slow_upstream_gives_504_json_after_the_route_timeout() {
-    let never = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::clone(&never);
-    let up = TestUpstream::start(Arc::new(move |_| {
-        let gate = Arc::clone(&gate);
-        Box::pin(async move {
-            gate.notified().await;
-            http::Response::new(full("late"))
-        })
-    }))
-    .await;
+    let (up, _never) = TestUpstream::held("late").await;
     let gw = TestGateway::start(&single_route(&[&up], "", "timeout = \"200ms\"")).await;
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
