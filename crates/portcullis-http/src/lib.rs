@@ -5,10 +5,12 @@
 //! ([`request_id`]) and the JSON error body with the one function that renders it ([`error`]).
 
 pub mod body;
+pub mod consumer;
 pub mod error;
 pub mod headers;
 pub mod request_id;
 
 pub use body::{Body, BoxError};
+pub use consumer::ConsumerId;
 pub use error::{ErrorBody, error_response};
 pub use request_id::RequestId;

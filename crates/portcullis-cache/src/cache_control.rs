@@ -1,0 +1,226 @@
+//! `Cache-Control` directives (RFC 9111 §5.2), request and response alike.
+//!
+//! Parsing is lenient, as caches must be: directive names are case-insensitive, unknown
+//! directives are ignored, several header lines are combined, and for a repeated directive the
+//! first occurrence wins (§4.2.1). A malformed delta-seconds value (`max-age=abc`) makes the
+//! directive count as `0`, so the response is treated as stale rather than fresh for ever;
+//! values beyond 2^31 are capped at 2^31 (§1.2.2).
+
+use http::{HeaderMap, header};
+
+/// Largest delta-seconds value a cache must handle; larger values are capped to it.
+const DELTA_MAX: u64 = 1 << 31;
+
+/// `max-stale` on a request: any staleness, or up to N seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxStale {
+    /// `max-stale` without a value: any stale response is acceptable.
+    Any,
+    /// `max-stale=N`.
+    Seconds(u64),
+}
+
+/// The directives of all `Cache-Control` lines of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `max-age=N` (request or response).
+    pub max_age: Option<u64>,
+    /// `s-maxage=N` (response; shared caches only).
+    pub s_maxage: Option<u64>,
+    /// `no-store`.
+    pub no_store: bool,
+    /// `no-cache`, with or without field names (both mean: revalidate before use).
+    pub no_cache: bool,
+    /// `private`, with or without field names (both mean: not for a shared cache).
+    pub private: bool,
+    /// `public`.
+    pub public: bool,
+    /// `must-revalidate`.
+    pub must_revalidate: bool,
+    /// `proxy-revalidate` (shared caches treat it as `must-revalidate`).
+    pub proxy_revalidate: bool,
+    /// `immutable` (RFC 8246): a fresh response is not revalidated on reload.
+    pub immutable: bool,
+    /// `no-transform`.
+    pub no_transform: bool,
+    /// `stale-while-revalidate=N` (RFC 5861).
+    pub stale_while_revalidate: Option<u64>,
+    /// `stale-if-error=N` (RFC 5861), request or response.
+    pub stale_if_error: Option<u64>,
+    /// `min-fresh=N` (request).
+    pub min_fresh: Option<u64>,
+    /// `max-stale[=N]` (request).
+    pub max_stale: Option<MaxStale>,
+    /// `only-if-cached` (request).
+    pub only_if_cached: bool,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` line in `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            // Non-UTF-8 bytes cannot form a known directive; skip the line.
+            if let Ok(text) = value.to_str() {
+                cc.parse_line(text);
+            }
+        }
+        cc
+    }
+
+    /// Parses one header value such as `public, max-age=60, private="set-cookie"`.
+    pub fn parse(text: &str) -> Self {
+        let mut cc = Self::default();
+        cc.parse_line(text);
+        cc
+    }
+
+    fn parse_line(&mut self, text: &str) {
+        for item in split_directives(text) {
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(unquote(v.trim()))),
+                None => (item.trim(), None),
+            };
+            let delta = || value.map_or(0, parse_delta);
+            match name.to_ascii_lowercase().as_str() {
+                "max-age" => set_first(&mut self.max_age, delta()),
+                "s-maxage" => set_first(&mut self.s_maxage, delta()),
+                "no-store" => self.no_store = true,
+                "no-cache" => self.no_cache = true,
+                "private" => self.private = true,
+                "public" => self.public = true,
+                "must-revalidate" => self.must_revalidate = true,
+                "proxy-revalidate" => self.proxy_revalidate = true,
+                "immutable" => self.immutable = true,
+                "no-transform" => self.no_transform = true,
+                "only-if-cached" => self.only_if_cached = true,
+                "stale-while-revalidate" => set_first(&mut self.stale_while_revalidate, delta()),
+                "stale-if-error" => set_first(&mut self.stale_if_error, delta()),
+                "min-fresh" => set_first(&mut self.min_fresh, delta()),
+                "max-stale" => {
+                    let v = match value {
+                        None => MaxStale::Any,
+                        Some(v) => MaxStale::Seconds(parse_delta(v)),
+                    };
+                    set_first(&mut self.max_stale, v);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn set_first<T>(slot: &mut Option<T>, value: T) {
+    if slot.is_none() {
+        *slot = Some(value);
+    }
+}
+
+/// Delta-seconds: digits only; anything else counts as 0 (stale); overflow caps at 2^31.
+fn parse_delta(v: &str) -> u64 {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    v.parse::<u64>().map_or(DELTA_MAX, |n| n.min(DELTA_MAX))
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// Splits on commas outside quoted strings (`private="a, b"` is one directive).
+fn split_directives(text: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter().filter(|p| !p.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn common_response_directives() {
+        let cc = CacheControl::parse(
+            "public, max-age=300, s-maxage=600, stale-while-revalidate=30, stale-if-error=600",
+        );
+        assert!(cc.public);
+        assert_eq!(cc.max_age, Some(300));
+        assert_eq!(cc.s_maxage, Some(600));
+        assert_eq!(cc.stale_while_revalidate, Some(30));
+        assert_eq!(cc.stale_if_error, Some(600));
+        assert!(!cc.private && !cc.no_store && !cc.no_cache);
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_values_may_be_quoted() {
+        let cc = CacheControl::parse(
+            "Max-Age=\"60\", NO-CACHE, Private=\"set-cookie, x-user\", immutable",
+        );
+        assert_eq!(cc.max_age, Some(60));
+        assert!(cc.no_cache && cc.private && cc.immutable);
+    }
+
+    #[test]
+    fn first_occurrence_wins_across_lines() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=10"),
+        );
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=99, no-store"),
+        );
+        let cc = CacheControl::from_headers(&h);
+        assert_eq!(cc.max_age, Some(10));
+        assert!(cc.no_store);
+    }
+
+    #[test]
+    fn malformed_deltas_are_zero_and_huge_ones_are_capped() {
+        assert_eq!(CacheControl::parse("max-age=abc").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age=-5").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age=1.5").max_age, Some(0));
+        assert_eq!(CacheControl::parse("max-age").max_age, Some(0));
+        assert_eq!(
+            CacheControl::parse("max-age=99999999999999999999").max_age,
+            Some(1 << 31)
+        );
+    }
+
+    #[test]
+    fn request_directives() {
+        let cc = CacheControl::parse("max-stale, min-fresh=5, only-if-cached");
+        assert_eq!(cc.max_stale, Some(MaxStale::Any));
+        assert_eq!(cc.min_fresh, Some(5));
+        assert!(cc.only_if_cached);
+        assert_eq!(
+            CacheControl::parse("max-stale=30").max_stale,
+            Some(MaxStale::Seconds(30))
+        );
+    }
+
+    #[test]
+    fn unknown_directives_and_empty_items_are_ignored() {
+        let cc = CacheControl::parse(",, foo=bar, , max-age=5,");
+        assert_eq!(cc.max_age, Some(5));
+        assert_eq!(CacheControl::parse(""), CacheControl::default());
+    }
+}

@@ -1,0 +1,250 @@
+//! What the cache stores: responses, and the variants of one key (`Vary`).
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::decision::StoredMeta;
+
+/// Bookkeeping per stored object that is not headers or body, in bytes (used by the weigher so
+/// many tiny objects cannot exceed `memory_max` in practice).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Most variants kept per key; the oldest goes when a new one arrives.
+pub const MAX_VARIANTS: usize = 16;
+
+/// One stored response.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers as sent to clients: hop-by-hop fields and tag headers removed, `Age` removed
+    /// (it is computed on each hit).
+    pub headers: HeaderMap,
+    /// The whole body, shared by every hit without copying.
+    pub body: Bytes,
+    /// Freshness facts.
+    pub meta: StoredMeta,
+    /// The request header values this variant was chosen for (names from `Vary`, normalized
+    /// values; `None` when the request lacked the header).
+    pub vary: Vec<(HeaderName, Option<String>)>,
+    /// Tags for purging (route tags and those the origin sent).
+    pub tags: Vec<Arc<str>>,
+    /// When it may be dropped: past freshness plus every stale allowance.
+    pub retain: Duration,
+}
+
+impl StoredResponse {
+    /// Memory this response accounts for.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        ENTRY_OVERHEAD + headers + self.body.len()
+    }
+
+    /// Whether this variant answers a request with `req` headers.
+    pub fn matches(&self, req: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, stored)| vary_value(req, name).as_deref() == stored.as_deref())
+    }
+
+    /// The `ETag`, if any.
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(header::ETAG)
+    }
+
+    /// `Last-Modified`, parsed.
+    pub fn last_modified(&self) -> Option<SystemTime> {
+        http_date(&self.headers, header::LAST_MODIFIED)
+    }
+}
+
+/// Everything stored under one key: its readable form and the variants.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The readable key, compared on every lookup.
+    pub key: Arc<str>,
+    /// Length of the URL part of `key`.
+    pub url_len: usize,
+    /// Variants, newest first.
+    pub variants: Vec<Arc<StoredResponse>>,
+}
+
+impl Slot {
+    /// The variant for a request with `req` headers.
+    pub fn select(&self, req: &HeaderMap) -> Option<&Arc<StoredResponse>> {
+        self.variants.iter().find(|v| v.matches(req))
+    }
+
+    /// This slot with `response` added, replacing the variant it supersedes (same `Vary`
+    /// values, or every variant if the `Vary` names changed).
+    pub fn with(&self, response: &Arc<StoredResponse>) -> Self {
+        let names = |r: &StoredResponse| r.vary.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let new_names = names(response);
+        let mut variants = Vec::with_capacity(self.variants.len() + 1);
+        variants.push(Arc::clone(response));
+        variants.extend(
+            self.variants
+                .iter()
+                .filter(|v| names(v) == new_names && v.vary != response.vary)
+                .take(MAX_VARIANTS - 1)
+                .cloned(),
+        );
+        Self {
+            key: Arc::clone(&self.key),
+            url_len: self.url_len,
+            variants,
+        }
+    }
+
+    /// Total weight of all variants plus the key.
+    pub fn weight(&self) -> u32 {
+        let w: usize = self.key.len() + self.variants.iter().map(|v| v.weight()).sum::<usize>();
+        u32::try_from(w).unwrap_or(u32::MAX)
+    }
+
+    /// How long the slot is worth keeping: the longest retention of its variants.
+    pub fn retain(&self) -> Duration {
+        self.variants
+            .iter()
+            .map(|v| v.retain)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// The `Vary`-relevant value of request header `name`: lines joined with `, `, whitespace
+/// trimmed; `Accept-Encoding` reduced to the one coding the client prefers among those caches
+/// usually hold (so `gzip, deflate, br` and `br, gzip` share a variant).
+pub fn vary_value(req: &HeaderMap, name: &HeaderName) -> Option<String> {
+    if name == header::ACCEPT_ENCODING {
+        return Some(preferred_encoding(req).to_owned());
+    }
+    let mut out: Option<String> = None;
+    for v in req.get_all(name) {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let text = text.trim();
+        match &mut out {
+            None => out = Some(text.to_owned()),
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(text);
+            }
+        }
+    }
+    out
+}
+
+/// The names a response varies on, lowercase, in order, without duplicates.
+pub fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::VARY) {
+        let Ok(text) = v.to_str() else { continue };
+        for n in text.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(n.trim().as_bytes())
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The content coding a client prefers among `br`, `zstd`, `gzip` (in that order of
+/// preference when q-values tie), or `identity`.
+pub fn preferred_encoding(req: &HeaderMap) -> &'static str {
+    let mut best: (&'static str, u16) = ("identity", 0);
+    for v in req.get_all(header::ACCEPT_ENCODING) {
+        let Ok(text) = v.to_str() else { continue };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(1000, parse_q);
+            let (name, rank) = match coding.as_str() {
+                "br" => ("br", 3),
+                "zstd" => ("zstd", 2),
+                "gzip" | "x-gzip" => ("gzip", 1),
+                _ => continue,
+            };
+            let score = q * 4 + rank;
+            if q > 0 && score > best.1 {
+                best = (name, score);
+            }
+        }
+    }
+    best.0
+}
+
+/// A q-value in thousandths (`0.5` → 500); malformed means 0 (not acceptable).
+fn parse_q(text: &str) -> u16 {
+    let text = text.trim();
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let int: u16 = match int {
+        "0" => 0,
+        "1" => 1,
+        _ => return 0,
+    };
+    let mut thousandths = 0u16;
+    for (i, b) in frac.bytes().take(3).enumerate() {
+        if !b.is_ascii_digit() {
+            return 0;
+        }
+        thousandths += u16::from(b - b'0') * [100, 10, 1][i];
+    }
+    (int * 1000 + thousandths).min(1000)
+}
+
+/// An HTTP-date header, parsed.
+pub fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ae(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn accept_encoding_normalizes_to_the_preferred_coding() {
+        assert_eq!(preferred_encoding(&ae("gzip, deflate, br")), "br");
+        assert_eq!(preferred_encoding(&ae("br;q=0.5, gzip")), "gzip");
+        assert_eq!(preferred_encoding(&ae("gzip;q=0, deflate")), "identity");
+        assert_eq!(preferred_encoding(&ae("zstd, gzip")), "zstd");
+        assert_eq!(preferred_encoding(&HeaderMap::new()), "identity");
+        assert_eq!(preferred_encoding(&ae("*")), "identity");
+    }
+
+    #[test]
+    fn vary_names_are_deduplicated_and_lowercased() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Encoding, accept-language"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("ACCEPT-ENCODING"));
+        assert_eq!(
+            vary_names(&h),
+            vec![header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE]
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! The Portcullis HTTP cache: RFC 9111 semantics in front of any origin, as a tower layer.
+//!
+//! - Policy, as pure functions of headers and an explicit clock: [`CacheControl`],
+//!   [`storability`] (what a *shared* cache may store, with the never-leak rules),
+//!   [`freshness`] (lifetime and age) and [`decision`] (fresh, stale-while-revalidate,
+//!   revalidate).
+//! - Keys ([`key`]): method, scheme, host, normalized path and sorted query, extra parts from
+//!   config, a 128-bit digest; `Vary` variants live under one key ([`entry`]).
+//! - The memory tier ([`store`]): moka, bounded by bytes, per-entry expiry, tag index.
+//! - The flow ([`Cache::serve`]): coalesced fills, hit-for-miss, conditional requests and
+//!   304s, revalidation, stale-while-revalidate in the background, stale-if-error with a
+//!   back-off, invalidation on writes, `X-Cache` and `Age` on every response.
+//! - [`CacheLayer`]: the same as a tower layer, for an axum or hyper app (see
+//!   `examples/axum_cache.rs`).
+
+pub mod cache_control;
+pub mod clock;
+pub mod coalesce;
+pub mod decision;
+pub mod entry;
+pub mod freshness;
+pub mod key;
+pub mod layer;
+pub mod policy;
+pub mod serve;
+pub mod stats;
+pub mod storability;
+pub mod store;
+mod tee;
+
+pub use cache_control::{CacheControl, MaxStale};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{Decision, StoredMeta, decide};
+pub use freshness::{Freshness, HeuristicPolicy};
+pub use key::{CacheKey, KeyParts, QueryIgnore};
+pub use layer::{CacheLayer, CacheService};
+pub use policy::{CacheConfig, RoutePolicy};
+pub use serve::{Cache, Fetch, RequestTarget};
+pub use stats::{CacheStats, Outcome, RouteStats, StatsSnapshot};
+pub use storability::{NotStorable, Storable, storable};
+pub use store::MemoryStore;

@@ -1,0 +1,1013 @@
+//! The cache in front of an origin: lookup, coalesced fill, revalidation, stale serving and
+//! invalidation, for any `fetch` function that sends a request to the origin.
+//!
+//! [`Cache::serve`] is what the gateway calls per cached route, after routing; the tower layer
+//! in [`crate::layer`] calls it with the inner service.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use portcullis_http::{
+    Body, ConsumerId, RequestId, body, error_response,
+    headers::{X_CACHE, X_CACHE_TIER},
+};
+use tracing::debug;
+
+use crate::{
+    CacheControl, Decision, Freshness, StoredMeta,
+    coalesce::{Coalescer, Flight, Joined},
+    decide,
+    entry::{StoredResponse, http_date, vary_names, vary_value},
+    freshness::initial_age,
+    key::{self, CacheKey, KeyInput},
+    policy::{CacheConfig, RoutePolicy},
+    stats::{CacheStats, Outcome, StatsSnapshot},
+    storability::{Storable, storable},
+    store::MemoryStore,
+    tee::{Sink, TeeBody},
+};
+
+/// Sends a request to the origin. Errors are responses (502, 504): the cache treats 5xx as
+/// origin errors for `stale-if-error`.
+pub trait Fetch: Clone + Send + Sync + 'static {
+    /// Sends `req` and returns the response.
+    fn fetch(&self, req: Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+}
+
+impl<F, Fut> Fetch for F
+where
+    F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    fn fetch(&self, req: Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+        Box::pin(self(req))
+    }
+}
+
+/// What the key needs to know about the request beyond its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    /// `http` or `https`, as the client used.
+    pub scheme: &'a str,
+    /// The host the client asked for, without port.
+    pub host: &'a str,
+    /// The normalized path.
+    pub path: &'a str,
+}
+
+/// A shared HTTP cache: the memory tier, the in-flight map and the counters.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: CacheConfig,
+    store: MemoryStore,
+    coalescer: Coalescer,
+    /// Keys whose last response could not be stored: skip the lock for a while.
+    hit_for_miss: moka::sync::Cache<u128, ()>,
+    /// Keys whose origin failed recently: serve stale without asking again.
+    backoff: moka::sync::Cache<u128, ()>,
+    routes: Mutex<Vec<Arc<RoutePolicy>>>,
+}
+
+static X_CACHE_VALUES: [HeaderValue; 5] = [
+    HeaderValue::from_static("HIT"),
+    HeaderValue::from_static("MISS"),
+    HeaderValue::from_static("STALE"),
+    HeaderValue::from_static("BYPASS"),
+    HeaderValue::from_static("REVALIDATED"),
+];
+
+fn x_cache(outcome: Outcome) -> HeaderValue {
+    let i = match outcome {
+        Outcome::Hit => 0,
+        Outcome::Miss => 1,
+        Outcome::Stale => 2,
+        Outcome::Bypass => 3,
+        Outcome::Revalidated => 4,
+    };
+    X_CACHE_VALUES[i].clone()
+}
+
+impl Cache {
+    /// A cache with `config`.
+    pub fn new(config: CacheConfig) -> Self {
+        let side_map = |ttl: Duration| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build()
+        };
+        Self {
+            inner: Arc::new(Inner {
+                store: MemoryStore::new(config.memory_max),
+                coalescer: Coalescer::default(),
+                hit_for_miss: side_map(config.hit_for_miss),
+                backoff: side_map(config.error_backoff),
+                routes: Mutex::default(),
+                config,
+            }),
+        }
+    }
+
+    /// Registers a route's policy so its counters appear in [`Cache::stats`].
+    pub fn register(&self, policy: RoutePolicy) -> Arc<RoutePolicy> {
+        let policy = Arc::new(policy);
+        self.inner.routes.lock().push(Arc::clone(&policy));
+        policy
+    }
+
+    /// The memory tier.
+    pub fn memory(&self) -> &MemoryStore {
+        &self.inner.store
+    }
+
+    /// Counters per route, totals and memory use.
+    pub fn stats(&self) -> CacheStats {
+        let routes: Vec<(String, StatsSnapshot)> = self
+            .inner
+            .routes
+            .lock()
+            .iter()
+            .map(|p| (p.name.to_string(), p.stats.snapshot()))
+            .collect();
+        let mut total = StatsSnapshot::default();
+        for (_, s) in &routes {
+            total.add(s);
+        }
+        CacheStats {
+            total,
+            routes,
+            memory_bytes: self.inner.store.weighted_size(),
+            memory_entries: self.inner.store.entry_count(),
+        }
+    }
+
+    /// Removes every entry carrying `tag`; returns how many keys went.
+    pub fn purge_tag(&self, tag: &str) -> usize {
+        self.inner.store.purge_tag(tag)
+    }
+
+    /// Removes every entry of the resource at `url` (`scheme://host/path?query`).
+    pub fn purge_url(&self, url: &str) -> usize {
+        self.inner.store.purge_url(url)
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.config.clock.now()
+    }
+
+    /// Answers `req` from the cache or through `fetch`, storing what may be stored.
+    pub async fn serve<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        target: RequestTarget<'_>,
+        req: Request<Body>,
+        fetch: F,
+    ) -> Response<Body> {
+        let method = req.method();
+        if method == Method::GET || method == Method::HEAD {
+            self.read(policy, target, req, fetch).await
+        } else if matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
+            self.write(policy, target, req, fetch).await
+        } else {
+            self.bypass(policy, req, &fetch).await
+        }
+    }
+
+    async fn bypass<F: Fetch>(
+        &self,
+        policy: &RoutePolicy,
+        req: Request<Body>,
+        fetch: &F,
+    ) -> Response<Body> {
+        policy.stats.record(Outcome::Bypass);
+        let mut resp = fetch.fetch(req).await;
+        strip_tag_header(policy, resp.headers_mut());
+        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Bypass));
+        resp
+    }
+
+    /// Writes go through; a success invalidates the resource (RFC 9111 §4.4), the resources
+    /// named by same-host `Location`/`Content-Location`, and the route's write tags.
+    async fn write<F: Fetch>(
+        &self,
+        policy: &RoutePolicy,
+        target: RequestTarget<'_>,
+        req: Request<Body>,
+        fetch: F,
+    ) -> Response<Body> {
+        let ignore = &policy.key.ignore_query;
+        let url = key::resource_url(&key_input(target, req.uri().query(), None), ignore);
+        let resp = self.bypass(policy, req, &fetch).await;
+        let status = resp.status();
+        if status.is_success() || status.is_redirection() {
+            let mut removed = self.inner.store.purge_url(&url);
+            for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                let Some(uri) = resp
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<http::Uri>().ok())
+                else {
+                    continue;
+                };
+                if uri
+                    .host()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(target.host))
+                {
+                    let path = if uri.path().is_empty() {
+                        "/"
+                    } else {
+                        uri.path()
+                    };
+                    let input = KeyInput {
+                        path,
+                        ..key_input(target, uri.query(), None)
+                    };
+                    removed += self
+                        .inner
+                        .store
+                        .purge_url(&key::resource_url(&input, ignore));
+                }
+            }
+            for tag in &policy.invalidate_tags_on_write {
+                removed += self.inner.store.purge_tag(tag);
+            }
+            policy.stats.invalidated(removed);
+            debug!(route = %policy.name, url, removed, "write invalidated cached entries");
+        }
+        resp
+    }
+
+    async fn read<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        target: RequestTarget<'_>,
+        req: Request<Body>,
+        fetch: F,
+    ) -> Response<Body> {
+        let headers = req.headers();
+        if !policy.per_consumer && has_cookie(headers, &policy.bypass_cookies) {
+            return self.bypass(policy, req, &fetch).await;
+        }
+        let consumer = if policy.per_consumer {
+            consumer_identity(&req, &policy.bypass_cookies)
+        } else {
+            None
+        };
+        let key = key::build(
+            &key_input(target, req.uri().query(), consumer.as_deref()),
+            headers,
+            &policy.key,
+        );
+        let req_cc = CacheControl::from_headers(headers);
+        let pragma = !headers.contains_key(header::CACHE_CONTROL) && pragma_no_cache(headers);
+        let now = self.now();
+        let head = req.method() == Method::HEAD;
+
+        if let Some(stored) = self.lookup(&key, headers) {
+            match decide(&stored.meta, &req_cc, pragma, now) {
+                Decision::Fresh => {
+                    return self.hit(policy, &stored, headers, head, Outcome::Hit, now);
+                }
+                Decision::StaleByClient => {
+                    return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
+                }
+                Decision::StaleWhileRevalidate => {
+                    self.refresh_in_background(policy, &key, &req, &stored, &fetch);
+                    return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
+                }
+                Decision::Revalidate => {
+                    if self.inner.backoff.contains_key(&key.digest)
+                        && stored.meta.usable_on_error(&req_cc, now)
+                    {
+                        return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
+                    }
+                    if !req_cc.only_if_cached {
+                        return self
+                            .revalidate(policy, key, req, stored, &req_cc, fetch)
+                            .await;
+                    }
+                }
+            }
+        }
+        if req_cc.only_if_cached {
+            policy.stats.record(Outcome::Miss);
+            let id = req.extensions().get::<RequestId>();
+            let mut resp = error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not in cache (only-if-cached)",
+                id,
+            );
+            resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+            return resp;
+        }
+        // A HEAD cannot fill the cache, and a range request gets a 206 that is not stored:
+        // send them on without taking the key's lock.
+        if head
+            || headers.contains_key(header::RANGE)
+            || self.inner.hit_for_miss.contains_key(&key.digest)
+        {
+            return self.fill(policy, key, req, &req_cc, None, &fetch).await;
+        }
+        match self.inner.coalescer.join(key.digest) {
+            Joined::Leader(flight) => {
+                self.fill(policy, key, req, &req_cc, Some(flight), &fetch)
+                    .await
+            }
+            Joined::Waiter(waiter) => {
+                if waiter.wait(self.inner.config.lock_timeout).await {
+                    let now = self.now();
+                    if let Some(stored) = self.lookup(&key, req.headers())
+                        && decide(&stored.meta, &req_cc, pragma, now) == Decision::Fresh
+                    {
+                        policy.stats.coalesced();
+                        return self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
+                    }
+                }
+                self.fill(policy, key, req, &req_cc, None, &fetch).await
+            }
+        }
+    }
+
+    fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Arc<StoredResponse>> {
+        self.inner.store.get(key)?.select(headers).cloned()
+    }
+
+    /// A response built from a stored one: `Age`, `X-Cache`, and a 304 when the request's
+    /// validators match.
+    fn hit(
+        &self,
+        policy: &RoutePolicy,
+        stored: &StoredResponse,
+        req_headers: &HeaderMap,
+        head: bool,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Response<Body> {
+        policy.stats.record(outcome);
+        let age = HeaderValue::from(stored.meta.age(now).as_secs());
+        if stored.status == StatusCode::OK && not_modified(req_headers, &stored.headers) {
+            let mut resp = not_modified_response(&stored.headers);
+            let h = resp.headers_mut();
+            h.insert(header::AGE, age);
+            h.insert(X_CACHE, x_cache(outcome));
+            return resp;
+        }
+        let body = if head {
+            body::empty()
+        } else {
+            body::full(stored.body.clone())
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = stored.status;
+        let h = resp.headers_mut();
+        *h = stored.headers.clone();
+        h.insert(header::AGE, age);
+        h.insert(X_CACHE, x_cache(outcome));
+        h.insert(X_CACHE_TIER, HeaderValue::from_static("memory"));
+        resp
+    }
+
+    /// Fetches from the origin and stores the response if allowed. With a `flight`, the
+    /// client's own validators are held back so the origin sends a full, storable response;
+    /// they are answered from that response afterwards.
+    async fn fill<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        key: CacheKey,
+        mut req: Request<Body>,
+        req_cc: &CacheControl,
+        flight: Option<Flight>,
+        fetch: &F,
+    ) -> Response<Body> {
+        policy.stats.record(Outcome::Miss);
+        let method = req.method().clone();
+        let req_headers = req.headers().clone();
+        if flight.is_some() {
+            remove_conditionals(req.headers_mut());
+        }
+        let request_time = self.now();
+        let resp = fetch.fetch(req).await;
+        let response_time = self.now();
+        let admitted = Admission {
+            policy,
+            key,
+            method: &method,
+            req_headers: &req_headers,
+            req_cc,
+            request_time,
+            response_time,
+        };
+        let mut resp = self.admit(&admitted, resp, flight);
+        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+        if resp.status() == StatusCode::OK && not_modified(&req_headers, resp.headers()) {
+            // The client already has it: finish storing in the background, answer 304.
+            let (parts, body) = resp.into_parts();
+            tokio::spawn(drain(body));
+            let mut answer = not_modified_response(&parts.headers);
+            answer.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+            return answer;
+        }
+        resp
+    }
+
+    /// Decides whether `resp` is stored; returns the response to send on (its body tees into
+    /// the store when it is).
+    fn admit(
+        &self,
+        a: &Admission<'_>,
+        resp: Response<Body>,
+        flight: Option<Flight>,
+    ) -> Response<Body> {
+        let policy = a.policy;
+        let (mut parts, body) = resp.into_parts();
+        let tags = take_tags(policy, &mut parts.headers);
+        let cc = CacheControl::from_headers(&parts.headers);
+        let allow = Storable {
+            per_consumer: policy.per_consumer && a.key.per_consumer,
+            route_ttl: policy.ttl.is_some(),
+        };
+        let verdict = storable(
+            a.method,
+            a.req_headers,
+            a.req_cc,
+            parts.status,
+            &parts.headers,
+            &cc,
+            allow,
+        );
+        let max = self.inner.config.max_object_size;
+        let too_large = content_length(&parts.headers).is_some_and(|n| n > max);
+        let meta = self.meta_for(
+            policy,
+            parts.status,
+            &parts.headers,
+            &cc,
+            a.request_time,
+            a.response_time,
+        );
+        let reason = match (verdict, too_large, &meta) {
+            (Err(reason), _, _) => Some(reason.as_str()),
+            (_, true, _) => Some("too large"),
+            (_, _, None) => Some("no freshness and no validators"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            policy.stats.not_stored();
+            debug!(route = %policy.name, key = %a.key.readable, reason, "response not stored");
+            if flight.is_some() && !parts.status.is_server_error() {
+                self.inner.hit_for_miss.insert(a.key.digest, ());
+            }
+            return Response::from_parts(parts, body);
+        }
+        let Some((meta, retain)) = meta else {
+            return Response::from_parts(parts, body);
+        };
+        let mut stored_headers = parts.headers.clone();
+        stored_headers.remove(header::AGE);
+        let template = StoredResponse {
+            status: parts.status,
+            headers: stored_headers,
+            body: Bytes::new(),
+            meta,
+            vary: vary_names(&parts.headers)
+                .into_iter()
+                .map(|name| {
+                    let value = vary_value(a.req_headers, &name);
+                    (name, value)
+                })
+                .collect(),
+            tags,
+            retain,
+        };
+        let job = StoreJob {
+            cache: self.clone(),
+            policy: Arc::clone(policy),
+            key: a.key.clone(),
+            template,
+            flight,
+        };
+        Response::from_parts(parts, body::boxed(TeeBody::new(body, max, job)))
+    }
+
+    /// Freshness facts and retention for a response, or `None` when storing it would be
+    /// useless (no lifetime, no validators, no stale allowance).
+    fn meta_for(
+        &self,
+        policy: &RoutePolicy,
+        status: StatusCode,
+        headers: &HeaderMap,
+        cc: &CacheControl,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Option<(StoredMeta, Duration)> {
+        let config = &self.inner.config;
+        let freshness = Freshness::of(status, headers, cc, response_time, &config.heuristic);
+        let lifetime = match policy.ttl {
+            Some(ttl) if policy.ttl_override || !Freshness::is_explicit(headers, cc) => ttl,
+            _ => freshness.lifetime,
+        };
+        let initial_age = initial_age(headers, request_time, response_time);
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+        let meta = StoredMeta {
+            response_time,
+            initial_age,
+            lifetime,
+            no_cache: cc.no_cache,
+            must_revalidate,
+            stale_while_revalidate: secs(cc.stale_while_revalidate, policy.stale_while_revalidate),
+            stale_if_error: secs(cc.stale_if_error, policy.stale_if_error),
+        };
+        let validators = headers.contains_key(header::ETAG)
+            || headers.contains_key(header::LAST_MODIFIED)
+            || policy.etag;
+        let fresh_for = lifetime.saturating_sub(initial_age);
+        let stale_use = if must_revalidate {
+            Duration::ZERO
+        } else {
+            meta.stale_while_revalidate.max(meta.stale_if_error)
+        };
+        let keep = if validators {
+            config.keep_stale
+        } else {
+            Duration::ZERO
+        };
+        let retain = fresh_for + stale_use.max(keep);
+        if retain.is_zero() || (fresh_for.is_zero() && !validators && stale_use.is_zero()) {
+            return None;
+        }
+        Some((meta, retain))
+    }
+
+    /// Validates a stale response with the origin (one request per key; concurrent requests
+    /// wait for it), serving it stale if the origin fails and that is allowed.
+    async fn revalidate<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        key: CacheKey,
+        mut req: Request<Body>,
+        stored: Arc<StoredResponse>,
+        req_cc: &CacheControl,
+        fetch: F,
+    ) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
+        let flight = match self.inner.coalescer.join(key.digest) {
+            Joined::Leader(flight) => Some(flight),
+            Joined::Waiter(waiter) => {
+                if waiter.wait(self.inner.config.lock_timeout).await {
+                    let now = self.now();
+                    if let Some(fresh) = self.lookup(&key, req.headers())
+                        && decide(&fresh.meta, req_cc, false, now) == Decision::Fresh
+                    {
+                        policy.stats.coalesced();
+                        return self.hit(policy, &fresh, req.headers(), head, Outcome::Hit, now);
+                    }
+                }
+                None
+            }
+        };
+        let req_headers = req.headers().clone();
+        let method = req.method().clone();
+        let sent_validators = add_validators(req.headers_mut(), &stored);
+        let request_time = self.now();
+        let resp = fetch.fetch(req).await;
+        let response_time = self.now();
+        if resp.status() == StatusCode::NOT_MODIFIED && sent_validators {
+            let fresh = self.freshen(
+                policy,
+                &key,
+                &stored,
+                resp.headers(),
+                request_time,
+                response_time,
+            );
+            drop(flight);
+            return self.hit(
+                policy,
+                &fresh,
+                &req_headers,
+                head,
+                Outcome::Revalidated,
+                response_time,
+            );
+        }
+        if resp.status().is_server_error() && stored.meta.usable_on_error(req_cc, response_time) {
+            self.inner.backoff.insert(key.digest, ());
+            debug!(route = %policy.name, key = %key.readable, status = %resp.status(),
+                   "origin failed; serving stale");
+            return self.hit(
+                policy,
+                &stored,
+                &req_headers,
+                head,
+                Outcome::Stale,
+                response_time,
+            );
+        }
+        policy.stats.record(Outcome::Miss);
+        let a = Admission {
+            policy,
+            key,
+            method: &method,
+            req_headers: &req_headers,
+            req_cc,
+            request_time,
+            response_time,
+        };
+        let mut resp = self.admit(&a, resp, flight);
+        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+        resp
+    }
+
+    /// Starts one background refresh for `key` unless one is running or the origin is in
+    /// back-off.
+    fn refresh_in_background<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        key: &CacheKey,
+        req: &Request<Body>,
+        stored: &Arc<StoredResponse>,
+        fetch: &F,
+    ) {
+        if self.inner.backoff.contains_key(&key.digest) {
+            return;
+        }
+        let Some(flight) = self.inner.coalescer.try_lead(key.digest) else {
+            return;
+        };
+        let mut refresh = Request::new(body::empty());
+        *refresh.method_mut() = Method::GET;
+        *refresh.uri_mut() = req.uri().clone();
+        *refresh.version_mut() = req.version();
+        *refresh.headers_mut() = req.headers().clone();
+        if let Some(id) = req.extensions().get::<RequestId>() {
+            refresh.extensions_mut().insert(id.clone());
+        }
+        let req_headers = req.headers().clone();
+        let req_cc = CacheControl::from_headers(&req_headers);
+        let sent_validators = add_validators(refresh.headers_mut(), stored);
+        let (this, policy, key, stored, fetch) = (
+            self.clone(),
+            Arc::clone(policy),
+            key.clone(),
+            Arc::clone(stored),
+            fetch.clone(),
+        );
+        tokio::spawn(async move {
+            let request_time = this.now();
+            let resp = fetch.fetch(refresh).await;
+            let response_time = this.now();
+            if resp.status() == StatusCode::NOT_MODIFIED && sent_validators {
+                this.freshen(
+                    &policy,
+                    &key,
+                    &stored,
+                    resp.headers(),
+                    request_time,
+                    response_time,
+                );
+                return;
+            }
+            if resp.status().is_server_error() {
+                this.inner.backoff.insert(key.digest, ());
+                return;
+            }
+            let a = Admission {
+                policy: &policy,
+                key,
+                method: &Method::GET,
+                req_headers: &req_headers,
+                req_cc: &req_cc,
+                request_time,
+                response_time,
+            };
+            let resp = this.admit(&a, resp, Some(flight));
+            drain(resp.into_body()).await;
+        });
+    }
+
+    /// Applies a 304's headers to a stored response (RFC 9111 §3.2 and §4.3.4) and stores the
+    /// result in its place.
+    fn freshen(
+        &self,
+        policy: &RoutePolicy,
+        key: &CacheKey,
+        stored: &Arc<StoredResponse>,
+        new: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Arc<StoredResponse> {
+        let mut headers = stored.headers.clone();
+        for name in new.keys() {
+            if matches!(
+                *name,
+                header::CONTENT_LENGTH
+                    | header::CONTENT_ENCODING
+                    | header::TRANSFER_ENCODING
+                    | header::CONTENT_RANGE
+            ) || *name == X_CACHE
+                || policy.tag_header.as_ref() == Some(name)
+            {
+                continue;
+            }
+            headers.remove(name);
+            for v in new.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        let age_source = headers.clone();
+        headers.remove(header::AGE);
+        let cc = CacheControl::from_headers(&headers);
+        let (meta, retain) = self
+            .meta_for(
+                policy,
+                stored.status,
+                &age_source,
+                &cc,
+                request_time,
+                response_time,
+            )
+            .unwrap_or((stored.meta, stored.retain));
+        let fresh = Arc::new(StoredResponse {
+            headers,
+            meta,
+            retain,
+            ..StoredResponse::clone(stored)
+        });
+        self.inner
+            .store
+            .replace_variant(key, stored, &fresh);
+        fresh
+    }
+}
+
+/// Inputs of one admission decision.
+struct Admission<'a> {
+    policy: &'a Arc<RoutePolicy>,
+    key: CacheKey,
+    method: &'a Method,
+    req_headers: &'a HeaderMap,
+    req_cc: &'a CacheControl,
+    request_time: SystemTime,
+    response_time: SystemTime,
+}
+
+/// Finishes a store when the teed body ends.
+struct StoreJob {
+    cache: Cache,
+    policy: Arc<RoutePolicy>,
+    key: CacheKey,
+    template: StoredResponse,
+    /// Held until the entry is in the store, so waiters find it when they wake.
+    flight: Option<Flight>,
+}
+
+impl Sink for StoreJob {
+    fn complete(mut self, body: Bytes) {
+        if self.policy.etag && !self.template.headers.contains_key(header::ETAG) {
+            let tag = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body));
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                self.template.headers.insert(header::ETAG, v);
+            }
+        }
+        self.template.body = body;
+        let inner = &self.cache.inner;
+        inner.store.insert(&self.key, Arc::new(self.template));
+        inner.hit_for_miss.invalidate(&self.key.digest);
+        inner.backoff.invalidate(&self.key.digest);
+        self.policy.stats.stored();
+        drop(self.flight);
+    }
+
+    fn abandon(self, too_large: bool) {
+        self.policy.stats.not_stored();
+        if too_large && self.flight.is_some() {
+            self.cache.inner.hit_for_miss.insert(self.key.digest, ());
+        }
+        debug!(route = %self.policy.name, key = %self.key.readable, too_large, "response not stored");
+    }
+}
+
+async fn drain(body: Body) {
+    if let Err(e) = body.collect().await {
+        debug!(error = %e, "background fill failed");
+    }
+}
+
+fn key_input<'a>(
+    target: RequestTarget<'a>,
+    query: Option<&'a str>,
+    consumer: Option<&'a str>,
+) -> KeyInput<'a> {
+    KeyInput {
+        scheme: target.scheme,
+        host: target.host,
+        path: target.path,
+        query,
+        consumer,
+    }
+}
+
+/// The consumer a per-consumer key belongs to: the authenticated consumer id; else a digest of
+/// the credentials (`Authorization`, session cookies), so the key holds no secret; else none.
+fn consumer_identity(req: &Request<Body>, session_cookies: &[String]) -> Option<String> {
+    if let Some(ConsumerId(id)) = req.extensions().get::<ConsumerId>() {
+        return Some(format!("id:{id}"));
+    }
+    let digest = |bytes: &[u8]| xxhash_rust::xxh3::xxh3_128(bytes);
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
+        return Some(format!("auth:{:032x}", digest(auth.as_bytes())));
+    }
+    session_cookies
+        .iter()
+        .find_map(|name| key::cookie(req.headers(), name))
+        .map(|value| format!("session:{:032x}", digest(value.as_bytes())))
+}
+
+fn has_cookie(headers: &HeaderMap, names: &[String]) -> bool {
+    !names.is_empty() && names.iter().any(|n| key::cookie(headers, n).is_some())
+}
+
+fn pragma_no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::PRAGMA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn strip_tag_header(policy: &RoutePolicy, headers: &mut HeaderMap) {
+    if let Some(name) = &policy.tag_header {
+        headers.remove(name);
+    }
+}
+
+/// The route's tags plus those the origin sent, with the origin's header removed.
+fn take_tags(policy: &RoutePolicy, headers: &mut HeaderMap) -> Vec<Arc<str>> {
+    let mut tags = policy.tags.clone();
+    if let Some(name) = &policy.tag_header {
+        for v in headers.get_all(name) {
+            let Ok(text) = v.to_str() else { continue };
+            for t in text.split([' ', ',']).filter(|t| !t.is_empty()) {
+                if !tags.iter().any(|x| &**x == t) {
+                    tags.push(Arc::from(t));
+                }
+            }
+        }
+        headers.remove(name);
+    }
+    tags
+}
+
+const CONDITIONALS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
+
+fn remove_conditionals(headers: &mut HeaderMap) {
+    for name in &CONDITIONALS {
+        headers.remove(name);
+    }
+}
+
+/// Replaces the client's validators with the stored response's; returns whether any were set.
+fn add_validators(headers: &mut HeaderMap, stored: &StoredResponse) -> bool {
+    remove_conditionals(headers);
+    let mut any = false;
+    if let Some(etag) = stored.etag() {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+        any = true;
+    }
+    if let Some(lm) = stored.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        any = true;
+    }
+    any
+}
+
+/// Whether a GET with `req` validators may be answered 304 for a 200 with `resp` headers
+/// (RFC 9110 §13.1.2, §13.1.3): `If-None-Match` (weak comparison) takes precedence over
+/// `If-Modified-Since`.
+fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
+    if req.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = resp.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let mine = opaque(etag);
+        return req
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == "*" || opaque(t) == mine);
+    }
+    let Some(since) = http_date(req, header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    http_date(resp, header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
+}
+
+/// A 304 carrying the fields RFC 9110 §15.4.5 requires from the 200 it stands for.
+fn not_modified_response(headers: &HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let out = resp.headers_mut();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for v in headers.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_and_beats_if_modified_since() {
+        let resp = h(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]);
+        assert!(not_modified(&h(&[("if-none-match", "\"v1\"")]), &resp));
+        assert!(not_modified(
+            &h(&[("if-none-match", "\"x\", W/\"v1\"")]),
+            &resp
+        ));
+        assert!(not_modified(&h(&[("if-none-match", "*")]), &resp));
+        assert!(!not_modified(&h(&[("if-none-match", "\"v2\"")]), &resp));
+        // If-None-Match present: If-Modified-Since is ignored even if it would match.
+        let both = h(&[
+            ("if-none-match", "\"v2\""),
+            ("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT"),
+        ]);
+        assert!(!not_modified(&both, &resp));
+        assert!(not_modified(
+            &h(&[("if-modified-since", "Mon, 01 Jan 2024 00:00:00 GMT")]),
+            &resp
+        ));
+        assert!(!not_modified(
+            &h(&[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")]),
+            &resp
+        ));
+        assert!(!not_modified(&HeaderMap::new(), &resp));
+    }
+
+    #[test]
+    fn origin_tags_are_collected_and_the_header_removed() {
+        let mut policy = RoutePolicy::new("r");
+        policy.tags = vec![Arc::from("route")];
+        let mut headers = h(&[("surrogate-key", "a b,c"), ("surrogate-key", "route")]);
+        let tags = take_tags(&policy, &mut headers);
+        let names: Vec<&str> = tags.iter().map(|t| &**t).collect();
+        assert_eq!(names, ["route", "a", "b", "c"]);
+        assert!(headers.is_empty());
+    }
+}
