@@ -114,6 +114,9 @@ mod tests {
         let Joined::Waiter(w) = c.join(1) else {
             panic!()
         };
-        assert!(!w.wait(Duration::from_millis(20)).await, "the leader never finished");
+        assert!(
+            !w.wait(Duration::from_millis(20)).await,
+            "the leader never finished"
+        );
     }
 }

@@ -55,6 +55,9 @@ impl Default for CacheConfig {
 pub struct RoutePolicy {
     /// Route name (for stats and logs).
     pub name: Arc<str>,
+    /// Whether the route caches. A disabled policy still invalidates on writes (so a POST
+    /// route purges what a GET route stored) and adds no `X-Cache` header.
+    pub enabled: bool,
     /// Freshness lifetime for storable responses that state none (instead of a heuristic).
     pub ttl: Option<Duration>,
     /// Use `ttl` even when the response states its own lifetime. Never overrides `no-store`,
@@ -88,6 +91,7 @@ impl RoutePolicy {
     pub fn new(name: &str) -> Self {
         Self {
             name: Arc::from(name),
+            enabled: true,
             ttl: None,
             ttl_override: false,
             stale_while_revalidate: Duration::ZERO,

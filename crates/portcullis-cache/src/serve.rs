@@ -177,12 +177,16 @@ impl Cache {
         fetch: F,
     ) -> Response<Body> {
         let method = req.method();
+        if !policy.enabled {
+            return if is_write(method) {
+                self.write(policy, target, req, fetch).await
+            } else {
+                fetch.fetch(req).await
+            };
+        }
         if method == Method::GET || method == Method::HEAD {
             self.read(policy, target, req, fetch).await
-        } else if matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
+        } else if is_write(method) {
             self.write(policy, target, req, fetch).await
         } else {
             self.bypass(policy, req, &fetch).await
@@ -195,10 +199,12 @@ impl Cache {
         req: Request<Body>,
         fetch: &F,
     ) -> Response<Body> {
-        policy.stats.record(Outcome::Bypass);
         let mut resp = fetch.fetch(req).await;
-        strip_tag_header(policy, resp.headers_mut());
-        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Bypass));
+        if policy.enabled {
+            policy.stats.record(Outcome::Bypass);
+            strip_tag_header(policy, resp.headers_mut());
+            resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Bypass));
+        }
         resp
     }
 
@@ -751,9 +757,7 @@ impl Cache {
             retain,
             ..StoredResponse::clone(stored)
         });
-        self.inner
-            .store
-            .replace_variant(key, stored, &fresh);
+        self.inner.store.replace_variant(key, stored, &fresh);
         fresh
     }
 }
@@ -803,6 +807,14 @@ impl Sink for StoreJob {
         }
         debug!(route = %self.policy.name, key = %self.key.readable, too_large, "response not stored");
     }
+}
+
+/// Whether `method` changes state, so a success invalidates (RFC 9111 §4.4).
+pub fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 async fn drain(body: Body) {

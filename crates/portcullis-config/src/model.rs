@@ -24,6 +24,86 @@ pub struct Config {
     /// Routes from requests to upstreams; the most specific match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The response cache shared by every route with a `cache` table.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the memory tier and defaults for every cached route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes the memory tier may hold (headers, bodies and keys counted).
+    pub memory_max: Spanned<ByteSize>,
+    /// Larger responses are passed through, never stored or buffered whole.
+    pub max_object_size: Spanned<ByteSize>,
+    /// Lifetime for responses that state none, on every cached route (unset: RFC 9111
+    /// heuristics only). A route's `ttl` takes precedence.
+    pub default_ttl: Option<Duration>,
+    /// Default `stale-while-revalidate` when a response gives none.
+    pub stale_while_revalidate: Duration,
+    /// Default `stale-if-error` when a response gives none.
+    pub stale_if_error: Duration,
+    /// How long concurrent misses wait for the request already fetching the same key.
+    pub lock_timeout: Duration,
+    /// How long a key whose response was not storable skips the coalescing lock.
+    pub hit_for_miss: Duration,
+    /// After an origin error, serve stale without retrying the origin for this long per key.
+    pub error_backoff: Duration,
+    /// How long stale responses with validators are kept for conditional revalidation.
+    pub keep_stale: Duration,
+    /// Requests carrying any of these cookies bypass the cache (shared routes) or are keyed
+    /// by them (per-consumer routes).
+    pub bypass_cookies: Vec<String>,
+    /// Response header the origin uses to tag responses; removed before clients see it.
+    pub tag_header: Spanned<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_max: Spanned::new(0..0, ByteSize(256 << 20)),
+            max_object_size: Spanned::new(0..0, ByteSize(8 << 20)),
+            default_ttl: None,
+            stale_while_revalidate: Duration::from_secs(0),
+            stale_if_error: Duration::from_secs(0),
+            lock_timeout: Duration::from_secs(10),
+            hit_for_miss: Duration::from_secs(30),
+            error_backoff: Duration::from_secs(5),
+            keep_stale: Duration::from_secs(600),
+            bypass_cookies: Vec::new(),
+            tag_header: Spanned::new(0..0, "Surrogate-Key".to_owned()),
+        }
+    }
+}
+
+/// `cache = { ... }` of a route: its presence turns caching on for the route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteCacheConfig {
+    /// Lifetime for responses that state none (overrides `[cache].default_ttl`).
+    pub ttl: Option<Duration>,
+    /// Use `ttl` even when the response states a lifetime. Never overrides `no-store`,
+    /// `private` or `no-cache`.
+    pub ttl_override: bool,
+    /// Overrides `[cache].stale_while_revalidate`.
+    pub stale_while_revalidate: Option<Duration>,
+    /// Overrides `[cache].stale_if_error`.
+    pub stale_if_error: Option<Duration>,
+    /// Key by consumer, so `private` and authorized responses are cached per consumer.
+    pub per_consumer: bool,
+    /// Add a strong `ETag` to stored responses without one.
+    pub etag: bool,
+    /// Query parameters left out of the key: names, or prefixes like `utm_*`.
+    pub ignore_query: Vec<String>,
+    /// Request headers whose values are part of the key.
+    pub key_headers: Vec<Spanned<String>>,
+    /// Cookies whose values are part of the key.
+    pub key_cookies: Vec<String>,
+    /// Overrides `[cache].bypass_cookies`.
+    pub bypass_cookies: Option<Vec<String>>,
+    /// Tags given to every response stored by this route.
+    pub tags: Vec<String>,
 }
 
 /// `[server]`: the public listener.
@@ -187,6 +267,13 @@ pub struct RouteConfig {
     /// Overrides the upstream's `pool.timeout` for this route.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// Cache responses of this route (see `[cache]`).
+    #[serde(default)]
+    pub cache: Option<RouteCacheConfig>,
+    /// Tags purged from the cache when a POST, PUT, PATCH or DELETE through this route
+    /// succeeds.
+    #[serde(default)]
+    pub invalidate_tags_on_write: Vec<String>,
 }
 
 /// `match = { ... }` of a route. All given conditions must hold.

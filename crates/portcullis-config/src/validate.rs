@@ -44,6 +44,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_server(&mut c, config);
     let upstream_names = check_upstreams(&mut c, config);
     check_routes(&mut c, config, &upstream_names);
+    check_cache(&mut c, config);
     if c.errors.is_empty() {
         Ok(())
     } else {
@@ -208,6 +209,35 @@ fn check_routes(c: &mut Checker<'_>, config: &Config, upstreams: &[String]) {
             if let Some(p) = prefix {
                 c.check(p, key(name), values::check_path_syntax(p.get_ref()));
             }
+        }
+    }
+}
+
+fn check_cache(c: &mut Checker<'_>, config: &Config) {
+    let cache = &config.cache;
+    c.check(
+        &cache.tag_header,
+        "cache.tag_header".into(),
+        values::parse_header_name(cache.tag_header.get_ref()).map(|_| ()),
+    );
+    if cache.max_object_size.get_ref().0 > cache.memory_max.get_ref().0 {
+        c.error(
+            &cache.max_object_size,
+            "cache.max_object_size".into(),
+            format!(
+                "is larger than cache.memory_max ({}); such objects could never be stored",
+                cache.memory_max.get_ref()
+            ),
+        );
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        let Some(rc) = &r.cache else { continue };
+        for (j, h) in rc.key_headers.iter().enumerate() {
+            c.check(
+                h,
+                format!("routes[{i}].cache.key_headers[{j}]"),
+                values::parse_header_name(h.get_ref()).map(|_| ()),
+            );
         }
     }
 }

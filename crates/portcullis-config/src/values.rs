@@ -198,6 +198,12 @@ pub fn check_path_syntax(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A header name as written in config (any case); returned lowercase.
+pub fn parse_header_name(text: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| format!("{text:?} is not a valid header name"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
+use portcullis_cache::RoutePolicy;
+
 use crate::upstream::Upstream;
 
 /// A route built from config.
@@ -19,6 +21,8 @@ pub struct Route {
     pub add_prefix: Option<String>,
     /// Limit on waiting for the response head.
     pub timeout: Duration,
+    /// How the route caches, if it does.
+    pub cache: Option<Arc<RoutePolicy>>,
 }
 
 impl Route {
@@ -65,6 +69,7 @@ mod tests {
             strip_prefix: strip.map(canonical_prefix),
             add_prefix: add.map(canonical_prefix),
             timeout: Duration::from_secs(1),
+            cache: None,
         }
     }
 

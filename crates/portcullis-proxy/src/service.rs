@@ -23,6 +23,8 @@ use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
 use tracing::{debug, warn};
 
+use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
+
 use crate::{
     balance::InFlight,
     body::GuardedBody,
@@ -56,12 +58,20 @@ impl ConnInfo {
     }
 }
 
-/// State shared by every connection: routes, trusted proxies, the `Via` name.
+/// State shared by every connection: routes, trusted proxies, the `Via` name, the cache.
 #[derive(Debug)]
 pub struct Shared {
-    pub(crate) router: Router<Route>,
+    pub(crate) router: Router<Arc<Route>>,
     pub(crate) trusted: TrustedProxies,
     pub(crate) via: Via,
+    pub(crate) cache: Cache,
+}
+
+impl Shared {
+    /// The response cache (for stats and purges).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
 }
 
 /// The proxy service for one connection.
@@ -98,7 +108,7 @@ where
     }
 }
 
-async fn handle<B>(shared: &Shared, conn: &ConnInfo, req: Request<B>) -> Response<Body>
+async fn handle<B>(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -119,7 +129,7 @@ where
 }
 
 async fn forward<B>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<B>,
     request_id: &RequestId,
@@ -134,15 +144,84 @@ where
     let wants_upgrade = is_upgrade_request(req.version(), req.headers());
     let (mut parts, body) = req.into_parts();
     let path = path::normalize(parts.uri.path());
-    let route = match shared.router.lookup(
-        request_host(&parts.uri, &parts.headers),
-        &path,
-        &parts.method,
-    ) {
+    let host = request_host(&parts.uri, &parts.headers);
+    let route = match shared.router.lookup(host, &path, &parts.method) {
         Lookup::Found(route) => route,
         Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
         Lookup::NotFound => return Err(ProxyError::NoRoute),
     };
+    if let Some(policy) = &route.cache
+        && !wants_upgrade
+        && (policy.enabled || is_write(&parts.method))
+    {
+        let (host, path) = (host.unwrap_or("").to_owned(), path.into_owned());
+        parts.extensions.insert(request_id.clone());
+        let req = Request::from_parts(parts, body::boxed(body));
+        let fetch = UpstreamFetch {
+            shared: Arc::clone(shared),
+            conn: conn.clone(),
+            route: Arc::clone(route),
+            request_id: request_id.clone(),
+        };
+        let target = RequestTarget {
+            scheme: if conn.https { "https" } else { "http" },
+            host: &host,
+            path: &path,
+        };
+        return Ok(shared.cache.serve(policy, target, req, fetch).await);
+    }
+    drop(path);
+    send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await
+}
+
+/// The cache's way to the origin: the rest of the proxy path for one route.
+#[derive(Debug, Clone)]
+struct UpstreamFetch {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    route: Arc<Route>,
+    request_id: RequestId,
+}
+
+impl Fetch for UpstreamFetch {
+    fn fetch(&self, req: Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let id = &this.request_id;
+            match send_upstream(
+                &this.shared,
+                &this.conn,
+                &this.route,
+                parts,
+                body,
+                id,
+                false,
+            )
+            .await
+            {
+                Ok(response) => response,
+                Err(e) => e.into_response(id),
+            }
+        })
+    }
+}
+
+/// Rewrites the request for `route`'s upstream, sends it, and streams the response back.
+async fn send_upstream<B>(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: &Route,
+    mut parts: http::request::Parts,
+    body: B,
+    request_id: &RequestId,
+    wants_upgrade: bool,
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let path = path::normalize(parts.uri.path());
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
     let (target, guard) = upstream.pick(&parts.headers, client_ip);

@@ -7,7 +7,11 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use http::Method;
-use portcullis_config::{Config, parse_cidr, parse_host, parse_path, parse_path_prefix};
+use portcullis_cache::{Cache, KeyParts, QueryIgnore, RoutePolicy};
+use portcullis_config::{
+    CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host, parse_path,
+    parse_path_prefix,
+};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -69,6 +73,7 @@ impl Gateway {
                     .map_err(BuildError::Config)
             })
             .collect::<Result<_, _>>()?;
+        let cache = Cache::new(cache_config(&config.cache));
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let upstream = upstreams
@@ -111,8 +116,9 @@ impl Gateway {
                     .as_ref()
                     .map(|p| canonical_prefix(p.get_ref())),
                 add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
+                cache: route_cache_policy(&cache, config, r)?,
             };
-            routes.push((matcher, route));
+            routes.push((matcher, Arc::new(route)));
         }
         let s = &config.server;
         let trusted = s
@@ -133,6 +139,7 @@ impl Gateway {
                 router: Router::new(routes),
                 trusted: TrustedProxies::new(trusted),
                 via,
+                cache,
             }),
             listen: s.listen,
             tls,
@@ -169,6 +176,72 @@ impl Gateway {
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }
+}
+
+/// The cache's settings from `[cache]`.
+fn cache_config(c: &CacheConfig) -> portcullis_cache::CacheConfig {
+    portcullis_cache::CacheConfig {
+        memory_max: c.memory_max.get_ref().0,
+        max_object_size: c.max_object_size.get_ref().0,
+        lock_timeout: c.lock_timeout.0,
+        hit_for_miss: c.hit_for_miss.0,
+        error_backoff: c.error_backoff.0,
+        keep_stale: c.keep_stale.0,
+        ..portcullis_cache::CacheConfig::default()
+    }
+}
+
+/// The cache policy of route `r`, with `[cache]` defaults filled in; `None` when the route has
+/// no `cache` table.
+fn route_cache_policy(
+    cache: &Cache,
+    config: &Config,
+    r: &RouteConfig,
+) -> Result<Option<Arc<RoutePolicy>>, BuildError> {
+    let any_cached = config.routes.iter().any(|r| r.cache.is_some());
+    if !any_cached && r.invalidate_tags_on_write.is_empty() {
+        return Ok(None);
+    }
+    // Routes without a `cache` table get a disabled policy: their writes still invalidate.
+    let rc = r.cache.clone().unwrap_or_default();
+    let defaults = &config.cache;
+    let header = |name: &str| parse_header_name(name).map_err(BuildError::Config);
+    let mut policy = RoutePolicy::new(r.name.get_ref());
+    policy.enabled = r.cache.is_some();
+    policy.ttl = rc.ttl.or(defaults.default_ttl).map(|t| t.0);
+    policy.ttl_override = rc.ttl_override;
+    policy.stale_while_revalidate = rc
+        .stale_while_revalidate
+        .unwrap_or(defaults.stale_while_revalidate)
+        .0;
+    policy.stale_if_error = rc.stale_if_error.unwrap_or(defaults.stale_if_error).0;
+    policy.per_consumer = rc.per_consumer;
+    policy.etag = rc.etag;
+    policy.key = KeyParts {
+        ignore_query: QueryIgnore::new(&rc.ignore_query),
+        headers: rc
+            .key_headers
+            .iter()
+            .map(|h| header(h.get_ref()))
+            .collect::<Result<_, _>>()?,
+        cookies: rc.key_cookies.clone(),
+    };
+    policy.bypass_cookies = rc
+        .bypass_cookies
+        .clone()
+        .unwrap_or_else(|| defaults.bypass_cookies.clone());
+    policy.tags = rc.tags.iter().map(|t| Arc::from(t.as_str())).collect();
+    policy.invalidate_tags_on_write = r
+        .invalidate_tags_on_write
+        .iter()
+        .map(|t| Arc::from(t.as_str()))
+        .collect();
+    policy.tag_header = Some(header(defaults.tag_header.get_ref())?);
+    Ok(Some(if policy.enabled {
+        cache.register(policy)
+    } else {
+        Arc::new(policy)
+    }))
 }
 
 /// A gateway with an open listener.

@@ -9,6 +9,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub struct TestGateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    cache: portcullis_cache::Cache,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
 }
@@ -23,11 +24,9 @@ impl TestGateway {
         };
         let config = portcullis_config::parse(&text, "test.toml".as_ref())
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let gateway = portcullis_proxy::Gateway::from_config(&config)
-            .expect("gateway builds")
-            .bind()
-            .await
-            .expect("gateway binds");
+        let gateway = portcullis_proxy::Gateway::from_config(&config).expect("gateway builds");
+        let cache = gateway.shared().cache().clone();
+        let gateway = gateway.bind().await.expect("gateway binds");
         let addr = gateway.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(gateway.serve(async move {
@@ -35,6 +34,7 @@ impl TestGateway {
         }));
         Self {
             addr,
+            cache,
             stop: Some(stop),
             done: Some(done),
         }
@@ -43,6 +43,11 @@ impl TestGateway {
     /// `http://addr` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The gateway's response cache (stats, purges).
+    pub fn cache(&self) -> &portcullis_cache::Cache {
+        &self.cache
     }
 
     /// Signals shutdown and returns a handle that completes when draining is done.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod balancing;
+mod cache;
 mod errors;
 mod http2_tls;
 mod proxying;
