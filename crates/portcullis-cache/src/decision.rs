@@ -42,7 +42,7 @@ impl StoredMeta {
         let allowance = req
             .stale_if_error
             .map_or(self.stale_if_error, Duration::from_secs);
-        self.staleness(now) <= allowance
+        !allowance.is_zero() && self.staleness(now) <= allowance
     }
 
     /// How far past its freshness lifetime the response is (zero while fresh).
@@ -108,6 +108,7 @@ pub fn decide(
     // The client's own limits exclude background revalidation: it asked for a fresher copy.
     if req.max_age.is_none()
         && req.min_fresh.is_none()
+        && !meta.stale_while_revalidate.is_zero()
         && staleness <= meta.stale_while_revalidate
         && fresh_for.is_zero()
     {
@@ -150,6 +151,17 @@ mod tests {
         assert_eq!(at(&m, "", 100), Decision::StaleWhileRevalidate);
         assert_eq!(at(&m, "", 130), Decision::StaleWhileRevalidate);
         assert_eq!(at(&m, "", 131), Decision::Revalidate);
+    }
+
+    #[test]
+    fn no_stale_allowance_means_none_even_at_the_boundary() {
+        let m = StoredMeta {
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            ..meta()
+        };
+        assert_eq!(at(&m, "", 100), Decision::Revalidate);
+        assert!(!m.usable_on_error(&CacheControl::default(), t(100)));
     }
 
     #[test]
