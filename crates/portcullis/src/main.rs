@@ -172,6 +172,9 @@ async fn quickstart(listen: std::net::SocketAddr, origin_addrs: &[String]) -> an
         "  curl -s {gw}/api/hello; curl -s {gw}/api/hello   # round robin over both instances"
     );
     println!("  curl -i {gw}/api/slow?ms=300      # a slow origin response");
+    println!(
+        "  curl -si {gw}/cached/slow?ms=300 | grep -i x-cache   # twice: MISS, then a fast HIT"
+    );
     println!("  curl -i -X POST --data 'hi' {gw}/api/echo");
     println!("  curl -i --http2-prior-knowledge {gw}/api/hello");
     println!();

@@ -52,7 +52,7 @@ fn check_accepts_the_quickstart_example() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 upstreams, 2 routes)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 upstreams, 3 routes)"));
 }
 
 #[test]
@@ -336,6 +336,20 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
     }
     instances.sort_unstable();
     assert_eq!(instances, [1, 2], "round robin over both demo instances");
+    let cached: Vec<(String, Bytes)> = {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let resp = client.get(&format!("http://{addr}/cached/hello")).await;
+            let x_cache = resp.headers()["x-cache"].to_str().unwrap().to_owned();
+            out.push((x_cache, resp.into_body()));
+        }
+        out
+    };
+    assert_eq!(
+        (cached[0].0.as_str(), cached[1].0.as_str()),
+        ("MISS", "HIT")
+    );
+    assert_eq!(cached[0].1, cached[1].1, "the hit is the stored response");
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
