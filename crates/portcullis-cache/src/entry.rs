@@ -8,6 +8,8 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
+use portcullis_http::headers::{X_CACHE, X_CACHE_TIER};
+
 use crate::decision::StoredMeta;
 
 /// Bookkeeping per stored object that is not headers or body, in bytes (used by the weigher so
@@ -36,9 +38,25 @@ pub struct StoredResponse {
     pub tags: Vec<Arc<str>>,
     /// When it may be dropped: past freshness plus every stale allowance.
     pub retain: Duration,
+    /// `headers` plus `X-Cache: HIT`, `X-Cache-Tier: memory` and an `Age` placeholder, built
+    /// once by [`StoredResponse::seal`] so a hit clones one map and replaces one value.
+    pub hit_headers: HeaderMap,
 }
 
 impl StoredResponse {
+    /// Builds `hit_headers` from `headers`; call after the headers are final.
+    pub fn seal(mut self) -> Self {
+        let mut h = HeaderMap::with_capacity(self.headers.len() + 4);
+        for (name, value) in &self.headers {
+            h.append(name.clone(), value.clone());
+        }
+        h.insert(header::AGE, HeaderValue::from_static("0"));
+        h.insert(X_CACHE, HeaderValue::from_static("HIT"));
+        h.insert(X_CACHE_TIER, HeaderValue::from_static("memory"));
+        self.hit_headers = h;
+        self
+    }
+
     /// Memory this response accounts for.
     pub fn weight(&self) -> usize {
         let headers: usize = self
@@ -46,7 +64,8 @@ impl StoredResponse {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 32)
             .sum();
-        ENTRY_OVERHEAD + headers + self.body.len()
+        // Headers are held twice (as stored and as sent on hits).
+        ENTRY_OVERHEAD + 2 * headers + self.body.len()
     }
 
     /// Whether this variant answers a request with `req` headers.

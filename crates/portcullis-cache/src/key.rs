@@ -103,8 +103,20 @@ pub fn build(input: &KeyInput<'_>, headers: &HeaderMap, parts: &KeyParts) -> Cac
     let mut s = String::with_capacity(
         16 + input.host.len() + input.path.len() + input.query.map_or(0, str::len),
     );
+    let url_len = write(&mut s, input, headers, parts);
+    CacheKey {
+        digest: digest(&s),
+        readable: Arc::from(s),
+        url_len,
+        per_consumer: input.consumer.is_some(),
+    }
+}
+
+/// Appends the readable key to `s` (for lookups into a reused buffer); returns the length of
+/// its URL part.
+pub fn write(s: &mut String, input: &KeyInput<'_>, headers: &HeaderMap, parts: &KeyParts) -> usize {
     s.push_str("GET ");
-    push_url(&mut s, input, &parts.ignore_query);
+    push_url(s, input, &parts.ignore_query);
     let url_len = s.len();
     for name in &parts.headers {
         s.push_str("|h:");
@@ -131,12 +143,7 @@ pub fn build(input: &KeyInput<'_>, headers: &HeaderMap, parts: &KeyParts) -> Cac
         s.push_str("|consumer=");
         s.push_str(consumer);
     }
-    CacheKey {
-        digest: digest(&s),
-        readable: Arc::from(s),
-        url_len,
-        per_consumer: input.consumer.is_some(),
-    }
+    url_len
 }
 
 /// `scheme://host/path?query` with the query normalized as in keys: the resource that writes

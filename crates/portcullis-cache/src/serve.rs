@@ -15,10 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
-use portcullis_http::{
-    Body, ConsumerId, RequestId, body, error_response,
-    headers::{X_CACHE, X_CACHE_TIER},
-};
+use portcullis_http::{Body, ConsumerId, RequestId, body, error_response, headers::X_CACHE};
 use tracing::debug;
 
 use crate::{
@@ -79,6 +76,43 @@ struct Inner {
     /// Keys whose origin failed recently: serve stale without asking again.
     backoff: moka::sync::Cache<u128, ()>,
     routes: Mutex<Vec<Arc<RoutePolicy>>>,
+}
+
+thread_local! {
+    /// The hit path builds keys here, so a lookup allocates nothing.
+    static KEY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A request without `Cache-Control`.
+const NO_DIRECTIVES: CacheControl = CacheControl {
+    max_age: None,
+    s_maxage: None,
+    no_store: false,
+    no_cache: false,
+    private: false,
+    public: false,
+    must_revalidate: false,
+    proxy_revalidate: false,
+    immutable: false,
+    no_transform: false,
+    stale_while_revalidate: None,
+    stale_if_error: None,
+    min_fresh: None,
+    max_stale: None,
+    only_if_cached: false,
+};
+
+/// `Age` values up to this many seconds are preformatted (cloning one costs no allocation).
+const AGE_VALUES: u64 = 4096;
+
+fn age_value(secs: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    match usize::try_from(secs) {
+        Ok(i) if secs < AGE_VALUES => {
+            TABLE.get_or_init(|| (0..AGE_VALUES).map(HeaderValue::from).collect())[i].clone()
+        }
+        _ => HeaderValue::from(secs),
+    }
 }
 
 static X_CACHE_VALUES: [HeaderValue; 5] = [
@@ -260,6 +294,43 @@ impl Cache {
         resp
     }
 
+    /// Answers a GET or HEAD from the memory tier when a fresh response is stored for it,
+    /// without building an owned request or key: the hit path. `None` means the full path
+    /// ([`Cache::serve`]) must decide (miss, stale, per-consumer route, request directives).
+    pub fn serve_fresh(
+        &self,
+        policy: &RoutePolicy,
+        target: RequestTarget<'_>,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Option<Response<Body>> {
+        let head = method == Method::HEAD;
+        if !policy.enabled
+            || policy.per_consumer
+            || !(head || method == Method::GET)
+            || headers.contains_key(header::CACHE_CONTROL)
+            || headers.contains_key(header::PRAGMA)
+            || has_cookie(headers, &policy.bypass_cookies)
+        {
+            return None;
+        }
+        KEY_BUFFER.with_borrow_mut(|buf| {
+            buf.clear();
+            key::write(
+                buf,
+                &key_input(target, uri.query(), None),
+                headers,
+                &policy.key,
+            );
+            let slot = self.inner.store.get_raw(key::digest(buf), buf)?;
+            let stored = slot.select(headers)?;
+            let now = self.now();
+            let fresh = decide(&stored.meta, &NO_DIRECTIVES, false, now) == Decision::Fresh;
+            fresh.then(|| self.hit(policy, stored, headers, head, Outcome::Hit, now))
+        })
+    }
+
     async fn read<F: Fetch>(
         &self,
         policy: &Arc<RoutePolicy>,
@@ -367,7 +438,7 @@ impl Cache {
         now: SystemTime,
     ) -> Response<Body> {
         policy.stats.record(outcome);
-        let age = HeaderValue::from(stored.meta.age(now).as_secs());
+        let age = age_value(stored.meta.age(now).as_secs());
         if stored.status == StatusCode::OK && not_modified(req_headers, &stored.headers) {
             let mut resp = not_modified_response(&stored.headers);
             let h = resp.headers_mut();
@@ -383,10 +454,11 @@ impl Cache {
         let mut resp = Response::new(body);
         *resp.status_mut() = stored.status;
         let h = resp.headers_mut();
-        *h = stored.headers.clone();
+        *h = stored.hit_headers.clone();
         h.insert(header::AGE, age);
-        h.insert(X_CACHE, x_cache(outcome));
-        h.insert(X_CACHE_TIER, HeaderValue::from_static("memory"));
+        if outcome != Outcome::Hit {
+            h.insert(X_CACHE, x_cache(outcome));
+        }
         resp
     }
 
@@ -501,6 +573,7 @@ impl Cache {
                 .collect(),
             tags,
             retain,
+            hit_headers: HeaderMap::new(),
         };
         let job = StoreJob {
             cache: self.clone(),
@@ -751,12 +824,15 @@ impl Cache {
                 response_time,
             )
             .unwrap_or((stored.meta, stored.retain));
-        let fresh = Arc::new(StoredResponse {
-            headers,
-            meta,
-            retain,
-            ..StoredResponse::clone(stored)
-        });
+        let fresh = Arc::new(
+            StoredResponse {
+                headers,
+                meta,
+                retain,
+                ..StoredResponse::clone(stored)
+            }
+            .seal(),
+        );
         self.inner.store.replace_variant(key, stored, &fresh);
         fresh
     }
@@ -793,7 +869,9 @@ impl Sink for StoreJob {
         }
         self.template.body = body;
         let inner = &self.cache.inner;
-        inner.store.insert(&self.key, Arc::new(self.template));
+        inner
+            .store
+            .insert(&self.key, Arc::new(self.template.seal()));
         inner.hit_for_miss.invalidate(&self.key.digest);
         inner.backoff.invalidate(&self.key.digest);
         self.policy.stats.stored();

@@ -82,6 +82,13 @@ impl MemoryStore {
             .filter(|slot| slot.key == key.readable)
     }
 
+    /// The slot stored under `digest` if its readable key is `readable`.
+    pub fn get_raw(&self, digest: u128, readable: &str) -> Option<Arc<Slot>> {
+        self.cache
+            .get(&digest)
+            .filter(|slot| &*slot.key == readable)
+    }
+
     /// Stores `response` as a variant of `key`, replacing the variant it supersedes.
     pub fn insert(&self, key: &CacheKey, response: Arc<StoredResponse>) {
         let tags: Vec<Arc<str>> = response

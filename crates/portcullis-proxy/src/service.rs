@@ -154,6 +154,19 @@ where
         && !wants_upgrade
         && (policy.enabled || is_write(&parts.method))
     {
+        let scheme = if conn.https { "https" } else { "http" };
+        let target = RequestTarget {
+            scheme,
+            host: host.unwrap_or(""),
+            path: &path,
+        };
+        if let Some(hit) =
+            shared
+                .cache
+                .serve_fresh(policy, target, &parts.method, &parts.uri, &parts.headers)
+        {
+            return Ok(hit);
+        }
         let (host, path) = (host.unwrap_or("").to_owned(), path.into_owned());
         parts.extensions.insert(request_id.clone());
         let req = Request::from_parts(parts, body::boxed(body));
@@ -164,11 +177,12 @@ where
             request_id: request_id.clone(),
         };
         let target = RequestTarget {
-            scheme: if conn.https { "https" } else { "http" },
+            scheme,
             host: &host,
             path: &path,
         };
-        return Ok(shared.cache.serve(policy, target, req, fetch).await);
+        // Boxed so the (large) cache future is not part of every request's future.
+        return Ok(Box::pin(shared.cache.serve(policy, target, req, fetch)).await);
     }
     drop(path);
     send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await
