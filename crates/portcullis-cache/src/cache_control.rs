@@ -82,22 +82,31 @@ impl CacheControl {
                 None => (item.trim(), None),
             };
             let delta = || value.map_or(0, parse_delta);
-            match name.to_ascii_lowercase().as_str() {
-                "max-age" => set_first(&mut self.max_age, delta()),
-                "s-maxage" => set_first(&mut self.s_maxage, delta()),
-                "no-store" => self.no_store = true,
-                "no-cache" => self.no_cache = true,
-                "private" => self.private = true,
-                "public" => self.public = true,
-                "must-revalidate" => self.must_revalidate = true,
-                "proxy-revalidate" => self.proxy_revalidate = true,
-                "immutable" => self.immutable = true,
-                "no-transform" => self.no_transform = true,
-                "only-if-cached" => self.only_if_cached = true,
-                "stale-while-revalidate" => set_first(&mut self.stale_while_revalidate, delta()),
-                "stale-if-error" => set_first(&mut self.stale_if_error, delta()),
-                "min-fresh" => set_first(&mut self.min_fresh, delta()),
-                "max-stale" => {
+            // Lowercased into a stack buffer: directive names are short, longer ones are
+            // unknown anyway.
+            let mut lower = [0u8; 24];
+            let Some(buf) = lower.get_mut(..name.len()) else {
+                continue;
+            };
+            for (d, s) in buf.iter_mut().zip(name.bytes()) {
+                *d = s.to_ascii_lowercase();
+            }
+            match &*buf {
+                b"max-age" => set_first(&mut self.max_age, delta()),
+                b"s-maxage" => set_first(&mut self.s_maxage, delta()),
+                b"no-store" => self.no_store = true,
+                b"no-cache" => self.no_cache = true,
+                b"private" => self.private = true,
+                b"public" => self.public = true,
+                b"must-revalidate" => self.must_revalidate = true,
+                b"proxy-revalidate" => self.proxy_revalidate = true,
+                b"immutable" => self.immutable = true,
+                b"no-transform" => self.no_transform = true,
+                b"only-if-cached" => self.only_if_cached = true,
+                b"stale-while-revalidate" => set_first(&mut self.stale_while_revalidate, delta()),
+                b"stale-if-error" => set_first(&mut self.stale_if_error, delta()),
+                b"min-fresh" => set_first(&mut self.min_fresh, delta()),
+                b"max-stale" => {
                     let v = match value {
                         None => MaxStale::Any,
                         Some(v) => MaxStale::Seconds(parse_delta(v)),
@@ -132,22 +141,31 @@ fn unquote(v: &str) -> &str {
 
 /// Splits on commas outside quoted strings (`private="a, b"` is one directive).
 fn split_directives(text: &str) -> impl Iterator<Item = &str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&text[start..i]);
-                start = i + 1;
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        while start <= bytes.len() {
+            let (mut quoted, mut escaped) = (false, false);
+            let mut end = start;
+            while end < bytes.len() {
+                match bytes[end] {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => break,
+                    _ => {}
+                }
+                end += 1;
             }
-            _ => {}
+            // Commas are ASCII, so these are char boundaries.
+            let item = &text[start..end];
+            start = end + 1;
+            if !item.trim().is_empty() {
+                return Some(item);
+            }
         }
-    }
-    parts.push(&text[start..]);
-    parts.into_iter().filter(|p| !p.trim().is_empty())
+        None
+    })
 }
 
 #[cfg(test)]
