@@ -114,6 +114,7 @@ fn hit_path(c: &mut Criterion) {
         path: "/small",
         query: Some("b=2&a=1&utm_source=x"),
         consumer: None,
+        operation: None,
     };
     c.bench_function("cache/key build (sorted query, ignore list)", |b| {
         b.iter(|| key::build(black_box(&input), &headers, &parts))

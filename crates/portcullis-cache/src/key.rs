@@ -95,6 +95,8 @@ pub struct KeyInput<'a> {
     pub query: Option<&'a str>,
     /// Consumer identity for per-consumer routes (already free of secrets).
     pub consumer: Option<&'a str>,
+    /// For a GraphQL query sent by POST: the digest of the operation (see [`crate::graphql`]).
+    pub operation: Option<u128>,
 }
 
 /// Builds the key for a GET of `input` with the route's `parts`. HEAD uses GET's key, so a
@@ -138,6 +140,10 @@ pub fn write(s: &mut String, input: &KeyInput<'_>, headers: &HeaderMap, parts: &
         if let Some(v) = cookie(headers, name) {
             s.push_str(v);
         }
+    }
+    if let Some(op) = input.operation {
+        use std::fmt::Write as _;
+        let _ = write!(s, "|gql={op:032x}");
     }
     if let Some(consumer) = input.consumer {
         s.push_str("|consumer=");
@@ -227,6 +233,7 @@ mod tests {
                 path,
                 query,
                 consumer: None,
+                operation: None,
             },
             headers,
             parts,
@@ -290,6 +297,7 @@ mod tests {
             path: "/",
             query: None,
             consumer,
+            operation: None,
         };
         let empty = KeyParts::default();
         assert_ne!(

@@ -19,6 +19,7 @@ pub mod coalesce;
 pub mod decision;
 pub mod entry;
 pub mod freshness;
+pub mod graphql;
 pub mod key;
 pub mod layer;
 pub mod policy;

@@ -71,6 +71,9 @@ pub struct RoutePolicy {
     pub per_consumer: bool,
     /// Add a strong `ETag` (hash of the body) to stored responses without one.
     pub etag: bool,
+    /// Cache GraphQL queries sent by POST (keyed by the normalized operation); mutations pass
+    /// through and invalidate.
+    pub graphql: bool,
     /// Extra key parts and ignored query parameters.
     pub key: KeyParts,
     /// Requests carrying any of these cookies bypass the cache (sessions).
@@ -98,6 +101,7 @@ impl RoutePolicy {
             stale_if_error: Duration::ZERO,
             per_consumer: false,
             etag: false,
+            graphql: false,
             key: KeyParts::default(),
             bypass_cookies: Vec::new(),
             tags: Vec::new(),

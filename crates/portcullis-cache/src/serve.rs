@@ -15,7 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
-use portcullis_http::{Body, ConsumerId, RequestId, body, error_response, headers::X_CACHE};
+use portcullis_http::{
+    Body, BoxError, ConsumerId, RequestId, body, error_response, headers::X_CACHE,
+};
 use tracing::debug;
 
 use crate::{
@@ -220,6 +222,8 @@ impl Cache {
         }
         if method == Method::GET || method == Method::HEAD {
             self.read(policy, target, req, fetch).await
+        } else if policy.graphql && method == Method::POST {
+            Box::pin(self.graphql(policy, target, req, fetch)).await
         } else if is_write(method) {
             self.write(policy, target, req, fetch).await
         } else {
@@ -294,6 +298,62 @@ impl Cache {
         resp
     }
 
+    /// A POST on a GraphQL route: queries are cached like GETs (keyed by operation), mutations
+    /// go through as writes (invalidating the endpoint's cached queries and the route's tags),
+    /// anything else passes through.
+    async fn graphql<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        target: RequestTarget<'_>,
+        req: Request<Body>,
+        fetch: F,
+    ) -> Response<Body> {
+        if content_length(req.headers()).is_some_and(|n| n > GRAPHQL_MAX_BODY) {
+            return self.bypass(policy, req, &fetch).await;
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match collect_limited(body, GRAPHQL_MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let id = parts.extensions.get::<RequestId>();
+                let too_large = e.is::<BodyTooLarge>();
+                let (status, message) = if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "GraphQL request body too large",
+                    )
+                } else {
+                    (StatusCode::BAD_REQUEST, "request body could not be read")
+                };
+                return error_response(status, message, id);
+            }
+        };
+        let operation = crate::graphql::classify(&bytes);
+        let mut req = Request::from_parts(parts, body::full(bytes.clone()));
+        match operation {
+            Some(crate::graphql::Operation::Query { digest }) => {
+                req.extensions_mut().insert(GraphqlQuery {
+                    digest,
+                    body: bytes,
+                });
+                self.read(policy, target, req, fetch).await
+            }
+            Some(crate::graphql::Operation::Mutation) => {
+                let resp = self.write(policy, target, req, fetch).await;
+                if resp.status().is_success() {
+                    let removed: usize = policy
+                        .tags
+                        .iter()
+                        .map(|t| self.inner.store.purge_tag(t))
+                        .sum();
+                    policy.stats.invalidated(removed);
+                }
+                resp
+            }
+            _ => self.bypass(policy, req, &fetch).await,
+        }
+    }
+
     /// Answers a GET or HEAD from the memory tier when a fresh response is stored for it,
     /// without building an owned request or key: the hit path. `None` means the full path
     /// ([`Cache::serve`]) must decide (miss, stale, per-consumer route, request directives).
@@ -348,7 +408,10 @@ impl Cache {
             None
         };
         let key = key::build(
-            &key_input(target, req.uri().query(), consumer.as_deref()),
+            &KeyInput {
+                operation: req.extensions().get::<GraphqlQuery>().map(|q| q.digest),
+                ..key_input(target, req.uri().query(), consumer.as_deref())
+            },
             headers,
             &policy.key,
         );
@@ -475,7 +538,7 @@ impl Cache {
         fetch: &F,
     ) -> Response<Body> {
         policy.stats.record(Outcome::Miss);
-        let method = req.method().clone();
+        let method = read_method(&req);
         let req_headers = req.headers().clone();
         if flight.is_some() {
             remove_conditionals(req.headers_mut());
@@ -663,7 +726,7 @@ impl Cache {
             }
         };
         let req_headers = req.headers().clone();
-        let method = req.method().clone();
+        let method = read_method(&req);
         let sent_validators = add_validators(req.headers_mut(), &stored);
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
@@ -731,8 +794,20 @@ impl Cache {
         let Some(flight) = self.inner.coalescer.try_lead(key.digest) else {
             return;
         };
-        let mut refresh = Request::new(body::empty());
-        *refresh.method_mut() = Method::GET;
+        let graphql = req.extensions().get::<GraphqlQuery>().cloned();
+        let mut refresh = Request::new(
+            graphql
+                .as_ref()
+                .map_or_else(body::empty, |q| body::full(q.body.clone())),
+        );
+        *refresh.method_mut() = if graphql.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        if let Some(q) = graphql {
+            refresh.extensions_mut().insert(q);
+        }
         *refresh.uri_mut() = req.uri().clone();
         *refresh.version_mut() = req.version();
         *refresh.headers_mut() = req.headers().clone();
@@ -912,6 +987,62 @@ fn key_input<'a>(
         path: target.path,
         query,
         consumer,
+        operation: None,
+    }
+}
+
+/// Marks a GraphQL query read from a POST body: the operation digest for the key, and the
+/// body to send again for background refreshes.
+#[derive(Debug, Clone)]
+struct GraphqlQuery {
+    digest: u128,
+    body: Bytes,
+}
+
+/// Bodies of GraphQL requests are read whole to classify them; larger ones pass through.
+const GRAPHQL_MAX_BODY: u64 = 1 << 20;
+
+/// Reads a body whole, up to `limit` bytes. Boxed as a `dyn Future + Send` here, in a
+/// non-generic function: inside the generic `serve` future the compiler's higher-ranked `Send`
+/// check on `Box<dyn Error>` fails (rust-lang/rust#102211).
+fn collect_limited(
+    body: Body,
+    limit: u64,
+) -> Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Box::pin(async move {
+        let mut body = body;
+        let mut out = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(BoxError::from(BodyTooLarge));
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out.freeze())
+    })
+}
+
+/// A body over the limit of [`collect_limited`].
+#[derive(Debug)]
+struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("body too large")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// The method a request counts as for storage: a GraphQL query is a read.
+fn read_method(req: &Request<Body>) -> Method {
+    if req.extensions().get::<GraphqlQuery>().is_some() {
+        Method::GET
+    } else {
+        req.method().clone()
     }
 }
 

@@ -94,6 +94,9 @@ pub struct RouteCacheConfig {
     pub per_consumer: bool,
     /// Add a strong `ETag` to stored responses without one.
     pub etag: bool,
+    /// Cache GraphQL queries sent by POST, keyed by the normalized operation and variables;
+    /// mutations pass through and invalidate.
+    pub graphql: bool,
     /// Query parameters left out of the key: names, or prefixes like `utm_*`.
     pub ignore_query: Vec<String>,
     /// Request headers whose values are part of the key.

@@ -217,6 +217,7 @@ fn route_cache_policy(
     policy.stale_if_error = rc.stale_if_error.unwrap_or(defaults.stale_if_error).0;
     policy.per_consumer = rc.per_consumer;
     policy.etag = rc.etag;
+    policy.graphql = rc.graphql;
     policy.key = KeyParts {
         ignore_query: QueryIgnore::new(&rc.ignore_query),
         headers: rc

@@ -750,3 +750,44 @@ async fn routes_without_a_cache_table_are_untouched() {
     let r = c.get(&gw.url("/")).await;
     assert_eq!((x_cache(&r), body(&r)), ("-", "n:2"));
 }
+
+#[tokio::test]
+async fn graphql_queries_are_cached_by_operation_and_mutations_invalidate() {
+    let up = TestUpstream::start(portcullis_test_support::echo()).await;
+    let gw = TestGateway::start(&cached(&up, "graphql = true, ttl = \"1m\"")).await;
+    let c = Client::http1();
+    let post = |body: &'static str| {
+        Request::post(gw.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(Full::from(body))
+            .unwrap()
+    };
+    let q1 = r#"{"query":"query Q($id: ID!) { user(id: $id) { name } }","variables":{"id":"1"}}"#;
+    let q1_reformatted = r#"{"variables":{"id":"1"},"query":"query Q($id: ID!) {\n  user(id: $id) {\n    name\n  }\n}"}"#;
+    let q2 = r#"{"query":"query Q($id: ID!) { user(id: $id) { name } }","variables":{"id":"2"}}"#;
+    let first = c.send(post(q1)).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert!(
+        body(&first).contains("user(id: $id)"),
+        "the origin got the body: {}",
+        body(&first)
+    );
+    let again = c.send(post(q1_reformatted)).await;
+    assert_eq!((x_cache(&again), again.body()), ("HIT", first.body()));
+    assert_eq!(x_cache(&c.send(post(q2)).await), "MISS");
+    assert_eq!(up.request_count(), 2);
+    // A mutation goes through and drops the endpoint's cached queries.
+    let m = c
+        .send(post(
+            r#"{"query":"mutation { rename(id: \"1\", name: \"x\") { id } }"}"#,
+        ))
+        .await;
+    assert_eq!((m.status(), x_cache(&m)), (StatusCode::OK, "BYPASS"));
+    assert_eq!(x_cache(&c.send(post(q1)).await), "MISS");
+    // Not GraphQL: passed through untouched.
+    let other = c.send(post("plain text")).await;
+    assert_eq!(
+        (other.status(), x_cache(&other)),
+        (StatusCode::OK, "BYPASS")
+    );
+}
