@@ -53,6 +53,9 @@ pub struct CacheControl {
     pub max_stale: Option<MaxStale>,
     /// `only-if-cached` (request).
     pub only_if_cached: bool,
+    /// `must-understand` (response): store only if the status code is understood; then
+    /// `no-store` is overridden (RFC 9111 §5.2.2.3).
+    pub must_understand: bool,
 }
 
 impl CacheControl {
@@ -103,6 +106,7 @@ impl CacheControl {
                 b"immutable" => self.immutable = true,
                 b"no-transform" => self.no_transform = true,
                 b"only-if-cached" => self.only_if_cached = true,
+                b"must-understand" => self.must_understand = true,
                 b"stale-while-revalidate" => set_first(&mut self.stale_while_revalidate, delta()),
                 b"stale-if-error" => set_first(&mut self.stale_if_error, delta()),
                 b"min-fresh" => set_first(&mut self.min_fresh, delta()),

@@ -12,9 +12,13 @@ use portcullis_http::headers::{X_CACHE, X_CACHE_TIER};
 
 use crate::decision::StoredMeta;
 
-/// Bookkeeping per stored object that is not headers or body, in bytes (used by the weigher so
-/// many tiny objects cannot exceed `memory_max` in practice).
-const ENTRY_OVERHEAD: usize = 256;
+/// Memory per stored object beyond its headers and body (the response struct, the slot, the
+/// key, moka's entry and the tag index), in bytes, so the weigher counts what the process
+/// actually holds. Measured: see BENCHMARKS.md, "Cache memory".
+const ENTRY_OVERHEAD: usize = 1400;
+
+/// Memory per header slot of a `HeaderMap` (its index and bucket), beyond name and value bytes.
+const HEADER_SLOT: usize = 112;
 
 /// Most variants kept per key; the oldest goes when a new one arrives.
 pub const MAX_VARIANTS: usize = 16;
@@ -24,8 +28,9 @@ pub const MAX_VARIANTS: usize = 16;
 pub struct StoredResponse {
     /// Status code.
     pub status: StatusCode,
-    /// Headers as sent to clients: hop-by-hop fields and tag headers removed, `Age` removed
-    /// (it is computed on each hit).
+    /// Headers as sent to clients on a hit: the origin's, less hop-by-hop fields and tag
+    /// headers, plus `X-Cache: HIT`, `X-Cache-Tier: memory` and an `Age` placeholder that each
+    /// hit replaces (see [`StoredResponse::seal`]).
     pub headers: HeaderMap,
     /// The whole body, shared by every hit without copying.
     pub body: Bytes,
@@ -38,22 +43,28 @@ pub struct StoredResponse {
     pub tags: Vec<Arc<str>>,
     /// When it may be dropped: past freshness plus every stale allowance.
     pub retain: Duration,
-    /// `headers` plus `X-Cache: HIT`, `X-Cache-Tier: memory` and an `Age` placeholder, built
-    /// once by [`StoredResponse::seal`] so a hit clones one map and replaces one value.
-    pub hit_headers: HeaderMap,
 }
 
 impl StoredResponse {
-    /// Builds `hit_headers` from `headers`; call after the headers are final.
+    /// Makes the stored form: header values copied into compact allocations of their own
+    /// (parsed values are slices of the connection's read buffer, which they would otherwise
+    /// keep alive) and the hit-time headers added, so a hit clones one map and replaces one
+    /// value. Call once the headers are final.
     pub fn seal(mut self) -> Self {
-        let mut h = HeaderMap::with_capacity(self.headers.len() + 4);
+        let mut h = HeaderMap::with_capacity(self.headers.len() + 3);
         for (name, value) in &self.headers {
-            h.append(name.clone(), value.clone());
+            if *name == header::AGE || *name == X_CACHE || *name == X_CACHE_TIER {
+                continue;
+            }
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            h.append(name.clone(), copy);
         }
         h.insert(header::AGE, HeaderValue::from_static("0"));
         h.insert(X_CACHE, HeaderValue::from_static("HIT"));
         h.insert(X_CACHE_TIER, HeaderValue::from_static("memory"));
-        self.hit_headers = h;
+        self.headers = h;
         self
     }
 
@@ -62,10 +73,9 @@ impl StoredResponse {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
-        // Headers are held twice (as stored and as sent on hits).
-        ENTRY_OVERHEAD + 2 * headers + self.body.len()
+        ENTRY_OVERHEAD + HEADER_SLOT * self.headers.capacity() + headers + self.body.len()
     }
 
     /// Whether this variant answers a request with `req` headers.
@@ -230,7 +240,7 @@ pub fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
         .get(name)?
         .to_str()
         .ok()
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(crate::freshness::parse_date)
 }
 
 #[cfg(test)]

@@ -66,10 +66,7 @@ impl Freshness {
         }
         let date = date_header(headers, header::DATE).unwrap_or(received);
         if let Some(expires) = headers.get(header::EXPIRES) {
-            let expires = expires
-                .to_str()
-                .ok()
-                .and_then(|v| httpdate::parse_http_date(v).ok());
+            let expires = expires.to_str().ok().and_then(parse_date);
             let lifetime = expires.map_or(Duration::ZERO, |e| {
                 e.duration_since(date).unwrap_or_default()
             });
@@ -112,7 +109,7 @@ pub fn initial_age(
     let age_value = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(age_seconds)
         .map_or(Duration::ZERO, Duration::from_secs);
     let apparent_age = date_header(headers, header::DATE)
         .and_then(|date| response_time.duration_since(date).ok())
@@ -123,6 +120,41 @@ pub fn initial_age(
     apparent_age.max(age_value + response_delay)
 }
 
+/// An HTTP-date in any of its three formats, with day, month and zone names matched
+/// case-insensitively (RFC 9111 §4.2 SHOULD); `httpdate` alone is case-sensitive.
+pub fn parse_date(text: &str) -> Option<SystemTime> {
+    if let Ok(t) = httpdate::parse_http_date(text) {
+        return Some(t);
+    }
+    let mut canonical = String::with_capacity(text.len());
+    let mut word_start = true;
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            canonical.push(if word_start {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            });
+            word_start = false;
+        } else {
+            canonical.push(c);
+            word_start = true;
+        }
+    }
+    let canonical = canonical.replace("Gmt", "GMT");
+    httpdate::parse_http_date(&canonical).ok()
+}
+
+/// An `Age` value: the first member of a list (RFC 9111 §5.1), digits only (anything else
+/// means the field is ignored), capped at 2^31.
+fn age_seconds(value: &str) -> Option<u64> {
+    let first = value.split(',').next()?.trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(first.parse::<u64>().map_or(1 << 31, |n| n.min(1 << 31)))
+}
+
 /// The age of a stored response at `now` (RFC 9111 §4.2.3 `current_age`), in whole seconds.
 pub fn current_age(initial_age: Duration, response_time: SystemTime, now: SystemTime) -> Duration {
     let resident = now.duration_since(response_time).unwrap_or_default();
@@ -130,11 +162,7 @@ pub fn current_age(initial_age: Duration, response_time: SystemTime, now: System
 }
 
 fn date_header(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+    headers.get(name)?.to_str().ok().and_then(parse_date)
 }
 
 #[cfg(test)]
@@ -236,6 +264,28 @@ mod tests {
         // A Date in the future and no Age: zero, never negative.
         let h = headers(&[(header::DATE, date(500))]);
         assert_eq!(initial_age(&h, t(100), t(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn dates_match_names_case_insensitively() {
+        let expected = parse_date("Thu, 01 Aug 2024 02:01:18 GMT").unwrap();
+        assert_eq!(parse_date("THU, 01 AUG 2024 02:01:18 gMT"), Some(expected));
+        assert_eq!(parse_date("thu, 01 aug 2024 02:01:18 gmt"), Some(expected));
+        assert_eq!(
+            parse_date("Thursday, 01-Aug-24 02:01:18 GMT"),
+            Some(expected)
+        );
+        assert_eq!(parse_date("not a date"), None);
+    }
+
+    #[test]
+    fn age_takes_the_first_list_member_and_ignores_invalid_values() {
+        assert_eq!(age_seconds("7200,0"), Some(7200));
+        assert_eq!(age_seconds(" 30 "), Some(30));
+        assert_eq!(age_seconds("-5"), None);
+        assert_eq!(age_seconds("1.5"), None);
+        assert_eq!(age_seconds("7200;foo=bar"), None);
+        assert_eq!(age_seconds("99999999999999999999"), Some(1 << 31));
     }
 
     #[test]

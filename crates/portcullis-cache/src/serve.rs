@@ -102,6 +102,7 @@ const NO_DIRECTIVES: CacheControl = CacheControl {
     min_fresh: None,
     max_stale: None,
     only_if_cached: false,
+    must_understand: false,
 };
 
 /// `Age` values up to this many seconds are preformatted (cloning one costs no allocation).
@@ -517,7 +518,7 @@ impl Cache {
         let mut resp = Response::new(body);
         *resp.status_mut() = stored.status;
         let h = resp.headers_mut();
-        *h = stored.hit_headers.clone();
+        *h = stored.headers.clone();
         h.insert(header::AGE, age);
         if outcome != Outcome::Hit {
             h.insert(X_CACHE, x_cache(outcome));
@@ -636,7 +637,6 @@ impl Cache {
                 .collect(),
             tags,
             retain,
-            hit_headers: HeaderMap::new(),
         };
         let job = StoreJob {
             cache: self.clone(),
@@ -686,7 +686,9 @@ impl Cache {
         } else {
             meta.stale_while_revalidate.max(meta.stale_if_error)
         };
-        let keep = if validators {
+        // Stale copies are kept a while for revalidation (with validators), for `max-stale`
+        // requests and for stale-if-error; not when they may never be used stale.
+        let keep = if validators || !must_revalidate {
             config.keep_stale
         } else {
             Duration::ZERO
@@ -868,6 +870,14 @@ impl Cache {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Arc<StoredResponse> {
+        // A 304 whose ETag names another representation updates nothing (RFC 9111 §4.3.4);
+        // the stored response is used as it is.
+        if let Some(etag) = new.get(header::ETAG)
+            && stored.etag() != Some(etag)
+        {
+            debug!(key = %key.readable, "304 with another ETag; stored response not updated");
+            return Arc::clone(stored);
+        }
         let mut headers = stored.headers.clone();
         for name in new.keys() {
             if matches!(
@@ -877,6 +887,7 @@ impl Cache {
                     | header::TRANSFER_ENCODING
                     | header::CONTENT_RANGE
             ) || *name == X_CACHE
+                || *name == CONTENT_MD5
                 || policy.tag_header.as_ref() == Some(name)
             {
                 continue;
@@ -962,11 +973,15 @@ impl Sink for StoreJob {
     }
 }
 
-/// Whether `method` changes state, so a success invalidates (RFC 9111 §4.4).
+/// `Content-MD5` describes the stored bytes; a 304 never replaces it (the stored body stays).
+const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
+
+/// Whether `method` is not known to be safe, so a success invalidates (RFC 9111 §4.4:
+/// "including methods whose safety is unknown"). Safe: GET, HEAD, OPTIONS, TRACE.
 pub fn is_write(method: &Method) -> bool {
-    matches!(
+    !matches!(
         *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
 }
 
@@ -1137,22 +1152,28 @@ fn add_validators(headers: &mut HeaderMap, stored: &StoredResponse) -> bool {
 /// `If-Modified-Since`.
 fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
     if req.contains_key(header::IF_NONE_MATCH) {
-        let Some(etag) = resp.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        // Compared as bytes: entity tags may carry obs-text, which `to_str` refuses.
+        let Some(etag) = resp.get(header::ETAG) else {
             return false;
         };
-        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-        let mine = opaque(etag);
+        let opaque = |t: &[u8]| {
+            let t = t.trim_ascii();
+            t.strip_prefix(b"W/").unwrap_or(t).to_vec()
+        };
+        let mine = opaque(etag.as_bytes());
         return req
             .get_all(header::IF_NONE_MATCH)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == "*" || opaque(t) == mine);
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii() == b"*" || opaque(t) == mine);
     }
     let Some(since) = http_date(req, header::IF_MODIFIED_SINCE) else {
         return false;
     };
-    http_date(resp, header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
+    // Without Last-Modified, the response's Date stands in (RFC 9111 §4.3.2).
+    http_date(resp, header::LAST_MODIFIED)
+        .or_else(|| http_date(resp, header::DATE))
+        .is_some_and(|modified| modified <= since)
 }
 
 /// A 304 carrying the fields RFC 9110 §15.4.5 requires from the 200 it stands for.

@@ -13,6 +13,14 @@ use http::{HeaderMap, Method, StatusCode, header};
 
 use crate::{CacheControl, freshness::HEURISTICALLY_CACHEABLE};
 
+/// Status codes whose caching semantics this cache implements (RFC 9110's final codes, less 206:
+/// ranges are not handled), for `must-understand`.
+const UNDERSTOOD: [u16; 40] = [
+    200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403, 404,
+    405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 500, 501, 502,
+    503, 504,
+];
+
 /// Why a response was not stored. Shown in debug logs and counted in stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStorable {
@@ -72,7 +80,12 @@ pub fn storable(
     if method != Method::GET {
         return Err(NotStorable::Method);
     }
-    if cc.no_store || req_cc.no_store {
+    // must-understand: only understood status codes, and for those it overrides no-store.
+    let understood = UNDERSTOOD.contains(&status.as_u16());
+    if cc.must_understand && !understood {
+        return Err(NotStorable::Status);
+    }
+    if (cc.no_store && !(cc.must_understand && understood)) || req_cc.no_store {
         return Err(NotStorable::NoStore);
     }
     if status.is_informational()
@@ -325,6 +338,19 @@ mod tests {
         assert_eq!(
             check(&auth, 200, &[("cache-control", "max-age=60")], PER_CONSUMER),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn must_understand_refuses_unknown_statuses_and_overrides_no_store_for_known_ones() {
+        let mu = [("cache-control", "max-age=3600, must-understand")];
+        assert_eq!(check(&[], 599, &mu, SHARED), Err(NotStorable::Status));
+        assert_eq!(check(&[], 200, &mu, SHARED), Ok(()));
+        let mu_no_store = [("cache-control", "no-store, must-understand, max-age=60")];
+        assert_eq!(check(&[], 200, &mu_no_store, SHARED), Ok(()));
+        assert_eq!(
+            check(&[], 599, &mu_no_store, SHARED),
+            Err(NotStorable::Status)
         );
     }
 

@@ -49,9 +49,11 @@ impl<S: Sink> TeeBody<S> {
 
     fn finish(&mut self) {
         if let Some(sink) = self.sink.take() {
+            // Always a fresh, exact-size copy: chunks are slices of the connection's read
+            // buffer, and keeping one would pin that whole buffer for the entry's lifetime.
             let body = match self.chunks.len() {
                 0 => Bytes::new(),
-                1 => self.chunks.pop().unwrap_or_default(),
+                1 => Bytes::copy_from_slice(&self.chunks.pop().unwrap_or_default()),
                 _ => {
                     let mut joined =
                         BytesMut::with_capacity(usize::try_from(self.size).unwrap_or(0));

@@ -791,3 +791,41 @@ async fn graphql_queries_are_cached_by_operation_and_mutations_invalidate() {
         (StatusCode::OK, "BYPASS")
     );
 }
+
+#[tokio::test]
+async fn methods_of_unknown_safety_invalidate_but_safe_ones_do_not() {
+    let up = counting(|_, _| vec![("cache-control", "max-age=60".into())]).await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    let send = |method: &'static [u8]| {
+        Request::builder()
+            .method(http::Method::from_bytes(method).unwrap())
+            .uri(gw.url("/r"))
+            .body(Full::default())
+            .unwrap()
+    };
+    c.get(&gw.url("/r")).await;
+    c.send(send(b"OPTIONS")).await;
+    assert_eq!(x_cache(&c.get(&gw.url("/r")).await), "HIT");
+    c.send(send(b"M-SEARCH")).await;
+    assert_eq!(x_cache(&c.get(&gw.url("/r")).await), "MISS");
+}
+
+#[tokio::test]
+async fn must_understand_keeps_unknown_status_codes_out() {
+    let up = TestUpstream::respond(|_| {
+        let mut resp = Response::new(full("odd"));
+        *resp.status_mut() = StatusCode::from_u16(599).unwrap();
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=3600, must-understand"),
+        );
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    c.get(&gw.url("/")).await;
+    assert_eq!(x_cache(&c.get(&gw.url("/")).await), "MISS");
+    assert_eq!(up.request_count(), 2);
+}
