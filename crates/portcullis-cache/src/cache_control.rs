@@ -123,6 +123,84 @@ impl CacheControl {
     }
 }
 
+/// The device token this cache answers to in `Surrogate-Control` targets and advertises in
+/// `Surrogate-Capability`.
+pub const SURROGATE_TOKEN: &str = "portcullis";
+
+/// `Surrogate-Control` (W3C Edge Architecture 1.0): what the origin tells surrogates (this
+/// gateway) apart from browsers. Directives targeted at another device (`;other`) are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SurrogateControl {
+    /// `no-store`.
+    pub no_store: bool,
+    /// `max-age=N[+M]`: N seconds fresh.
+    pub max_age: Option<u64>,
+    /// The `+M` of `max-age=N+M`: M seconds more to serve it stale if the origin fails.
+    pub stale: Option<u64>,
+}
+
+impl SurrogateControl {
+    /// Parses every `Surrogate-Control` line; `None` when there is none for this cache.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let mut sc = Self::default();
+        let mut any = false;
+        for value in headers.get_all("surrogate-control") {
+            let Ok(text) = value.to_str() else { continue };
+            for item in split_directives(text) {
+                let mut parts = item.split(';');
+                let directive = parts.next().unwrap_or("").trim();
+                let targets: Vec<&str> = parts.map(str::trim).filter(|t| !t.is_empty()).collect();
+                if !targets.is_empty()
+                    && !targets
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(SURROGATE_TOKEN))
+                {
+                    continue;
+                }
+                let (name, value) = match directive.split_once('=') {
+                    // `max-age = 5` is malformed: a space before or after `=` voids it.
+                    Some((n, v)) if n.ends_with(' ') || v.starts_with(' ') => continue,
+                    Some((n, v)) => (n, Some(v)),
+                    None => (directive, None),
+                };
+                if name.eq_ignore_ascii_case("no-store") {
+                    sc.no_store = true;
+                    any = true;
+                } else if name.eq_ignore_ascii_case("max-age")
+                    && let Some(v) = value
+                    && sc.max_age.is_none()
+                {
+                    let (fresh, stale) = v.split_once('+').map_or((v, None), |(f, s)| (f, Some(s)));
+                    sc.max_age = Some(parse_delta(fresh));
+                    sc.stale = stale.map(parse_delta);
+                    any = true;
+                }
+            }
+        }
+        any.then_some(sc)
+    }
+
+    /// The response directives as this cache applies them: `Surrogate-Control` replaces
+    /// `Cache-Control` for storage and freshness (its `max-age` wins over `s-maxage`,
+    /// `max-age`, `Expires` and the `no-store`/`no-cache`/`private` meant for browsers).
+    pub fn apply(&self, cc: &CacheControl) -> CacheControl {
+        let mut out = cc.clone();
+        if self.no_store {
+            out.no_store = true;
+        } else if let Some(max_age) = self.max_age {
+            out.max_age = Some(max_age);
+            out.s_maxage = None;
+            out.no_store = false;
+            out.no_cache = false;
+            out.private = false;
+            if let Some(stale) = self.stale {
+                out.stale_if_error = Some(stale);
+            }
+        }
+        out
+    }
+}
+
 fn set_first<T>(slot: &mut Option<T>, value: T) {
     if slot.is_none() {
         *slot = Some(value);
@@ -225,6 +303,43 @@ mod tests {
             CacheControl::parse("max-age=99999999999999999999").max_age,
             Some(1 << 31)
         );
+    }
+
+    #[test]
+    fn surrogate_control_targets_and_overrides() {
+        let h = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("surrogate-control", HeaderValue::from_static(v));
+            h
+        };
+        let sc = SurrogateControl::from_headers(&h("max-age=60+30")).unwrap();
+        assert_eq!(
+            (sc.max_age, sc.stale, sc.no_store),
+            (Some(60), Some(30), false)
+        );
+        let cc = sc.apply(&CacheControl::parse("no-store, private, max-age=1"));
+        assert_eq!(
+            (cc.max_age, cc.no_store, cc.private, cc.stale_if_error),
+            (Some(60), false, false, Some(30))
+        );
+        assert_eq!(
+            SurrogateControl::from_headers(&h("max-age=60;other-cdn")),
+            None
+        );
+        assert_eq!(
+            SurrogateControl::from_headers(&h("MaX-aGe=5;portcullis"))
+                .unwrap()
+                .max_age,
+            Some(5)
+        );
+        assert_eq!(SurrogateControl::from_headers(&h("max-age =5")), None);
+        assert!(
+            SurrogateControl::from_headers(&h("no-store"))
+                .unwrap()
+                .apply(&CacheControl::parse("max-age=60"))
+                .no_store
+        );
+        assert_eq!(SurrogateControl::from_headers(&HeaderMap::new()), None);
     }
 
     #[test]

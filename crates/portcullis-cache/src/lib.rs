@@ -29,7 +29,7 @@ pub mod storability;
 pub mod store;
 mod tee;
 
-pub use cache_control::{CacheControl, MaxStale};
+pub use cache_control::{CacheControl, MaxStale, SURROGATE_TOKEN, SurrogateControl};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, StoredMeta, decide};
 pub use freshness::{Freshness, HeuristicPolicy};

@@ -21,7 +21,7 @@ use portcullis_http::{
 use tracing::debug;
 
 use crate::{
-    CacheControl, Decision, Freshness, StoredMeta,
+    CacheControl, Decision, Freshness, SURROGATE_TOKEN, StoredMeta, SurrogateControl,
     coalesce::{Coalescer, Flight, Joined},
     decide,
     entry::{StoredResponse, http_date, vary_names, vary_value},
@@ -544,6 +544,7 @@ impl Cache {
         if flight.is_some() {
             remove_conditionals(req.headers_mut());
         }
+        advertise_surrogate(req.headers_mut());
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
@@ -580,7 +581,7 @@ impl Cache {
         let policy = a.policy;
         let (mut parts, body) = resp.into_parts();
         let tags = take_tags(policy, &mut parts.headers);
-        let cc = CacheControl::from_headers(&parts.headers);
+        let cc = response_directives(&mut parts.headers);
         let allow = Storable {
             per_consumer: policy.per_consumer && a.key.per_consumer,
             route_ttl: policy.ttl.is_some(),
@@ -730,6 +731,7 @@ impl Cache {
         let req_headers = req.headers().clone();
         let method = read_method(&req);
         let sent_validators = add_validators(req.headers_mut(), &stored);
+        advertise_surrogate(req.headers_mut());
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
@@ -819,6 +821,7 @@ impl Cache {
         let req_headers = req.headers().clone();
         let req_cc = CacheControl::from_headers(&req_headers);
         let sent_validators = add_validators(refresh.headers_mut(), stored);
+        advertise_surrogate(refresh.headers_mut());
         let (this, policy, key, stored, fetch) = (
             self.clone(),
             Arc::clone(policy),
@@ -897,9 +900,9 @@ impl Cache {
                 headers.append(name.clone(), v.clone());
             }
         }
+        let cc = response_directives(&mut headers);
         let age_source = headers.clone();
         headers.remove(header::AGE);
-        let cc = CacheControl::from_headers(&headers);
         let (meta, retain) = self
             .meta_for(
                 policy,
@@ -971,6 +974,32 @@ impl Sink for StoreJob {
         }
         debug!(route = %self.policy.name, key = %self.key.readable, too_large, "response not stored");
     }
+}
+
+const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+const SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+
+/// The response directives this cache applies: `Cache-Control`, overridden by a
+/// `Surrogate-Control` meant for this cache, which is then removed (it is for surrogates only).
+fn response_directives(headers: &mut HeaderMap) -> CacheControl {
+    let cc = CacheControl::from_headers(headers);
+    match SurrogateControl::from_headers(headers) {
+        Some(sc) => {
+            headers.remove(SURROGATE_CONTROL);
+            sc.apply(&cc)
+        }
+        None => cc,
+    }
+}
+
+/// Tells the origin this cache honours `Surrogate-Control` targeted at its token.
+fn advertise_surrogate(headers: &mut HeaderMap) {
+    static VALUE: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    let value = VALUE.get_or_init(|| {
+        HeaderValue::from_str(&format!("{SURROGATE_TOKEN}=\"Surrogate/1.0\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("portcullis=\"Surrogate/1.0\""))
+    });
+    headers.append(SURROGATE_CAPABILITY, value.clone());
 }
 
 /// `Content-MD5` describes the stored bytes; a 304 never replaces it (the stored body stays).

@@ -829,3 +829,40 @@ async fn must_understand_keeps_unknown_status_codes_out() {
     assert_eq!(x_cache(&c.get(&gw.url("/")).await), "MISS");
     assert_eq!(up.request_count(), 2);
 }
+
+#[tokio::test]
+async fn surrogate_control_for_this_cache_overrides_cache_control_and_is_removed() {
+    let up = counting(|_, _| {
+        vec![
+            ("cache-control", "no-store".into()),
+            ("surrogate-control", "max-age=60;portcullis".into()),
+        ]
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    let first = c.get(&gw.url("/")).await;
+    assert!(!first.headers().contains_key("surrogate-control"));
+    assert_eq!(
+        first.headers()[header::CACHE_CONTROL],
+        "no-store",
+        "browsers still see theirs"
+    );
+    let hit = c.get(&gw.url("/")).await;
+    assert_eq!((x_cache(&hit), body(&hit)), ("HIT", "n:1"));
+    assert_eq!(
+        up.requests()[0].headers["surrogate-capability"],
+        "portcullis=\"Surrogate/1.0\""
+    );
+    // Targeted at another device: ignored, so no-store holds.
+    let up = counting(|_, _| {
+        vec![
+            ("cache-control", "no-store".into()),
+            ("surrogate-control", "max-age=60;other-cdn".into()),
+        ]
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    c.get(&gw.url("/")).await;
+    assert_eq!(x_cache(&c.get(&gw.url("/")).await), "MISS");
+}
