@@ -150,22 +150,28 @@ impl Slot {
     }
 }
 
-/// The `Vary`-relevant value of request header `name`: lines joined with `, `, whitespace
-/// trimmed; `Accept-Encoding` reduced to the one coding the client prefers among those caches
-/// usually hold (so `gzip, deflate, br` and `br, gzip` share a variant).
+/// The `Vary`-relevant value of request header `name`: every line's comma-separated members,
+/// trimmed, joined with `, ` (RFC 9111 §4.1 allows matching after removing whitespace where the
+/// syntax allows it); `Accept-Language` lowercased (language tags are case-insensitive);
+/// `Accept-Encoding` reduced to the one coding the client prefers among those caches usually
+/// hold (so `gzip, deflate, br` and `br, gzip` share a variant).
 pub fn vary_value(req: &HeaderMap, name: &HeaderName) -> Option<String> {
     if name == header::ACCEPT_ENCODING {
         return Some(preferred_encoding(req).to_owned());
     }
+    let lowercase = name == header::ACCEPT_LANGUAGE;
     let mut out: Option<String> = None;
     for v in req.get_all(name) {
         let text = String::from_utf8_lossy(v.as_bytes());
-        let text = text.trim();
-        match &mut out {
-            None => out = Some(text.to_owned()),
-            Some(o) => {
+        let o = out.get_or_insert_with(String::new);
+        for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            if !o.is_empty() {
                 o.push_str(", ");
-                o.push_str(text);
+            }
+            if lowercase {
+                o.push_str(&member.to_ascii_lowercase());
+            } else {
+                o.push_str(member);
             }
         }
     }
@@ -261,6 +267,28 @@ mod tests {
         assert_eq!(preferred_encoding(&ae("zstd, gzip")), "zstd");
         assert_eq!(preferred_encoding(&HeaderMap::new()), "identity");
         assert_eq!(preferred_encoding(&ae("*")), "identity");
+    }
+
+    #[test]
+    fn vary_values_ignore_list_whitespace_and_language_case() {
+        let mut a = HeaderMap::new();
+        a.append("foo", HeaderValue::from_static("1,2"));
+        let mut b = HeaderMap::new();
+        b.append("foo", HeaderValue::from_static(" 1 ,  2 "));
+        let foo = HeaderName::from_static("foo");
+        assert_eq!(vary_value(&a, &foo), vary_value(&b, &foo));
+        let mut two_lines = HeaderMap::new();
+        two_lines.append("foo", HeaderValue::from_static("1"));
+        two_lines.append("foo", HeaderValue::from_static("2"));
+        assert_eq!(vary_value(&two_lines, &foo).as_deref(), Some("1, 2"));
+        let lang = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static(v));
+            vary_value(&h, &header::ACCEPT_LANGUAGE)
+        };
+        assert_eq!(lang("en, de"), lang("eN ,De"));
+        assert_ne!(lang("en, de"), lang("de, en"));
+        assert_eq!(vary_value(&HeaderMap::new(), &foo), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod graphql;
 pub mod key;
 pub mod layer;
 pub mod policy;
+pub mod range;
 pub mod serve;
 pub mod stats;
 pub mod storability;

@@ -28,6 +28,7 @@ use crate::{
     freshness::initial_age,
     key::{self, CacheKey, KeyInput},
     policy::{CacheConfig, RoutePolicy},
+    range,
     stats::{CacheStats, Outcome, StatsSnapshot},
     storability::{Storable, storable},
     store::MemoryStore,
@@ -510,18 +511,40 @@ impl Cache {
             h.insert(X_CACHE, x_cache(outcome));
             return resp;
         }
+        let range = if stored.status == StatusCode::OK && req_headers.contains_key(header::RANGE) {
+            range::requested(req_headers, &stored.headers, stored.body.len() as u64)
+        } else {
+            None
+        };
+        let (status, bytes) = match &range {
+            Some(range::Requested::Satisfiable(r)) => (
+                StatusCode::PARTIAL_CONTENT,
+                stored.body.slice(r.start as usize..=r.end as usize),
+            ),
+            Some(range::Requested::Unsatisfiable) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+            }
+            None => (stored.status, stored.body.clone()),
+        };
         let body = if head {
             body::empty()
         } else {
-            body::full(stored.body.clone())
+            body::full(bytes.clone())
         };
         let mut resp = Response::new(body);
-        *resp.status_mut() = stored.status;
+        *resp.status_mut() = status;
         let h = resp.headers_mut();
         *h = stored.headers.clone();
         h.insert(header::AGE, age);
         if outcome != Outcome::Hit {
             h.insert(X_CACHE, x_cache(outcome));
+        }
+        if let Some(range) = range {
+            h.insert(
+                header::CONTENT_RANGE,
+                range.content_range(stored.body.len() as u64),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
         resp
     }

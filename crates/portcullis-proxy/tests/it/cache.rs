@@ -866,3 +866,18 @@ async fn surrogate_control_for_this_cache_overrides_cache_control_and_is_removed
     c.get(&gw.url("/")).await;
     assert_eq!(x_cache(&c.get(&gw.url("/")).await), "MISS");
 }
+
+#[tokio::test]
+async fn ranges_are_answered_from_a_stored_complete_response() {
+    let up = counting(|_, _| vec![("cache-control", "max-age=60".into())]).await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    c.get(&gw.url("/")).await;
+    let r = get_with(&c, &gw.url("/"), &[("range", "bytes=1-")]).await;
+    assert_eq!((r.status(), body(&r)), (StatusCode::PARTIAL_CONTENT, ":1"));
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 1-2/3");
+    let r = get_with(&c, &gw.url("/"), &[("range", "bytes=9-")]).await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */3");
+    assert_eq!(up.request_count(), 1);
+}
