@@ -51,7 +51,8 @@ impl StoredResponse {
     /// keep alive) and the hit-time headers added, so a hit clones one map and replaces one
     /// value. Call once the headers are final.
     pub fn seal(mut self) -> Self {
-        let mut h = HeaderMap::with_capacity(self.headers.len() + 3);
+        // +4: the three hit-time headers and the `X-Request-Id` the gateway adds.
+        let mut h = HeaderMap::with_capacity(self.headers.len() + 4);
         for (name, value) in &self.headers {
             if *name == header::AGE || *name == X_CACHE || *name == X_CACHE_TIER {
                 continue;

@@ -102,25 +102,34 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let conn = self.conn.clone();
-        Box::pin(async move { Ok(handle(&shared, &conn, req).await) })
+        let request_id = req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(RequestId::generate);
+        // Routing, and answering from the cache, happen here, synchronously: a hit or a
+        // routing error never builds (or copies) the forwarding future.
+        let next = match route(&self.shared, &self.conn, &req) {
+            Routed::Answer(response) => Ok(response),
+            Routed::Error(e) => Err(e),
+            Routed::Forward(route, wants_upgrade) => {
+                let (shared, conn) = (Arc::clone(&self.shared), self.conn.clone());
+                return Box::pin(async move {
+                    let result =
+                        forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
+                    Ok(finish(result, &request_id))
+                });
+            }
+        };
+        Box::pin(std::future::ready(Ok(finish(next, &request_id))))
     }
 }
 
-async fn handle<B>(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<B>) -> Response<Body>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let request_id = req
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(RequestId::from_header)
-        .unwrap_or_else(RequestId::generate);
-    let mut response = match forward(shared, conn, req, &request_id).await {
+/// The error body for failures, and the request id on every response.
+fn finish(result: Result<Response<Body>, ProxyError>, request_id: &RequestId) -> Response<Body> {
+    let mut response = match result {
         Ok(response) => response,
-        Err(e) => e.into_response(&request_id),
+        Err(e) => e.into_response(request_id),
     };
     response
         .headers_mut()
@@ -128,46 +137,75 @@ where
     response
 }
 
-async fn forward<B>(
-    shared: &Arc<Shared>,
-    conn: &ConnInfo,
-    req: Request<B>,
-    request_id: &RequestId,
-) -> Result<Response<Body>, ProxyError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+/// What routing decided.
+enum Routed {
+    /// Answered already (a fresh cache hit).
+    Answer(Response<Body>),
+    /// Refused (no route, method, CONNECT).
+    Error(ProxyError),
+    /// Goes on to `forward` with this route; whether it asks for a protocol upgrade.
+    Forward(Arc<Route>, bool),
+}
+
+fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Routed {
     if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(Vec::new()));
+        return Routed::Error(ProxyError::MethodNotAllowed(Vec::new()));
     }
     let wants_upgrade = is_upgrade_request(req.version(), req.headers());
-    let (mut parts, body) = req.into_parts();
-    let path = path::normalize(parts.uri.path());
-    let host = request_host(&parts.uri, &parts.headers);
-    let route = match shared.router.lookup(host, &path, &parts.method) {
+    let path = path::normalize(req.uri().path());
+    let host = request_host(req.uri(), req.headers());
+    let route = match shared.router.lookup(host, &path, req.method()) {
         Lookup::Found(route) => route,
-        Lookup::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed(allow)),
-        Lookup::NotFound => return Err(ProxyError::NoRoute),
+        Lookup::MethodNotAllowed(allow) => {
+            return Routed::Error(ProxyError::MethodNotAllowed(allow));
+        }
+        Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
     if let Some(policy) = &route.cache
         && !wants_upgrade
-        && (policy.enabled || is_write(&parts.method))
     {
-        let scheme = if conn.https { "https" } else { "http" };
         let target = RequestTarget {
-            scheme,
+            scheme: scheme(conn),
             host: host.unwrap_or(""),
             path: &path,
         };
         if let Some(hit) =
             shared
                 .cache
-                .serve_fresh(policy, target, &parts.method, &parts.uri, &parts.headers)
+                .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
         {
-            return Ok(hit);
+            return Routed::Answer(hit);
         }
-        let (host, path) = (host.unwrap_or("").to_owned(), path.into_owned());
+    }
+    Routed::Forward(Arc::clone(route), wants_upgrade)
+}
+
+fn scheme(conn: &ConnInfo) -> &'static str {
+    if conn.https { "https" } else { "http" }
+}
+
+/// Forwards a routed request: through the cache when the route has one, else upstream.
+async fn forward<B>(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    route: &Arc<Route>,
+    req: Request<B>,
+    request_id: &RequestId,
+    wants_upgrade: bool,
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    if let Some(policy) = &route.cache
+        && !wants_upgrade
+        && (policy.enabled || is_write(&parts.method))
+    {
+        let host = request_host(&parts.uri, &parts.headers)
+            .unwrap_or("")
+            .to_owned();
+        let path = path::normalize(parts.uri.path()).into_owned();
         parts.extensions.insert(request_id.clone());
         let req = Request::from_parts(parts, body::boxed(body));
         let fetch = UpstreamFetch {
@@ -177,14 +215,13 @@ where
             request_id: request_id.clone(),
         };
         let target = RequestTarget {
-            scheme,
+            scheme: scheme(conn),
             host: &host,
             path: &path,
         };
         // Boxed so the (large) cache future is not part of every request's future.
         return Ok(Box::pin(shared.cache.serve(policy, target, req, fetch)).await);
     }
-    drop(path);
     send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await
 }
 
