@@ -43,6 +43,12 @@ pub struct StoredResponse {
     pub tags: Vec<Arc<str>>,
     /// When it may be dropped: past freshness plus every stale allowance.
     pub retain: Duration,
+    /// An identity response the gateway may compress (see [`crate::compress`]); stored with
+    /// `Vary: Accept-Encoding` and the variant value `identity`.
+    pub compressible: bool,
+    /// A variant the gateway derived by compressing a `compressible` one (its `ETag` is the
+    /// weak form of the origin's).
+    pub derived: bool,
 }
 
 impl StoredResponse {
@@ -86,6 +92,14 @@ impl StoredResponse {
             .all(|(name, stored)| vary_value(req, name).as_deref() == stored.as_deref())
     }
 
+    /// Whether this variant answers a request with `req` headers, ignoring header `except`.
+    pub fn matches_except(&self, req: &HeaderMap, except: &HeaderName) -> bool {
+        self.vary
+            .iter()
+            .filter(|(name, _)| name != except)
+            .all(|(name, stored)| vary_value(req, name).as_deref() == stored.as_deref())
+    }
+
     /// The `ETag`, if any.
     pub fn etag(&self) -> Option<&HeaderValue> {
         self.headers.get(header::ETAG)
@@ -125,6 +139,8 @@ impl Slot {
             self.variants
                 .iter()
                 .filter(|v| names(v) == new_names && v.vary != response.vary)
+                // A new identity copy replaces what the gateway compressed from the old one.
+                .filter(|v| !(response.compressible && v.derived))
                 .take(MAX_VARIANTS - 1)
                 .cloned(),
         );

@@ -16,6 +16,7 @@
 pub mod cache_control;
 pub mod clock;
 pub mod coalesce;
+pub mod compress;
 pub mod decision;
 pub mod entry;
 pub mod freshness;

@@ -71,6 +71,8 @@ pub struct RoutePolicy {
     pub per_consumer: bool,
     /// Add a strong `ETag` (hash of the body) to stored responses without one.
     pub etag: bool,
+    /// Compress stored responses once per content coding clients ask for.
+    pub compress: Option<crate::compress::Compression>,
     /// Cache GraphQL queries sent by POST (keyed by the normalized operation); mutations pass
     /// through and invalidate.
     pub graphql: bool,
@@ -102,6 +104,7 @@ impl RoutePolicy {
             per_consumer: false,
             etag: false,
             graphql: false,
+            compress: None,
             key: KeyParts::default(),
             bypass_cookies: Vec::new(),
             tags: Vec::new(),

@@ -24,7 +24,7 @@ use crate::{
     CacheControl, Decision, Freshness, SURROGATE_TOKEN, StoredMeta, SurrogateControl,
     coalesce::{Coalescer, Flight, Joined},
     decide,
-    entry::{StoredResponse, http_date, vary_names, vary_value},
+    entry::{StoredResponse, http_date, preferred_encoding, vary_names, vary_value},
     freshness::initial_age,
     key::{self, CacheKey, KeyInput},
     policy::{CacheConfig, RoutePolicy},
@@ -422,7 +422,11 @@ impl Cache {
         let now = self.now();
         let head = req.method() == Method::HEAD;
 
-        if let Some(stored) = self.lookup(&key, headers) {
+        let found = match self.lookup(&key, headers) {
+            Some(stored) => Some(stored),
+            None => self.derive_encoded(policy, &key, headers).await,
+        };
+        if let Some(stored) = found {
             match decide(&stored.meta, &req_cc, pragma, now) {
                 Decision::Fresh => {
                     return self.hit(policy, &stored, headers, head, Outcome::Hit, now);
@@ -485,6 +489,67 @@ impl Cache {
                 self.fill(policy, key, req, &req_cc, None, &fetch).await
             }
         }
+    }
+
+    /// Compresses a stored identity response for the coding this client prefers, stores the
+    /// result as a variant and returns it (once per object and coding; later hits find it).
+    /// A body that does not shrink is stored as is under that coding's variant.
+    async fn derive_encoded(
+        &self,
+        policy: &RoutePolicy,
+        key: &CacheKey,
+        req: &HeaderMap,
+    ) -> Option<Arc<StoredResponse>> {
+        policy.compress.as_ref()?;
+        let coding = preferred_encoding(req);
+        if coding == "identity" {
+            return None;
+        }
+        let slot = self.inner.store.get(key)?;
+        let source = slot
+            .variants
+            .iter()
+            .find(|v| v.compressible && v.matches_except(req, &header::ACCEPT_ENCODING))?
+            .clone();
+        let body = source.body.clone();
+        let encoded = if body.len() > INLINE_COMPRESS_MAX {
+            tokio::task::spawn_blocking(move || crate::compress::encode(coding, &body))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            crate::compress::encode(coding, &body)
+        };
+        let mut variant = StoredResponse {
+            compressible: false,
+            derived: true,
+            ..StoredResponse::clone(&source)
+        };
+        if let Some(encoded) = encoded.filter(|e| e.len() < source.body.len()) {
+            let h = &mut variant.headers;
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
+            if let Some(etag) = h.get(header::ETAG)
+                && !etag.as_bytes().starts_with(b"W/")
+            {
+                // Another representation: the strong validator becomes weak (as nginx does).
+                let mut weak = b"W/".to_vec();
+                weak.extend_from_slice(etag.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                    h.insert(header::ETAG, v);
+                }
+            }
+            variant.body = encoded;
+        }
+        for (name, value) in &mut variant.vary {
+            if *name == header::ACCEPT_ENCODING {
+                *value = Some(coding.to_owned());
+            }
+        }
+        let variant = Arc::new(variant.seal());
+        self.inner.store.insert(key, Arc::clone(&variant));
+        debug!(route = %policy.name, key = %key.readable, coding, "stored a compressed variant");
+        Some(variant)
     }
 
     fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> Option<Arc<StoredResponse>> {
@@ -645,6 +710,16 @@ impl Cache {
         let Some((meta, retain)) = meta else {
             return Response::from_parts(parts, body);
         };
+        let compressible = policy
+            .compress
+            .as_ref()
+            .is_some_and(|c| c.applies(parts.status, &parts.headers, &cc));
+        if compressible {
+            // The gateway will serve this URL in several codings from now on.
+            parts
+                .headers
+                .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
         let mut stored_headers = parts.headers.clone();
         stored_headers.remove(header::AGE);
         let template = StoredResponse {
@@ -655,12 +730,18 @@ impl Cache {
             vary: vary_names(&parts.headers)
                 .into_iter()
                 .map(|name| {
-                    let value = vary_value(a.req_headers, &name);
+                    let value = if compressible && name == header::ACCEPT_ENCODING {
+                        Some("identity".to_owned())
+                    } else {
+                        vary_value(a.req_headers, &name)
+                    };
                     (name, value)
                 })
                 .collect(),
             tags,
             retain,
+            compressible,
+            derived: false,
         };
         let job = StoreJob {
             cache: self.clone(),
@@ -898,8 +979,12 @@ impl Cache {
     ) -> Arc<StoredResponse> {
         // A 304 whose ETag names another representation updates nothing (RFC 9111 §4.3.4);
         // the stored response is used as it is.
+        let opaque = |v: &HeaderValue| {
+            let b = v.as_bytes();
+            b.strip_prefix(b"W/").unwrap_or(b).to_vec()
+        };
         if let Some(etag) = new.get(header::ETAG)
-            && stored.etag() != Some(etag)
+            && stored.etag().map(opaque) != Some(opaque(etag))
         {
             debug!(key = %key.readable, "304 with another ETag; stored response not updated");
             return Arc::clone(stored);
@@ -914,6 +999,7 @@ impl Cache {
                     | header::CONTENT_RANGE
             ) || *name == X_CACHE
                 || *name == CONTENT_MD5
+                || (stored.derived && *name == header::ETAG)
                 || policy.tag_header.as_ref() == Some(name)
             {
                 continue;
@@ -978,6 +1064,19 @@ impl Sink for StoreJob {
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 self.template.headers.insert(header::ETAG, v);
             }
+        }
+        if self.template.compressible
+            && self
+                .policy
+                .compress
+                .as_ref()
+                .is_none_or(|c| (body.len() as u64) < c.min_size)
+        {
+            // Too small to compress after all: one variant for every client.
+            self.template.compressible = false;
+            self.template
+                .vary
+                .retain(|(name, _)| name != header::ACCEPT_ENCODING);
         }
         self.template.body = body;
         let inner = &self.cache.inner;
@@ -1065,6 +1164,9 @@ struct GraphqlQuery {
     digest: u128,
     body: Bytes,
 }
+
+/// Larger bodies are compressed on the blocking pool rather than on the request's thread.
+const INLINE_COMPRESS_MAX: usize = 64 * 1024;
 
 /// Bodies of GraphQL requests are read whole to classify them; larger ones pass through.
 const GRAPHQL_MAX_BODY: u64 = 1 << 20;

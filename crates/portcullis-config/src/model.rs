@@ -57,6 +57,10 @@ pub struct CacheConfig {
     pub bypass_cookies: Vec<String>,
     /// Response header the origin uses to tag responses; removed before clients see it.
     pub tag_header: Spanned<String>,
+    /// On routes with `compress = true`: smaller bodies are not compressed.
+    pub compress_min_size: ByteSize,
+    /// On routes with `compress = true`: media types compressed (`text/*` or exact types).
+    pub compress_types: Vec<String>,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +77,18 @@ impl Default for CacheConfig {
             keep_stale: Duration::from_secs(600),
             bypass_cookies: Vec::new(),
             tag_header: Spanned::new(0..0, "Surrogate-Key".to_owned()),
+            compress_min_size: ByteSize(1024),
+            compress_types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/graphql-response+json",
+                "application/problem+json",
+                "image/svg+xml",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         }
     }
 }
@@ -94,6 +110,9 @@ pub struct RouteCacheConfig {
     pub per_consumer: bool,
     /// Add a strong `ETag` to stored responses without one.
     pub etag: bool,
+    /// Compress stored responses (br, zstd, gzip) once per coding clients ask for; hits never
+    /// compress.
+    pub compress: bool,
     /// Cache GraphQL queries sent by POST, keyed by the normalized operation and variables;
     /// mutations pass through and invalidate.
     pub graphql: bool,

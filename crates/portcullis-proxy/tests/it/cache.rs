@@ -881,3 +881,91 @@ async fn ranges_are_answered_from_a_stored_complete_response() {
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */3");
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn stored_responses_are_compressed_once_per_coding_and_hits_never_compress() {
+    let json = "{\"items\": [1, 2, 3]} ".repeat(200);
+    let payload = json.clone();
+    let up = TestUpstream::respond(move |_| {
+        let mut resp = Response::new(full(payload.clone()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::ETAG, HeaderValue::from_static("\"j1\""));
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "compress = true")).await;
+    let c = Client::http1();
+    let ae = |coding: &'static str| [("accept-encoding", coding)];
+    // The filling response goes out as the origin sent it, now varying on Accept-Encoding.
+    let first = get_with(&c, &gw.url("/j"), &ae("gzip")).await;
+    assert_eq!((x_cache(&first), body(&first)), ("MISS", json.as_str()));
+    assert!(
+        first.headers()[header::VARY]
+            .to_str()
+            .unwrap()
+            .contains("Accept-Encoding")
+    );
+    for coding in ["gzip", "br", "zstd", "gzip"] {
+        let r = get_with(&c, &gw.url("/j"), &ae(coding)).await;
+        assert_eq!(x_cache(&r), "HIT", "{coding}");
+        assert_eq!(r.headers()[header::CONTENT_ENCODING], coding);
+        assert_eq!(
+            r.headers()[header::ETAG],
+            "W/\"j1\"",
+            "another representation"
+        );
+        assert!(
+            r.body().len() < json.len() / 4,
+            "{coding}: {} bytes",
+            r.body().len()
+        );
+    }
+    let gz = get_with(&c, &gw.url("/j"), &ae("gzip")).await;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body()[..]), &mut text)
+        .unwrap();
+    assert_eq!(text, json);
+    let plain = get_with(&c, &gw.url("/j"), &ae("identity")).await;
+    assert_eq!((x_cache(&plain), body(&plain)), ("HIT", json.as_str()));
+    assert!(!plain.headers().contains_key(header::CONTENT_ENCODING));
+    assert_eq!(up.request_count(), 1);
+    // Three codings derived, plus the identity copy.
+    assert_eq!(gw.cache().stats().memory_entries, 1);
+}
+
+#[tokio::test]
+async fn no_transform_and_small_bodies_are_not_compressed() {
+    let up = TestUpstream::respond(|req| {
+        let big = req.uri().path() == "/big";
+        let mut resp = Response::new(full(if big { "x".repeat(4096) } else { "tiny".into() }));
+        let h = resp.headers_mut();
+        let cc = if big {
+            "max-age=60, no-transform"
+        } else {
+            "max-age=60"
+        };
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "compress = true")).await;
+    let c = Client::http1();
+    for path in ["/big", "/small"] {
+        get_with(&c, &gw.url(path), &[("accept-encoding", "gzip")]).await;
+        let r = get_with(&c, &gw.url(path), &[("accept-encoding", "gzip")]).await;
+        assert_eq!(x_cache(&r), "HIT", "{path}");
+        assert!(
+            !r.headers().contains_key(header::CONTENT_ENCODING),
+            "{path}"
+        );
+    }
+}
