@@ -62,7 +62,10 @@ fn trace(scan_share: f64) -> Vec<u64> {
 }
 
 fn hit_ratio(policy: EvictionPolicy, capacity: u64, trace: &[u64]) -> f64 {
-    let cache: Cache<u64, ()> = Cache::builder().max_capacity(capacity).eviction_policy(policy).build();
+    let cache: Cache<u64, ()> = Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(policy)
+        .build();
     let mut hits = 0usize;
     for &k in trace {
         if cache.get(&k).is_some() {
@@ -77,12 +80,19 @@ fn hit_ratio(policy: EvictionPolicy, capacity: u64, trace: &[u64]) -> f64 {
 fn main() {
     println!("| trace | cache size | TinyLFU (MemoryStore) | LRU |");
     println!("|---|---:|---:|---:|");
-    for (name, scan) in [("Zipf 0.9, 100k URLs", 0.0), ("same + 20% one-off scans", 0.2)] {
+    for (name, scan) in [
+        ("Zipf 0.9, 100k URLs", 0.0),
+        ("same + 20% one-off scans", 0.2),
+    ] {
         let t = trace(scan);
         for capacity in [1_000u64, 10_000] {
             let tiny = hit_ratio(EvictionPolicy::tiny_lfu(), capacity, &t);
             let lru = hit_ratio(EvictionPolicy::lru(), capacity, &t);
-            println!("| {name} | {capacity} | {:.1}% | {:.1}% |", tiny * 100.0, lru * 100.0);
+            println!(
+                "| {name} | {capacity} | {:.1}% | {:.1}% |",
+                tiny * 100.0,
+                lru * 100.0
+            );
         }
     }
 }

@@ -26,6 +26,7 @@ mod service;
 mod stack;
 mod tls;
 mod upstream;
+mod watchdog;
 
 pub use error::ProxyError;
 pub use route::Route;

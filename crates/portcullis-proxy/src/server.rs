@@ -12,7 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::service::{ConnInfo, ProxyService, Shared};
+use crate::{
+    service::{ConnInfo, ProxyService, Shared},
+    watchdog::{Counted, Progress},
+};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,9 +45,13 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let conn = ConnInfo::new(peer, tls.is_some());
-                    let service = ProxyService::new(Arc::clone(&shared), conn);
+                    let progress = Arc::new(Progress::default());
+                    let service = ProxyService::new(Arc::clone(&shared), conn)
+                        .watched(Arc::clone(&progress));
+                    let stream = Counted::new(stream, Arc::clone(&progress));
                     tokio::spawn(serve_connection(
-                        stream, peer, tls.clone(), Arc::clone(&builder), service, graceful.watcher(),
+                        stream, peer, tls.clone(), Arc::clone(&builder), service,
+                        graceful.watcher(), Watch { progress, period: settings.header_read_timeout },
                     ));
                 }
                 Err(e) => {
@@ -73,8 +80,8 @@ fn connection_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecuto
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // No hyper timer for HTTP/1: its per-request header timer is replaced by the
+        // per-connection watchdog (watchdog.rs).
         .max_buf_size(settings.max_header_bytes)
         .keep_alive(true);
     builder
@@ -88,20 +95,55 @@ fn connection_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecuto
     }
 }
 
+/// The watchdog's settings for one connection.
+struct Watch {
+    progress: Arc<Progress>,
+    period: Duration,
+}
+
+impl Watch {
+    /// Runs `conn` until it ends, or closes it (by dropping it) once a whole period passed
+    /// without progress while nothing was in flight.
+    async fn run<F, T>(self, conn: F, peer: SocketAddr) -> Option<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        tokio::pin!(conn);
+        let start = tokio::time::Instant::now() + self.period;
+        let mut ticker = tokio::time::interval_at(start, self.period);
+        let mut last = self.progress.snapshot();
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut conn => return Some(done),
+                _ = ticker.tick() => {
+                    let now = self.progress.snapshot();
+                    if now == last && !self.progress.busy() {
+                        debug!(%peer, period = ?self.period, "closing connection: no complete request or response progress within header_read_timeout");
+                        return None;
+                    }
+                    last = now;
+                }
+            }
+        }
+    }
+}
+
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: ProxyService,
     watcher: hyper_util::server::graceful::Watcher,
+    watch: Watch,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = stream.get_ref().set_nodelay(true);
     let service = TowerToHyperService::new(service);
     let result = match tls {
         None => {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(conn.into_owned()).await
+            watch.run(watcher.watch(conn.into_owned()), peer).await
         }
         Some(acceptor) => {
             let tls_stream =
@@ -117,10 +159,10 @@ async fn serve_connection(
                     }
                 };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            watcher.watch(conn.into_owned()).await
+            watch.run(watcher.watch(conn.into_owned()), peer).await
         }
     };
-    if let Err(e) = result {
+    if let Some(Err(e)) = result {
         debug!(%peer, error = %e, "connection ended with an error");
     }
 }

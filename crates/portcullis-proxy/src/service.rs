@@ -34,6 +34,7 @@ use crate::{
     pool::SendError,
     route::Route,
     router::{Lookup, Router},
+    watchdog::Progress,
 };
 
 /// What the proxy knows of the connection a request came on.
@@ -79,12 +80,23 @@ impl Shared {
 pub struct ProxyService {
     shared: Arc<Shared>,
     conn: ConnInfo,
+    progress: Option<Arc<Progress>>,
 }
 
 impl ProxyService {
     /// A service for requests arriving on `conn`.
     pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Self {
-        Self { shared, conn }
+        Self {
+            shared,
+            conn,
+            progress: None,
+        }
+    }
+
+    /// Reports each request to the connection's slow-client watchdog.
+    pub(crate) fn watched(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 }
 
@@ -102,6 +114,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(progress) = &self.progress {
+            progress.request();
+        }
         let request_id = req
             .headers()
             .get(X_REQUEST_ID)
@@ -114,7 +129,9 @@ where
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade) => {
                 let (shared, conn) = (Arc::clone(&self.shared), self.conn.clone());
+                let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
+                    let _busy = busy;
                     let result =
                         forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
                     Ok(finish(result, &request_id))

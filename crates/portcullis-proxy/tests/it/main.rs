@@ -12,6 +12,7 @@ mod proxying;
 mod routing;
 mod streaming;
 mod upgrade;
+mod watchdog;
 
 use portcullis_test_support::TestUpstream;
 
