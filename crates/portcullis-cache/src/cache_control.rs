@@ -29,10 +29,13 @@ pub struct CacheControl {
     pub s_maxage: Option<u64>,
     /// `no-store`.
     pub no_store: bool,
-    /// `no-cache`, with or without field names (both mean: revalidate before use).
+    /// `no-cache` without field names: revalidate before every use.
     pub no_cache: bool,
-    /// `private`, with or without field names (both mean: not for a shared cache).
+    /// `private` without field names: not for a shared cache.
     pub private: bool,
+    /// Field names of `no-cache="a, b"` and `private="a, b"`: the response may be stored and
+    /// used, but without these header fields (RFC 9111 §5.2.2.4, §5.2.2.7).
+    pub withheld_fields: Vec<String>,
     /// `public`.
     pub public: bool,
     /// `must-revalidate`.
@@ -98,8 +101,23 @@ impl CacheControl {
                 b"max-age" => set_first(&mut self.max_age, delta()),
                 b"s-maxage" => set_first(&mut self.s_maxage, delta()),
                 b"no-store" => self.no_store = true,
-                b"no-cache" => self.no_cache = true,
-                b"private" => self.private = true,
+                b"no-cache" | b"private" => {
+                    let fields: Vec<String> = value
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|f| f.trim().to_ascii_lowercase())
+                        .filter(|f| !f.is_empty())
+                        .collect();
+                    if fields.is_empty() {
+                        if &*buf == b"no-cache" {
+                            self.no_cache = true;
+                        } else {
+                            self.private = true;
+                        }
+                    } else {
+                        self.withheld_fields.extend(fields);
+                    }
+                }
                 b"public" => self.public = true,
                 b"must-revalidate" => self.must_revalidate = true,
                 b"proxy-revalidate" => self.proxy_revalidate = true,
@@ -274,7 +292,10 @@ mod tests {
             "Max-Age=\"60\", NO-CACHE, Private=\"set-cookie, x-user\", immutable",
         );
         assert_eq!(cc.max_age, Some(60));
-        assert!(cc.no_cache && cc.private && cc.immutable);
+        assert!(cc.no_cache && cc.immutable);
+        // A qualified `private` withholds the named fields instead.
+        assert!(!cc.private);
+        assert_eq!(cc.withheld_fields, ["set-cookie", "x-user"]);
     }
 
     #[test]
@@ -340,6 +361,16 @@ mod tests {
                 .no_store
         );
         assert_eq!(SurrogateControl::from_headers(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_withhold_fields_only() {
+        let cc =
+            CacheControl::parse("max-age=60, no-cache=\"Set-Cookie, X-User\", private=\"x-token\"");
+        assert!(!cc.no_cache && !cc.private);
+        assert_eq!(cc.withheld_fields, ["set-cookie", "x-user", "x-token"]);
+        let bare = CacheControl::parse("no-cache, private");
+        assert!(bare.no_cache && bare.private && bare.withheld_fields.is_empty());
     }
 
     #[test]

@@ -104,6 +104,7 @@ const NO_DIRECTIVES: CacheControl = CacheControl {
     max_stale: None,
     only_if_cached: false,
     must_understand: false,
+    withheld_fields: Vec::new(),
 };
 
 /// `Age` values up to this many seconds are preformatted (cloning one costs no allocation).
@@ -722,6 +723,11 @@ impl Cache {
         }
         let mut stored_headers = parts.headers.clone();
         stored_headers.remove(header::AGE);
+        for field in &cc.withheld_fields {
+            if let Ok(name) = HeaderName::from_bytes(field.as_bytes()) {
+                stored_headers.remove(name);
+            }
+        }
         let template = StoredResponse {
             status: parts.status,
             headers: stored_headers,
@@ -1010,6 +1016,11 @@ impl Cache {
             }
         }
         let cc = response_directives(&mut headers);
+        for field in &cc.withheld_fields {
+            if let Ok(name) = HeaderName::from_bytes(field.as_bytes()) {
+                headers.remove(name);
+            }
+        }
         let age_source = headers.clone();
         headers.remove(header::AGE);
         let (meta, retain) = self

@@ -969,3 +969,32 @@ async fn no_transform_and_small_bodies_are_not_compressed() {
         );
     }
 }
+
+#[tokio::test]
+async fn fields_named_by_no_cache_or_private_are_not_stored_but_the_rest_is() {
+    let up = counting(|_, _| {
+        vec![
+            (
+                "cache-control",
+                "max-age=60, no-cache=\"X-Secret\", private=\"X-User\"".into(),
+            ),
+            ("x-secret", "s3cr3t".into()),
+            ("x-user", "alice".into()),
+            ("x-public", "kept".into()),
+        ]
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    let first = c.get(&gw.url("/")).await;
+    assert_eq!(
+        first.headers()["x-secret"],
+        "s3cr3t",
+        "the origin's own answer is untouched"
+    );
+    let hit = c.get(&gw.url("/")).await;
+    assert_eq!((x_cache(&hit), body(&hit)), ("HIT", "n:1"));
+    assert!(!hit.headers().contains_key("x-secret"));
+    assert!(!hit.headers().contains_key("x-user"));
+    assert_eq!(hit.headers()["x-public"], "kept");
+}
