@@ -845,7 +845,12 @@ impl Cache {
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
-        if resp.status() == StatusCode::NOT_MODIFIED && sent_validators {
+        // A 304, or a 200 to a HEAD whose validators match the stored GET response
+        // (RFC 9111 §4.3.5): the stored response is freshened with the new metadata.
+        let head_confirms = head
+            && resp.status() == StatusCode::OK
+            && validators_agree(&stored.headers, resp.headers());
+        if (resp.status() == StatusCode::NOT_MODIFIED && sent_validators) || head_confirms {
             let fresh = self.freshen(
                 policy,
                 &key,
@@ -1339,6 +1344,26 @@ fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
     http_date(resp, header::LAST_MODIFIED)
         .or_else(|| http_date(resp, header::DATE))
         .is_some_and(|modified| modified <= since)
+}
+
+/// Whether a response's validators name the same representation as a stored response's: the
+/// same entity tag (weakly compared) or, without tags, the same `Last-Modified`.
+fn validators_agree(stored: &HeaderMap, new: &HeaderMap) -> bool {
+    let opaque = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        b.strip_prefix(b"W/").unwrap_or(b).to_vec()
+    };
+    match (new.get(header::ETAG), stored.get(header::ETAG)) {
+        (Some(a), Some(b)) => opaque(a) == opaque(b),
+        (Some(_), None) | (None, Some(_)) => false,
+        (None, None) => match (
+            new.get(header::LAST_MODIFIED),
+            stored.get(header::LAST_MODIFIED),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        },
+    }
 }
 
 /// A 304 carrying the fields RFC 9110 §15.4.5 requires from the 200 it stands for.

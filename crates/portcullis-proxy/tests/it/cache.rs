@@ -998,3 +998,42 @@ async fn fields_named_by_no_cache_or_private_are_not_stored_but_the_rest_is() {
     assert!(!hit.headers().contains_key("x-user"));
     assert_eq!(hit.headers()["x-public"], "kept");
 }
+
+#[tokio::test]
+async fn a_head_response_with_matching_validators_freshens_the_stored_get() {
+    let up = TestUpstream::respond(|req| {
+        let head = req.method() == http::Method::HEAD;
+        let mut resp = Response::new(full(if head { "" } else { "the body" }));
+        let h = resp.headers_mut();
+        h.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        if head {
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=600"),
+            );
+        } else {
+            // Stale on arrival.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=10"),
+            );
+            h.insert(header::AGE, HeaderValue::from_static("30"));
+        }
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "")).await;
+    let c = Client::http1();
+    c.get(&gw.url("/")).await;
+    let head = c
+        .send(Request::head(gw.url("/")).body(Full::default()).unwrap())
+        .await;
+    assert_eq!(
+        (head.status(), x_cache(&head)),
+        (StatusCode::OK, "REVALIDATED")
+    );
+    let get = c.get(&gw.url("/")).await;
+    assert_eq!((x_cache(&get), body(&get)), ("HIT", "the body"));
+    assert_eq!(get.headers()[header::CACHE_CONTROL], "max-age=600");
+    assert_eq!(up.request_count(), 2);
+}
