@@ -1356,13 +1356,9 @@ fn validators_agree(stored: &HeaderMap, new: &HeaderMap) -> bool {
     match (new.get(header::ETAG), stored.get(header::ETAG)) {
         (Some(a), Some(b)) => opaque(a) == opaque(b),
         (Some(_), None) | (None, Some(_)) => false,
-        (None, None) => match (
-            new.get(header::LAST_MODIFIED),
-            stored.get(header::LAST_MODIFIED),
-        ) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
-        },
+        // Without tags: the same Last-Modified, or none on either side (then the one stored
+        // response is the one, RFC 9111 §4.3.4).
+        (None, None) => new.get(header::LAST_MODIFIED) == stored.get(header::LAST_MODIFIED),
     }
 }
 
