@@ -990,12 +990,10 @@ impl Cache {
     ) -> Arc<StoredResponse> {
         // A 304 whose ETag names another representation updates nothing (RFC 9111 §4.3.4);
         // the stored response is used as it is.
-        let opaque = |v: &HeaderValue| {
-            let b = v.as_bytes();
-            b.strip_prefix(b"W/").unwrap_or(b).to_vec()
-        };
         if let Some(etag) = new.get(header::ETAG)
-            && stored.etag().map(opaque) != Some(opaque(etag))
+            && !stored
+                .etag()
+                .is_some_and(|mine| same_entity_tag(mine.as_bytes(), etag.as_bytes()))
         {
             debug!(key = %key.readable, "304 with another ETag; stored response not updated");
             return Arc::clone(stored);
@@ -1326,16 +1324,11 @@ fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
         let Some(etag) = resp.get(header::ETAG) else {
             return false;
         };
-        let opaque = |t: &[u8]| {
-            let t = t.trim_ascii();
-            t.strip_prefix(b"W/").unwrap_or(t).to_vec()
-        };
-        let mine = opaque(etag.as_bytes());
         return req
             .get_all(header::IF_NONE_MATCH)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii() == b"*" || opaque(t) == mine);
+            .any(|t| t.trim_ascii() == b"*" || same_entity_tag(t, etag.as_bytes()));
     }
     let Some(since) = http_date(req, header::IF_MODIFIED_SINCE) else {
         return false;
@@ -1346,15 +1339,21 @@ fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
         .is_some_and(|modified| modified <= since)
 }
 
+/// Weak comparison of two entity tags (RFC 9110 §8.8.3.2): equal once a `W/` prefix and
+/// surrounding whitespace are ignored. Bytes, not text: tags may carry obs-text.
+fn same_entity_tag(a: &[u8], b: &[u8]) -> bool {
+    fn opaque(t: &[u8]) -> &[u8] {
+        let t = t.trim_ascii();
+        t.strip_prefix(b"W/").unwrap_or(t)
+    }
+    opaque(a) == opaque(b)
+}
+
 /// Whether a response's validators name the same representation as a stored response's: the
-/// same entity tag (weakly compared) or, without tags, the same `Last-Modified`.
+/// same entity tag (weakly compared) or, without tags, the same `Last-Modified` or none at all.
 fn validators_agree(stored: &HeaderMap, new: &HeaderMap) -> bool {
-    let opaque = |v: &HeaderValue| {
-        let b = v.as_bytes();
-        b.strip_prefix(b"W/").unwrap_or(b).to_vec()
-    };
     match (new.get(header::ETAG), stored.get(header::ETAG)) {
-        (Some(a), Some(b)) => opaque(a) == opaque(b),
+        (Some(a), Some(b)) => same_entity_tag(a.as_bytes(), b.as_bytes()),
         (Some(_), None) | (None, Some(_)) => false,
         // Without tags: the same Last-Modified, or none on either side (then the one stored
         // response is the one, RFC 9111 §4.3.4).
