@@ -4,6 +4,7 @@
 //! request id, so every layer above sees a plain `Response`.
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     future::Future,
     net::SocketAddr,
@@ -127,7 +128,11 @@ where
         let next = match route(&self.shared, &self.conn, &req) {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
-            Routed::Forward(route, wants_upgrade) => {
+            Routed::Forward(route, wants_upgrade, normalized) => {
+                let mut req = req;
+                if let Some(path) = normalized {
+                    req.extensions_mut().insert(path);
+                }
                 let (shared, conn) = (Arc::clone(&self.shared), self.conn.clone());
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
@@ -160,8 +165,23 @@ enum Routed {
     Answer(Response<Body>),
     /// Refused (no route, method, CONNECT).
     Error(ProxyError),
-    /// Goes on to `forward` with this route; whether it asks for a protocol upgrade.
-    Forward(Arc<Route>, bool),
+    /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
+    /// normalized path when normalization changed it.
+    Forward(Arc<Route>, bool, Option<NormalizedPath>),
+}
+
+/// The request's path after dot-segment removal, carried as a request extension only when it
+/// differs from the URI's path (rare), so the hot path normalizes once and allocates nothing.
+#[derive(Debug, Clone)]
+struct NormalizedPath(String);
+
+/// The normalized path of a request routed by `route`: the extension if normalization changed
+/// the path, else the URI's own path.
+fn routed_path(parts: &http::request::Parts) -> &str {
+    parts
+        .extensions
+        .get::<NormalizedPath>()
+        .map_or(parts.uri.path(), |p| p.0.as_str())
 }
 
 fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Routed {
@@ -194,7 +214,11 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Routed {
             return Routed::Answer(hit);
         }
     }
-    Routed::Forward(Arc::clone(route), wants_upgrade)
+    let normalized = match path {
+        Cow::Owned(p) => Some(NormalizedPath(p)),
+        Cow::Borrowed(_) => None,
+    };
+    Routed::Forward(Arc::clone(route), wants_upgrade, normalized)
 }
 
 fn scheme(conn: &ConnInfo) -> &'static str {
@@ -222,7 +246,8 @@ where
         let host = request_host(&parts.uri, &parts.headers)
             .unwrap_or("")
             .to_owned();
-        let path = path::normalize(parts.uri.path()).into_owned();
+        let normalized = parts.extensions.get::<NormalizedPath>().cloned();
+        let path = routed_path(&parts).to_owned();
         parts.extensions.insert(request_id.clone());
         let req = Request::from_parts(parts, body::boxed(body));
         let fetch = UpstreamFetch {
@@ -230,6 +255,7 @@ where
             conn: conn.clone(),
             route: Arc::clone(route),
             request_id: request_id.clone(),
+            normalized,
         };
         let target = RequestTarget {
             scheme: scheme(conn),
@@ -249,13 +275,18 @@ struct UpstreamFetch {
     conn: ConnInfo,
     route: Arc<Route>,
     request_id: RequestId,
+    /// Carried into every request the cache sends (refreshes are built afresh).
+    normalized: Option<NormalizedPath>,
 }
 
 impl Fetch for UpstreamFetch {
     fn fetch(&self, req: Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         let this = self.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            if let Some(path) = &this.normalized {
+                parts.extensions.insert(path.clone());
+            }
             let id = &this.request_id;
             match send_upstream(
                 &this.shared,
@@ -289,7 +320,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let path = path::normalize(parts.uri.path());
+    // Routing normalized the path already; reuse it rather than scanning again.
+    let path = match parts.extensions.remove::<NormalizedPath>() {
+        Some(NormalizedPath(p)) => Cow::Owned(p),
+        None => Cow::Borrowed(parts.uri.path()),
+    };
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
     let (target, guard) = upstream.pick(&parts.headers, client_ip);

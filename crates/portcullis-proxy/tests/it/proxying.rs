@@ -199,3 +199,21 @@ async fn idle_pooled_connections_are_closed_after_the_idle_timeout() {
         "a fresh connection replaces the closed one"
     );
 }
+
+#[tokio::test]
+async fn the_upstream_receives_the_normalized_path_on_plain_and_cached_routes() {
+    for route_extra in ["", "cache = {}"] {
+        let up = TestUpstream::start(echo()).await;
+        let gw = TestGateway::start(&single_route(&[&up], "", route_extra)).await;
+        let mut conn = RawConn::connect(gw.addr).await;
+        conn.send(b"GET /a/./b/../c?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let (head, body) = conn.read_response().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            json(&body)["uri"],
+            "/a/c?q=1",
+            "route extra: {route_extra:?}"
+        );
+    }
+}
