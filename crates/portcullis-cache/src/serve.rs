@@ -637,7 +637,7 @@ impl Cache {
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
-        let admitted = Admission {
+        let a = Admission {
             policy,
             key,
             method: &method,
@@ -646,8 +646,7 @@ impl Cache {
             request_time,
             response_time,
         };
-        let mut resp = self.admit(&admitted, resp, flight);
-        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+        let resp = self.admit_miss(&a, resp, flight);
         if resp.status() == StatusCode::OK && not_modified(&req_headers, resp.headers()) {
             // The client already has it: finish storing in the background, answer 304.
             let (parts, body) = resp.into_parts();
@@ -757,6 +756,18 @@ impl Cache {
             flight,
         };
         Response::from_parts(parts, body::boxed(TeeBody::new(body, max, job)))
+    }
+
+    /// [`Cache::admit`] for a response fetched on a miss: marked `X-Cache: MISS`.
+    fn admit_miss(
+        &self,
+        a: &Admission<'_>,
+        resp: Response<Body>,
+        flight: Option<Flight>,
+    ) -> Response<Body> {
+        let mut resp = self.admit(a, resp, flight);
+        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
+        resp
     }
 
     /// Freshness facts and retention for a response, or `None` when storing it would be
@@ -892,9 +903,7 @@ impl Cache {
             request_time,
             response_time,
         };
-        let mut resp = self.admit(&a, resp, flight);
-        resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
-        resp
+        self.admit_miss(&a, resp, flight)
     }
 
     /// Starts one background refresh for `key` unless one is running or the origin is in

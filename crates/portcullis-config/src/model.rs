@@ -59,8 +59,9 @@ pub struct CacheConfig {
     pub tag_header: Spanned<String>,
     /// On routes with `compress = true`: smaller bodies are not compressed.
     pub compress_min_size: ByteSize,
-    /// On routes with `compress = true`: media types compressed (`text/*` or exact types).
-    pub compress_types: Vec<String>,
+    /// On routes with `compress = true`: media types compressed (`text/*` or exact types);
+    /// unset: text, JSON, JavaScript, XML and SVG (the cache's own default list).
+    pub compress_types: Option<Vec<String>>,
 }
 
 impl Default for CacheConfig {
@@ -78,17 +79,7 @@ impl Default for CacheConfig {
             bypass_cookies: Vec::new(),
             tag_header: Spanned::new(0..0, "Surrogate-Key".to_owned()),
             compress_min_size: ByteSize(1024),
-            compress_types: [
-                "text/*",
-                "application/json",
-                "application/javascript",
-                "application/xml",
-                "application/graphql-response+json",
-                "application/problem+json",
-                "image/svg+xml",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            compress_types: None,
         }
     }
 }

@@ -218,16 +218,18 @@ fn route_cache_policy(
     policy.per_consumer = rc.per_consumer;
     policy.etag = rc.etag;
     policy.graphql = rc.graphql;
-    policy.compress = rc
-        .compress
-        .then(|| portcullis_cache::compress::Compression {
+    policy.compress = rc.compress.then(|| {
+        let default = portcullis_cache::compress::Compression::default();
+        portcullis_cache::compress::Compression {
             min_size: defaults.compress_min_size.0,
             content_types: defaults
                 .compress_types
-                .iter()
-                .map(|t| t.to_ascii_lowercase())
-                .collect(),
-        });
+                .as_ref()
+                .map_or(default.content_types, |t| {
+                    t.iter().map(|t| t.to_ascii_lowercase()).collect()
+                }),
+        }
+    });
     policy.key = KeyParts {
         ignore_query: QueryIgnore::new(&rc.ignore_query),
         headers: rc

@@ -482,8 +482,9 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     assert_eq!(up.request_count(), 2);
 }
 
-#[tokio::test]
-async fn stale_if_error_serves_the_stored_copy_and_backs_off_the_failing_origin() {
+/// An origin whose first response (`n:1`, with `cache_control`) arrives already stale
+/// (`Age: 30`), and which answers 503 from then on; with the count of requests it got.
+async fn stale_then_failing(cache_control: &'static str) -> (TestUpstream, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&count);
     let up = TestUpstream::respond(move |_| {
@@ -493,7 +494,7 @@ async fn stale_if_error_serves_the_stored_copy_and_backs_off_the_failing_origin(
             let h = resp.headers_mut();
             h.insert(
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=10, stale-if-error=600"),
+                HeaderValue::from_static(cache_control),
             );
             h.insert(header::AGE, HeaderValue::from_static("30"));
         } else {
@@ -502,6 +503,12 @@ async fn stale_if_error_serves_the_stored_copy_and_backs_off_the_failing_origin(
         resp
     })
     .await;
+    (up, count)
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stored_copy_and_backs_off_the_failing_origin() {
+    let (up, count) = stale_then_failing("max-age=10, stale-if-error=600").await;
     let gw = TestGateway::start(&cached(&up, "")).await;
     let c = Client::http1();
     assert_eq!(body(&c.get(&gw.url("/")).await), "n:1");
@@ -547,24 +554,7 @@ async fn stale_if_error_covers_an_origin_that_is_gone() {
 
 #[tokio::test]
 async fn must_revalidate_responses_are_never_served_stale() {
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&count);
-    let up = TestUpstream::respond(move |_| {
-        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut resp = Response::new(full(format!("n:{n}")));
-        if n == 1 {
-            let h = resp.headers_mut();
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=10, must-revalidate, stale-if-error=600"),
-            );
-            h.insert(header::AGE, HeaderValue::from_static("30"));
-        } else {
-            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        }
-        resp
-    })
-    .await;
+    let (up, _) = stale_then_failing("max-age=10, must-revalidate, stale-if-error=600").await;
     let gw = TestGateway::start(&cached(&up, "")).await;
     let c = Client::http1();
     c.get(&gw.url("/")).await;
