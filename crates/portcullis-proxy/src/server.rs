@@ -48,7 +48,6 @@ pub(crate) async fn serve(
                     let progress = Arc::new(Progress::default());
                     let service = ProxyService::new(Arc::clone(&shared), conn)
                         .watched(Arc::clone(&progress));
-                    let stream = Counted::new(stream, Arc::clone(&progress));
                     tokio::spawn(serve_connection(
                         stream, peer, tls.clone(), Arc::clone(&builder), service,
                         graceful.watcher(), Watch { progress, period: settings.header_read_timeout },
@@ -130,7 +129,7 @@ impl Watch {
 }
 
 async fn serve_connection(
-    stream: Counted<TcpStream>,
+    stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -138,10 +137,13 @@ async fn serve_connection(
     watcher: hyper_util::server::graceful::Watcher,
     watch: Watch,
 ) {
-    let _ = stream.get_ref().set_nodelay(true);
+    let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(service);
+    // The wrapper sits where hyper reads and writes plain HTTP: above TLS, when there is TLS.
+    let progress = Arc::clone(&watch.progress);
     let result = match tls {
         None => {
+            let stream = Counted::new(stream, progress);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch.run(watcher.watch(conn.into_owned()), peer).await
         }
@@ -158,7 +160,8 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            let stream = Counted::new(tls_stream, progress);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch.run(watcher.watch(conn.into_owned()), peer).await
         }
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo};
+use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo, full};
 use tokio::net::TcpListener;
 
 use crate::{json, single_route};
@@ -65,14 +65,24 @@ async fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
     ] {
         let mut conn = RawConn::connect(gw.addr).await;
         conn.send(garbage).await;
-        let head = conn.read_head().await;
+        let (head, body) = conn.read_response().await;
         assert!(
             head.starts_with("HTTP/1.1 400"),
             "{:?}: {head}",
             String::from_utf8_lossy(garbage)
         );
+        assert_contract_error(&head, &body, 400);
     }
     assert_eq!(up.request_count(), 0);
+    // Garbage after a good request on the same kept-alive connection: answered, then refused.
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, _) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    conn.send(b"GARBAGE\r\n\r\n").await;
+    let (head, body) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_contract_error(&head, &body, 400);
     let resp = Client::http1().get(&gw.url("/still-ok")).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
@@ -89,9 +99,42 @@ async fn oversized_headers_get_431() {
     let big = "a".repeat(64 * 1024);
     conn.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
         .await;
-    let head = conn.read_head().await;
+    let (head, body) = conn.read_response().await;
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    assert_contract_error(&head, &body, 431);
     assert_eq!(up.request_count(), 0);
+}
+
+/// hyper's own refusals carry the contract too: JSON body, `X-Request-Id`, connection closed.
+fn assert_contract_error(head: &str, body: &[u8], status: u16) {
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/json"), "{head}");
+    assert!(lower.contains("connection: close"), "{head}");
+    let id = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id: {head}"));
+    let body = json(body);
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["request_id"], id, "{body}");
+}
+
+#[tokio::test]
+async fn a_response_after_a_good_request_is_never_rewritten() {
+    // An upstream body that is byte for byte hyper's automatic 400 passes through untouched:
+    // the connection had a request reach the service before that write.
+    let date = "Mon, 23 Nov 2026 13:45:47 GMT";
+    let fake = format!(
+        "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: {date}\r\n\r\n"
+    );
+    let body = fake.clone();
+    let up = TestUpstream::respond(move |_| http::Response::new(full(body.clone()))).await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "")).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, got) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(got, fake.as_bytes());
 }
 
 #[tokio::test]
