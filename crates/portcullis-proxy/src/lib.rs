@@ -17,6 +17,7 @@ pub mod balance;
 mod body;
 mod error;
 pub mod headers;
+mod metrics;
 mod parse_error;
 pub mod path;
 mod pool;

@@ -3,6 +3,7 @@
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use portcullis_cache::RoutePolicy;
+use portcullis_observe::RouteMetrics;
 
 use crate::upstream::Upstream;
 
@@ -23,6 +24,8 @@ pub struct Route {
     pub timeout: Duration,
     /// How the route caches, if it does.
     pub cache: Option<Arc<RoutePolicy>>,
+    /// The route's request metrics.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -62,9 +65,11 @@ mod tests {
     fn route(strip: Option<&str>, add: Option<&str>) -> Route {
         let up: UpstreamConfig =
             toml::from_str("name = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]").unwrap();
+        let metrics = portcullis_observe::Metrics::builder();
         Route {
             name: Arc::from("r"),
-            upstream: Arc::new(Upstream::from_config(&up).unwrap()),
+            upstream: Arc::new(Upstream::from_config(&up, &metrics).unwrap()),
+            metrics: metrics.route("r"),
             preserve_host: false,
             strip_prefix: strip.map(canonical_prefix),
             add_prefix: add.map(canonical_prefix),

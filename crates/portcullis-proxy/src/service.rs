@@ -11,6 +11,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
+use portcullis_observe::{Metrics, StatusClass, UpstreamOutcome};
 use tracing::{debug, warn};
 
 use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
@@ -31,6 +33,7 @@ use crate::{
     body::GuardedBody,
     error::ProxyError,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
+    metrics::{Measure, Observe},
     path,
     pool::SendError,
     route::Route,
@@ -67,12 +70,28 @@ pub struct Shared {
     pub(crate) trusted: TrustedProxies,
     pub(crate) via: Via,
     pub(crate) cache: Cache,
+    pub(crate) observe: Observe,
 }
 
 impl Shared {
     /// The response cache (for stats and purges).
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The metrics registry (for the admin listener's `/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.observe.metrics
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> i64 {
+        self.observe.in_flight.get()
+    }
+
+    /// Time since the gateway was built.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.observe.started.elapsed()
     }
 }
 
@@ -118,6 +137,7 @@ where
         if let Some(progress) = &self.progress {
             progress.request();
         }
+        let mut measure = Measure::start(&self.shared.observe, req.method());
         let request_id = req
             .headers()
             .get(X_REQUEST_ID)
@@ -125,7 +145,7 @@ where
             .unwrap_or_else(RequestId::generate);
         // Routing, and answering from the cache, happen here, synchronously: a hit or a
         // routing error never builds (or copies) the forwarding future.
-        let next = match route(&self.shared, &self.conn, &req) {
+        let next = match route(&self.shared, &self.conn, &req, &mut measure) {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized) => {
@@ -139,11 +159,13 @@ where
                     let _busy = busy;
                     let result =
                         forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
-                    Ok(finish(result, &request_id))
+                    Ok(measure.finish(finish(result, &request_id)))
                 });
             }
         };
-        Box::pin(std::future::ready(Ok(finish(next, &request_id))))
+        Box::pin(std::future::ready(Ok(
+            measure.finish(finish(next, &request_id))
+        )))
     }
 }
 
@@ -184,7 +206,7 @@ fn routed_path(parts: &http::request::Parts) -> &str {
         .map_or(parts.uri.path(), |p| p.0.as_str())
 }
 
-fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Routed {
+fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Measure) -> Routed {
     if req.method() == Method::CONNECT {
         return Routed::Error(ProxyError::MethodNotAllowed(Vec::new()));
     }
@@ -198,6 +220,7 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Routed {
         }
         Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
+    measure.routed(&route.metrics);
     if let Some(policy) = &route.cache
         && !wants_upgrade
     {
@@ -376,7 +399,13 @@ where
     };
 
     let upstream_req = Request::from_parts(parts, body::boxed(body));
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(route.timeout, target.pool.send(upstream_req)).await;
+    let outcome = match &sent {
+        Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
+        _ => UpstreamOutcome::Error,
+    };
+    target.metrics.record(outcome, sent_at.elapsed());
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {

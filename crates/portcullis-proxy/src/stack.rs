@@ -4,7 +4,7 @@
 //! built here. Later layers (cache, limits, resilience, auth) are assembled here per route, in
 //! the order of the request path described in docs/ARCHITECTURE.md.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use http::Method;
 use portcullis_cache::{Cache, KeyParts, QueryIgnore, RoutePolicy};
@@ -12,11 +12,13 @@ use portcullis_config::{
     CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host, parse_path,
     parse_path_prefix,
 };
+use portcullis_observe::{Metrics, ProcessCollector};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     headers::{TrustedProxies, Via},
+    metrics::{CacheCollector, Observe, UNMATCHED_ROUTE},
     route::{Route, canonical_prefix},
     router::{Matcher, Router},
     server::{self, ListenerSettings},
@@ -64,11 +66,12 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds upstreams and routes from a validated config.
     pub fn from_config(config: &Config) -> Result<Self, BuildError> {
+        let mut metrics = Metrics::builder();
         let upstreams: HashMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|u| {
-                Upstream::from_config(u)
+                Upstream::from_config(u, &metrics)
                     .map(|up| (u.name.get_ref().as_str(), Arc::new(up)))
                     .map_err(BuildError::Config)
             })
@@ -117,6 +120,7 @@ impl Gateway {
                     .map(|p| canonical_prefix(p.get_ref())),
                 add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
                 cache: route_cache_policy(&cache, config, r)?,
+                metrics: metrics.route(r.name.get_ref()),
             };
             routes.push((matcher, Arc::new(route)));
         }
@@ -134,12 +138,23 @@ impl Gateway {
             .map(|t| tls::acceptor(t.cert.get_ref(), t.key.get_ref(), s.http2))
             .transpose()
             .map_err(BuildError::Tls)?;
+        let unmatched = metrics.route(UNMATCHED_ROUTE);
+        let in_flight = metrics.in_flight();
+        metrics.register_collector(Box::new(ProcessCollector));
+        metrics.register_collector(Box::new(CacheCollector::new(cache.clone())));
+        let observe = Observe {
+            metrics: Arc::new(metrics.build()),
+            unmatched,
+            in_flight,
+            started: Instant::now(),
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 router: Router::new(routes),
                 trusted: TrustedProxies::new(trusted),
                 via,
                 cache,
+                observe,
             }),
             listen: s.listen,
             tls,

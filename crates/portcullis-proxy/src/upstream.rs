@@ -8,6 +8,8 @@ use std::{sync::Arc, time::Duration};
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
 use portcullis_config::{HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url};
 
+use portcullis_observe::{MetricsBuilder, TargetMetrics};
+
 use crate::{
     balance::{Balancer, InFlight},
     pool::{PoolSettings, TargetPool},
@@ -21,6 +23,8 @@ pub(crate) struct Target {
     /// The same, as a `Host` header value.
     pub(crate) host_header: HeaderValue,
     pub(crate) pool: Arc<TargetPool>,
+    /// Requests sent to this target and their latency.
+    pub(crate) metrics: Arc<TargetMetrics>,
 }
 
 /// A running upstream.
@@ -37,8 +41,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds an upstream from validated config.
-    pub fn from_config(cfg: &UpstreamConfig) -> Result<Self, String> {
+    /// Builds an upstream from validated config, with metric handles from `metrics`.
+    pub fn from_config(cfg: &UpstreamConfig, metrics: &MetricsBuilder) -> Result<Self, String> {
         let settings = PoolSettings {
             protocol: cfg.protocol,
             connect_timeout: cfg.pool.connect_timeout.0,
@@ -52,6 +56,7 @@ impl Upstream {
             .map(|t| {
                 let authority = parse_target_url(t.url.get_ref())?.authority;
                 Ok(Target {
+                    metrics: metrics.target(cfg.name.get_ref(), authority.as_str()),
                     host_header: HeaderValue::from_str(authority.as_str())
                         .map_err(|e| e.to_string())?,
                     pool: TargetPool::new(authority.as_str().to_owned(), settings.clone()),

@@ -1,0 +1,34 @@
+//! Portcullis observability: one metrics registry per gateway, and cheap handles into it.
+//!
+//! [`Metrics`] owns the Prometheus registry (prometheus-client, OpenMetrics text). The hot path
+//! never looks a series up by labels: each route gets a [`RouteMetrics`] and each upstream target
+//! a [`TargetMetrics`] when the gateway is built, and those create their labelled series once, on
+//! first use, then record with atomic adds. Label values are configured names and bounded enums
+//! (method, status class), never raw paths, so cardinality stays bounded.
+//!
+//! Figures computed at scrape time (cache statistics, pools, the process) are [`Collector`]s
+//! registered by their owners.
+//!
+//! ```
+//! use portcullis_observe::Metrics;
+//! use std::time::Duration;
+//!
+//! let mut builder = Metrics::builder();
+//! let route = builder.route("api");
+//! let metrics = builder.build();
+//! route.record(&http::Method::GET, http::StatusCode::OK, Duration::from_millis(3), 512);
+//! let text = metrics.encode();
+//! assert!(text.contains(r#"portcullis_requests_total{route="api",method="GET",status="2xx"} 1"#));
+//! ```
+
+mod labels;
+mod process;
+mod registry;
+mod series;
+
+pub use labels::{MethodLabel, StatusClass};
+pub use process::{ProcessCollector, ProcessStats};
+pub use prometheus_client::collector::Collector;
+pub use prometheus_client::encoding::DescriptorEncoder;
+pub use registry::{Metrics, MetricsBuilder};
+pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};

@@ -1,0 +1,185 @@
+//! The registry and the metric families every gateway has.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    labels::{MethodLabel, StatusClass},
+    series::{InFlight, RouteMetrics, TargetMetrics},
+};
+
+/// Upper bounds (seconds) of the latency buckets: 0.5 ms to 30 s, dense where APIs live.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Labels of a client request series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) route: String,
+    pub(crate) method: MethodLabel,
+    pub(crate) status: StatusClass,
+}
+
+/// Labels of a per-route series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+}
+
+/// Labels of an upstream target series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TargetLabels {
+    pub(crate) upstream: String,
+    pub(crate) target: String,
+}
+
+/// Labels of an upstream request count: the target and how the exchange ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct UpstreamLabels {
+    pub(crate) upstream: String,
+    pub(crate) target: String,
+    /// A status class, or `error` when no response came (connect failure, reset, timeout).
+    pub(crate) outcome: &'static str,
+}
+
+/// The families that handles record into (shared by every handle).
+#[derive(Debug)]
+pub(crate) struct Families {
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub(crate) response_bytes: Family<RouteLabels, Counter>,
+    pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
+    pub(crate) upstream_duration: Family<TargetLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Builds a [`Metrics`]: hands out handles and takes collectors, then freezes the registry.
+#[derive(Debug)]
+pub struct MetricsBuilder {
+    registry: Registry,
+    families: Arc<Families>,
+    in_flight: Gauge,
+}
+
+impl MetricsBuilder {
+    /// The handle for the route named `name` (`unmatched` for requests no route took).
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::new(name, Arc::clone(&self.families)))
+    }
+
+    /// The handle for `target` (its `host:port`) of `upstream`.
+    pub fn target(&self, upstream: &str, target: &str) -> Arc<TargetMetrics> {
+        Arc::new(TargetMetrics::new(
+            upstream,
+            target,
+            Arc::clone(&self.families),
+        ))
+    }
+
+    /// The gauge of requests being served.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight::new(self.in_flight.clone())
+    }
+
+    /// Adds figures computed at scrape time (cache statistics, pools, the process).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
+    /// Freezes the registry.
+    pub fn build(self) -> Metrics {
+        Metrics {
+            registry: self.registry,
+        }
+    }
+}
+
+/// A gateway's metrics, ready to be scraped.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// A builder with every family of the gateway registered under the `portcullis_` prefix,
+    /// plus `portcullis_build_info`.
+    pub fn builder() -> MetricsBuilder {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("portcullis");
+        let families = Families {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            response_bytes: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+        };
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests",
+            "Client requests answered, by route, method and status class",
+            families.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request's head to sending the last byte of its response",
+            Unit::Seconds,
+            families.duration.clone(),
+        );
+        registry.register_with_unit(
+            "response_body",
+            "Response body bytes sent to clients, by route",
+            Unit::Bytes,
+            families.response_bytes.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Client requests received and not yet completely answered",
+            in_flight.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstream targets, by outcome (status class, or error)",
+            families.upstream_requests.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_response_duration",
+            "Time from sending a request upstream to receiving the response head",
+            Unit::Seconds,
+            families.upstream_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "Portcullis build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        MetricsBuilder {
+            registry: root,
+            families: Arc::new(families),
+            in_flight,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail; an encoder error would be a bug in a collector.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            out.push_str(&format!("# encoding error: {e}\n"));
+        }
+        out
+    }
+
+    /// The `Content-Type` of [`Self::encode`]'s output.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+}
