@@ -168,8 +168,30 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
+/// Keys whose values are secrets: a snippet of their line shows `<redacted>` instead, since
+/// config errors end up in logs.
+const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
+
+/// `line` with the value of a secret key replaced (`token = "..."` or inline `token = ...`).
+fn redact(line: &str) -> std::borrow::Cow<'_, str> {
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(key).map(|p| p + from) {
+            let before_ok = pos == 0
+                || !line.as_bytes()[pos - 1].is_ascii_alphanumeric()
+                    && line.as_bytes()[pos - 1] != b'_';
+            let after = line[pos + key.len()..].trim_start();
+            if before_ok && after.starts_with('=') {
+                return std::borrow::Cow::Owned(format!("{}{key} = <redacted>", &line[..pos]));
+            }
+            from = pos + key.len();
+        }
+    }
+    std::borrow::Cow::Borrowed(line)
+}
+
 fn snippet(text: &str, span: &Range<usize>, line: usize, column: usize) -> String {
-    let src = text.lines().nth(line - 1).unwrap_or("");
+    let src = redact(text.lines().nth(line - 1).unwrap_or(""));
     let width = text
         .get(span.clone())
         .map_or(1, |s| s.lines().next().unwrap_or("").chars().count().max(1));
@@ -181,6 +203,22 @@ fn snippet(text: &str, span: &Range<usize>, line: usize, column: usize) -> Strin
         " ".repeat(column - 1),
         "^".repeat(width)
     )
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn secret_values_are_redacted_and_other_lines_kept() {
+        assert_eq!(redact("token = \"abc\""), "token = <redacted>");
+        assert_eq!(
+            redact("admin = { listen = \"x\", token = \"abc\" }"),
+            "admin = { listen = \"x\", token = <redacted>"
+        );
+        assert_eq!(redact("tokens_seen = 3"), "tokens_seen = 3");
+        assert_eq!(redact("key = \"tls.key\""), "key = \"tls.key\"");
+    }
 }
 
 /// The dotted key path (`routes[1].match.host`) of the innermost key or value containing `offset`.

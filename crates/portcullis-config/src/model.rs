@@ -27,6 +27,59 @@ pub struct Config {
     /// The response cache shared by every route with a `cache` table.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The admin listener (metrics, health, admin API); absent, there is none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The environment variable that overrides `admin.token`.
+pub const ADMIN_TOKEN_ENV: &str = "PORTCULLIS_ADMIN_TOKEN";
+
+/// `[admin]`: the admin listener: `/metrics`, `/health/*` and the admin API under `/admin/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; never the public one. Non-loopback needs a token.
+    pub listen: Spanned<SocketAddr>,
+    /// Bearer token for `/admin/*` (`PORTCULLIS_ADMIN_TOKEN` overrides it). Without one, only
+    /// a loopback listener is allowed, and it is open to local clients.
+    #[serde(default)]
+    pub token: Option<Spanned<Secret>>,
+    /// Require the token for `/metrics` too (health probes never need it).
+    #[serde(default)]
+    pub metrics_require_token: bool,
+}
+
+impl AdminConfig {
+    /// The token in force: `PORTCULLIS_ADMIN_TOKEN` when set and non-empty, else `token`.
+    pub fn effective_token(&self) -> Option<Secret> {
+        match std::env::var(ADMIN_TOKEN_ENV) {
+            Ok(v) if !v.is_empty() => Some(Secret(v)),
+            _ => self.token.as_ref().map(|t| t.get_ref().clone()),
+        }
+    }
+}
+
+/// A secret from config (a token, a password): its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for comparing or sending; never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// `[cache]`: the memory tier and defaults for every cached route.

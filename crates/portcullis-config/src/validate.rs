@@ -45,10 +45,47 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     let upstream_names = check_upstreams(&mut c, config);
     check_routes(&mut c, config, &upstream_names);
     check_cache(&mut c, config);
+    check_admin(&mut c, config);
     if c.errors.is_empty() {
         Ok(())
     } else {
         Err(ConfigErrors(c.errors))
+    }
+}
+
+/// Shortest admin token accepted: guessing must be hopeless.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+fn check_admin(c: &mut Checker<'_>, config: &Config) {
+    let Some(admin) = &config.admin else {
+        return;
+    };
+    let addr = *admin.listen.get_ref();
+    if addr == config.server.listen && addr.port() != 0 {
+        c.error(
+            &admin.listen,
+            "admin.listen".into(),
+            "must differ from server.listen: the admin API never shares the public listener".into(),
+        );
+    }
+    if let Some(token) = &admin.token
+        && token.get_ref().expose().len() < MIN_ADMIN_TOKEN_LEN
+    {
+        c.error(
+            token,
+            "admin.token".into(),
+            format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+        );
+    }
+    if !addr.ip().is_loopback() && admin.effective_token().is_none() {
+        c.error(
+            &admin.listen,
+            "admin.listen".into(),
+            format!(
+                "a non-loopback admin listener needs a token (admin.token or {})",
+                crate::ADMIN_TOKEN_ENV
+            ),
+        );
     }
 }
 
@@ -239,5 +276,50 @@ fn check_cache(c: &mut Checker<'_>, config: &Config) {
                 values::parse_header_name(h.get_ref()).map(|_| ()),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse;
+
+    fn errors(text: &str) -> String {
+        match parse(text, "t.toml".as_ref()) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn admin_listener_rules() {
+        assert_eq!(errors("[admin]\nlisten = \"127.0.0.1:9901\"\n"), "");
+        let open = errors("[admin]\nlisten = \"0.0.0.0:9901\"\n");
+        assert!(open.contains("admin.listen"), "{open}");
+        assert!(open.contains("needs a token"), "{open}");
+        assert!(open.contains("t.toml:2"), "{open}");
+        let with_token =
+            errors("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"0123456789abcdef\"\n");
+        assert_eq!(with_token, "");
+        let short = errors("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken = \"short\"\n");
+        assert!(short.contains("admin.token"), "{short}");
+        assert!(
+            !short.contains("short\""),
+            "the token is never echoed: {short}"
+        );
+        let same =
+            errors("[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n");
+        assert!(same.contains("must differ from server.listen"), "{same}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = parse(
+            "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken = \"0123456789abcdef-secret\"\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("0123456789abcdef-secret"), "{debug}");
+        assert!(debug.contains("redacted"), "{debug}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::AtomicBool},
     task::{Context, Poll},
     time::Instant,
 };
@@ -37,6 +37,8 @@ pub(crate) struct Observe {
     pub(crate) in_flight: InFlight,
     /// When the gateway was built.
     pub(crate) started: Instant,
+    /// Set when shutdown begins: readiness turns 503 so load balancers stop sending.
+    pub(crate) draining: AtomicBool,
 }
 
 /// One request being measured: from its head's arrival to its response's last byte.
@@ -121,12 +123,18 @@ impl http_body::Body for Metered {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(record), Some(data)) = (this.record.as_mut(), frame.data_ref()) {
                     record.bytes += data.len() as u64;
+                }
+                // hyper stops polling once the body says it has ended.
+                if this.inner.is_end_stream()
+                    && let Some(record) = this.record.take()
+                {
+                    record.done();
                 }
             }
             Poll::Ready(_) => {

@@ -63,6 +63,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    shared.set_draining();
     info!(
         connections = graceful.count(),
         "stopped accepting; draining in-flight requests"

@@ -71,6 +71,10 @@ pub struct Shared {
     pub(crate) via: Via,
     pub(crate) cache: Cache,
     pub(crate) observe: Observe,
+    /// Every route, in config order (for inspection).
+    pub(crate) routes: Vec<Arc<Route>>,
+    /// Every upstream, by name (for inspection).
+    pub(crate) upstreams: Vec<Arc<crate::Upstream>>,
 }
 
 impl Shared {
@@ -92,6 +96,30 @@ impl Shared {
     /// Time since the gateway was built.
     pub fn uptime(&self) -> std::time::Duration {
         self.observe.started.elapsed()
+    }
+
+    /// Whether shutdown has begun (readiness is then 503).
+    pub fn is_draining(&self) -> bool {
+        self.observe
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the gateway as draining: called when shutdown begins.
+    pub fn set_draining(&self) {
+        self.observe
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// Every upstream, sorted by name.
+    pub fn upstreams(&self) -> &[Arc<crate::Upstream>] {
+        &self.upstreams
     }
 }
 

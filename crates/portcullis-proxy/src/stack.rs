@@ -4,7 +4,12 @@
 //! built here. Later layers (cache, limits, resilience, auth) are assembled here per route, in
 //! the order of the request path described in docs/ARCHITECTURE.md.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Instant,
+};
 
 use http::Method;
 use portcullis_cache::{Cache, KeyParts, QueryIgnore, RoutePolicy};
@@ -147,7 +152,11 @@ impl Gateway {
             unmatched,
             in_flight,
             started: Instant::now(),
+            draining: AtomicBool::new(false),
         };
+        let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
+        upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
+        let route_list: Vec<Arc<Route>> = routes.iter().map(|(_, r)| Arc::clone(r)).collect();
         Ok(Self {
             shared: Arc::new(Shared {
                 router: Router::new(routes),
@@ -155,6 +164,8 @@ impl Gateway {
                 via,
                 cache,
                 observe,
+                routes: route_list,
+                upstreams: upstream_list,
             }),
             listen: s.listen,
             tls,
@@ -284,6 +295,11 @@ impl BoundGateway {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The shared state (routes, cache, metrics), for the admin listener.
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.gateway.shared)
     }
 
     /// Whether the listener speaks TLS.

@@ -111,6 +111,14 @@ impl Upstream {
     pub fn balancer(&self) -> &Balancer {
         &self.balancer
     }
+
+    /// Each target's `host:port` and its requests in flight, in config order.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.authority.as_str(), self.balancer.in_flight(i)))
+    }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -9,6 +9,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub struct TestGateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin listener listens, when the config has `[admin]`.
+    pub admin_addr: Option<SocketAddr>,
     cache: portcullis_cache::Cache,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
@@ -28,12 +30,36 @@ impl TestGateway {
         let cache = gateway.shared().cache().clone();
         let gateway = gateway.bind().await.expect("gateway binds");
         let addr = gateway.local_addr();
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                portcullis_admin::Admin::bind(admin, gateway.shared())
+                    .await
+                    .expect("admin binds"),
+            ),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(portcullis_admin::Admin::local_addr);
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(gateway.serve(async move {
-            let _ = stopped.await;
-        }));
+        let done = tokio::spawn(async move {
+            let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+            let admin = admin.map(|a| {
+                tokio::spawn(a.serve(async move {
+                    let _ = admin_stopped.await;
+                }))
+            });
+            gateway
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            let _ = stop_admin.send(());
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
+        });
         Self {
             addr,
+            admin_addr,
             cache,
             stop: Some(stop),
             done: Some(done),
@@ -43,6 +69,12 @@ impl TestGateway {
     /// `http://addr` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://admin_addr` followed by `path`; panics without an `[admin]` table.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin_addr.expect("the config has no [admin] table");
+        format!("http://{admin}{path}")
     }
 
     /// The gateway's response cache (stats, purges).

@@ -42,6 +42,9 @@ enum Command {
         /// Addresses of the two demo origin instances (port 0 picks free ports).
         #[arg(long, num_args = 2, default_values = ["127.0.0.1:3001", "127.0.0.1:3002"])]
         origins: Vec<String>,
+        /// Admin listener address (metrics, health; overrides examples/quickstart.toml).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
     },
 }
 
@@ -51,9 +54,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Command::Quickstart { listen, origins } => {
-            runtime().and_then(|rt| rt.block_on(quickstart(listen, &origins)))
-        }
+        Command::Quickstart {
+            listen,
+            origins,
+            admin,
+        } => runtime().and_then(|rt| rt.block_on(quickstart(listen, admin, &origins))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,8 +126,22 @@ fn check(path: &std::path::Path) -> ExitCode {
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = bind(&config).await?;
-    run(gateway).await;
+    let admin = bind_admin(&config, &gateway).await?;
+    run(gateway, admin).await;
     Ok(())
+}
+
+/// Binds the admin listener when the config has an `[admin]` table.
+async fn bind_admin(
+    config: &portcullis_config::Config,
+    gateway: &portcullis_proxy::BoundGateway,
+) -> anyhow::Result<Option<portcullis_admin::Admin>> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    Ok(Some(
+        portcullis_admin::Admin::bind(admin, gateway.shared()).await?,
+    ))
 }
 
 async fn bind(
@@ -141,12 +160,28 @@ async fn bind(
     Ok(gateway)
 }
 
-async fn run(gateway: portcullis_proxy::BoundGateway) {
+/// Serves until a shutdown signal, then drains; the admin listener stays up through the drain
+/// (readiness answers 503 meanwhile) and stops after it.
+async fn run(gateway: portcullis_proxy::BoundGateway, admin: Option<portcullis_admin::Admin>) {
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = admin.map(|a| {
+        tokio::spawn(a.serve(async move {
+            let _ = admin_stopped.await;
+        }))
+    });
     gateway.serve(shutdown::signal()).await;
+    let _ = stop_admin.send(());
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     info!("stopped");
 }
 
-async fn quickstart(listen: std::net::SocketAddr, origin_addrs: &[String]) -> anyhow::Result<()> {
+async fn quickstart(
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+    origin_addrs: &[String],
+) -> anyhow::Result<()> {
     const CONFIG: &str = include_str!("../../../examples/quickstart.toml");
     let mut config = portcullis_config::parse(CONFIG, "examples/quickstart.toml".as_ref())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -154,17 +189,25 @@ async fn quickstart(listen: std::net::SocketAddr, origin_addrs: &[String]) -> an
     // Point the demo upstream at the instances actually bound (they differ only when the
     // command line overrides the addresses, e.g. port 0 in tests).
     config.server.listen = listen;
+    if let Some(admin) = &mut config.admin {
+        *admin.listen.get_mut() = admin_listen;
+    }
     if let Some(up) = config.upstreams.first_mut() {
         for (target, addr) in up.targets.get_mut().iter_mut().zip(&origins) {
             *target.url.get_mut() = format!("http://{addr}");
         }
     }
     let gateway = bind(&config).await?;
+    let admin = bind_admin(&config, &gateway).await?;
+    let admin_url = admin.as_ref().map(|a| format!("http://{}", a.local_addr()));
     let gw = format!("http://{}", gateway.local_addr());
     let list: Vec<String> = origins.iter().map(|a| format!("http://{a}")).collect();
     println!("Portcullis quickstart");
     println!("  demo origin instances: {}", list.join(", "));
     println!("  gateway:               {gw}");
+    if let Some(admin) = &admin_url {
+        println!("  admin:                 {admin}");
+    }
     println!();
     println!("Try:");
     println!("  curl -i {gw}/api/hello            # proxied to the origin as /hello");
@@ -177,8 +220,14 @@ async fn quickstart(listen: std::net::SocketAddr, origin_addrs: &[String]) -> an
     );
     println!("  curl -i -X POST --data 'hi' {gw}/api/echo");
     println!("  curl -i --http2-prior-knowledge {gw}/api/hello");
+    if let Some(admin) = &admin_url {
+        println!(
+            "  curl -s {admin}/metrics | grep portcullis_requests_total   # Prometheus metrics"
+        );
+        println!("  curl -s {admin}/health/status      # health summary (JSON)");
+    }
     println!();
     println!("Press Ctrl-C to stop.");
-    run(gateway).await;
+    run(gateway, admin).await;
     Ok(())
 }

@@ -311,6 +311,8 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
             "--origins",
             "127.0.0.1:0",
             "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
         ])
         .env("PORTCULLIS_LOG", "info")
         .stdout(Stdio::piped())
@@ -318,12 +320,16 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().expect("quickstart exited early").unwrap();
-        if let Some(url) = line.trim().strip_prefix("gateway:") {
-            break url.trim().trim_start_matches("http://").parse().unwrap();
+    let mut printed = |label: &str| -> SocketAddr {
+        loop {
+            let line = lines.next().expect("quickstart exited early").unwrap();
+            if let Some(url) = line.trim().strip_prefix(label) {
+                break url.trim().trim_start_matches("http://").parse().unwrap();
+            }
         }
     };
+    let addr = printed("gateway:");
+    let admin = printed("admin:");
     std::thread::spawn(move || lines.for_each(drop));
     let client = Client::http1();
     let mut instances = Vec::new();
@@ -350,6 +356,13 @@ async fn quickstart_serves_the_demo_through_the_gateway() {
         ("MISS", "HIT")
     );
     assert_eq!(cached[0].1, cached[1].1, "the hit is the stored response");
+    let metrics = client.get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = String::from_utf8_lossy(metrics.body()).into_owned();
+    assert!(
+        text.contains(r#"portcullis_requests_total{route="api",method="GET",status="2xx"} 2"#),
+        "{text}"
+    );
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -1,0 +1,55 @@
+//! Health probes and the metrics endpoint.
+//!
+//! `/health/live` answers 200 while the process can answer at all. `/health/ready` answers 200
+//! while the gateway takes traffic and 503 once shutdown began, so a load balancer stops
+//! sending during the drain. Health checks of targets and Redis join readiness when those
+//! exist (issues 4 and 6). `/health/status` is the JSON summary for people and dashboards.
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::{StatusCode, header};
+use portcullis_observe::{Metrics, ProcessStats};
+use serde_json::{Value, json};
+
+use crate::{AdminState, inspect};
+
+pub(crate) async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
+    if state.shared.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "status": "ready" })).into_response()
+    }
+}
+
+pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let shared = &state.shared;
+    let process = ProcessStats::read();
+    Json(json!({
+        "status": if shared.is_draining() { "draining" } else { "ready" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shared.uptime().as_secs_f64(),
+        "in_flight": shared.in_flight(),
+        "memory": {
+            "resident_bytes": process.as_ref().map(|p| p.resident_bytes),
+            "cache_bytes": shared.cache().stats().memory_bytes,
+        },
+        "cache": inspect::cache_json(shared),
+        "upstreams": inspect::upstreams_json(shared),
+    }))
+}
+
+pub(crate) async fn metrics(State(state): State<AdminState>) -> Response {
+    let text = state.shared.metrics().encode();
+    ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response()
+}

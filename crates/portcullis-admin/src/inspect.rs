@@ -1,0 +1,102 @@
+//! Read-only views of the running gateway for operators: routes, upstreams, cache.
+
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+use portcullis_http::ErrorBody;
+use portcullis_proxy::Shared;
+use serde_json::{Value, json};
+
+use crate::AdminState;
+
+/// The contract's JSON error body, for the admin listener's own refusals.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = ErrorBody {
+        status,
+        message,
+        request_id: None,
+    }
+    .to_json();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub(crate) async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "no such admin endpoint")
+}
+
+pub(crate) async fn routes(State(state): State<AdminState>) -> Json<Value> {
+    let routes: Vec<Value> = state
+        .shared
+        .routes()
+        .iter()
+        .map(|r| {
+            json!({
+                "name": &*r.name,
+                "upstream": &*r.upstream.name,
+                "cached": r.cache.as_ref().is_some_and(|p| p.enabled),
+                "timeout_ms": u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX),
+                "strip_prefix": r.strip_prefix,
+                "add_prefix": r.add_prefix,
+                "preserve_host": r.preserve_host,
+            })
+        })
+        .collect();
+    Json(json!({ "routes": routes }))
+}
+
+pub(crate) fn upstreams_json(shared: &Shared) -> Value {
+    let upstreams: Vec<Value> = shared
+        .upstreams()
+        .iter()
+        .map(|u| {
+            let targets: Vec<Value> = u
+                .targets()
+                .map(|(target, in_flight)| json!({ "target": target, "in_flight": in_flight }))
+                .collect();
+            json!({ "name": &*u.name, "targets": targets })
+        })
+        .collect();
+    Value::Array(upstreams)
+}
+
+pub(crate) async fn upstreams(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({ "upstreams": upstreams_json(&state.shared) }))
+}
+
+pub(crate) fn cache_json(shared: &Shared) -> Value {
+    let stats = shared.cache().stats();
+    let routes: Vec<Value> = stats
+        .routes
+        .iter()
+        .map(|(name, s)| {
+            json!({
+                "route": name,
+                "hits": s.hits,
+                "misses": s.misses,
+                "stale": s.stale,
+                "bypass": s.bypass,
+                "revalidated": s.revalidated,
+                "stores": s.stores,
+                "hit_ratio": s.hit_ratio(),
+            })
+        })
+        .collect();
+    json!({
+        "memory_bytes": stats.memory_bytes,
+        "memory_entries": stats.memory_entries,
+        "hit_ratio": stats.total.hit_ratio(),
+        "routes": routes,
+    })
+}
+
+pub(crate) async fn cache(State(state): State<AdminState>) -> Json<Value> {
+    Json(cache_json(&state.shared))
+}

@@ -1,0 +1,115 @@
+//! The admin listener: `/metrics`, health probes and the admin API, on its own address.
+//!
+//! | path | auth | what |
+//! |---|---|---|
+//! | `GET /health/live` | none | 200 while the process runs |
+//! | `GET /health/ready` | none | 200 when serving, 503 once shutdown began (drain) |
+//! | `GET /health/status` | none | JSON: version, uptime, memory, in-flight, cache, upstreams |
+//! | `GET /metrics` | token if `metrics_require_token` | OpenMetrics text |
+//! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
+//!
+//! The token is a bearer token (`Authorization: Bearer T`), compared in constant time. Without
+//! a configured token the listener must be on loopback (config validation enforces it) and is
+//! open to local clients. Health probes never need the token: load balancers have none.
+
+mod auth;
+mod health;
+mod inspect;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router, middleware,
+    routing::{any, get},
+};
+use portcullis_config::AdminConfig;
+use portcullis_proxy::Shared;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::auth::Token;
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address cannot be bound.
+    #[error("cannot listen on admin address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// State every handler sees.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminState {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A bound admin listener.
+#[derive(Debug)]
+pub struct Admin {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+}
+
+impl Admin {
+    /// Binds `config.listen` for the gateway whose state is `shared`.
+    pub async fn bind(config: &AdminConfig, shared: Arc<Shared>) -> Result<Self, AdminError> {
+        let addr = *config.listen.get_ref();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let token = Token::new(config.effective_token());
+        Ok(Self {
+            listener,
+            router: router(AdminState { shared }, token, config.metrics_require_token),
+            local_addr,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        info!(address = %self.local_addr, "admin listener on http://{}", self.local_addr);
+        if let Err(e) = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %e, "admin listener failed");
+        }
+    }
+}
+
+fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Router {
+    // Everything under /admin needs the token, unknown paths included (no probing for routes).
+    let admin = Router::new()
+        .route("/admin/routes", get(inspect::routes))
+        .route("/admin/upstreams", get(inspect::upstreams))
+        .route("/admin/cache", get(inspect::cache))
+        .route("/admin", any(inspect::not_found))
+        .route("/admin/{*rest}", any(inspect::not_found))
+        .route_layer(middleware::from_fn_with_state(token.clone(), auth::require));
+    let mut metrics = Router::new().route("/metrics", get(health::metrics));
+    if metrics_require_token {
+        metrics = metrics.route_layer(middleware::from_fn_with_state(token, auth::require));
+    }
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/status", get(health::status))
+        .merge(metrics)
+        .merge(admin)
+        .fallback(inspect::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,318 @@
+//! The admin listener against a real gateway: metrics read back with the reference OpenMetrics
+//! parser after known traffic, token checks, health probes through a drain.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{io::Write, process::Stdio, time::Duration};
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use portcullis_test_support::{Client, TestGateway, TestUpstream, echo};
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Parses OpenMetrics text with `scripts/parse-openmetrics.py` (Python's prometheus_client).
+fn parse_openmetrics(text: &str) -> Vec<Value> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/parse-openmetrics.py"
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs prometheus_client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the reference parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+/// The value of the sample `name` whose labels include all of `labels`.
+fn sample(families: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    families
+        .iter()
+        .flat_map(|f| f["samples"].as_array().unwrap())
+        .find(|s| {
+            s["name"] == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s["labels"][k].as_str() == Some(v))
+        })
+        .and_then(|s| s["value"].as_f64())
+}
+
+fn config(up: &TestUpstream, admin_extra: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{admin_extra}\n\
+         [[upstreams]]\nname = \"backend\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\" }}\nupstream = \"backend\"\n\n\
+         [[routes]]\nname = \"cached\"\nmatch = {{ path_prefix = \"/cached\" }}\nupstream = \"backend\"\n\
+         cache = {{ ttl = \"60s\", ttl_override = true }}\n",
+        up.url()
+    )
+}
+
+async fn get_with(client: &Client, url: &str, token: Option<&str>) -> http::Response<bytes::Bytes> {
+    let mut req = Request::get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    client.send(req.body(Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn metrics_after_known_traffic_parse_with_the_reference_parser() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&config(&up, "")).await;
+    let client = Client::http1();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/api/x")).await.status(), StatusCode::OK);
+    }
+    let post = Request::post(gw.url("/api/x"))
+        .body(Full::from("hello"))
+        .unwrap();
+    assert_eq!(client.send(post).await.status(), StatusCode::OK);
+    let x_cache: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let r = client.get(&gw.url("/cached/y")).await;
+            v.push(r.headers()["x-cache"].to_str().unwrap().to_owned());
+        }
+        v
+    };
+    assert_eq!(x_cache, ["MISS", "HIT"]);
+    assert_eq!(
+        client.get(&gw.url("/nowhere")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let resp = client.get(&gw.admin_url("/metrics")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = String::from_utf8(resp.body().to_vec()).unwrap();
+    let families = parse_openmetrics(&text);
+
+    let requests = |route: &str, method: &str, status: &str| {
+        sample(
+            &families,
+            "portcullis_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(requests("api", "GET", "2xx"), Some(3.0));
+    assert_eq!(requests("api", "POST", "2xx"), Some(1.0));
+    assert_eq!(requests("cached", "GET", "2xx"), Some(2.0));
+    assert_eq!(requests("unmatched", "GET", "4xx"), Some(1.0));
+    assert_eq!(
+        sample(
+            &families,
+            "portcullis_request_duration_seconds_count",
+            &[("route", "api"), ("method", "GET"), ("status", "2xx")]
+        ),
+        Some(3.0)
+    );
+    let target = up.addr.to_string();
+    // 4 on /api and the one cache miss; the hit never reached the upstream.
+    assert_eq!(
+        sample(
+            &families,
+            "portcullis_upstream_requests_total",
+            &[
+                ("upstream", "backend"),
+                ("target", &target),
+                ("outcome", "2xx")
+            ]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(up.request_count(), 5);
+    let cache = |result: &str| {
+        sample(
+            &families,
+            "portcullis_cache_requests_total",
+            &[("route", "cached"), ("result", result), ("tier", "memory")],
+        )
+    };
+    assert_eq!(cache("hit"), Some(1.0));
+    assert_eq!(cache("miss"), Some(1.0));
+    assert!(
+        sample(
+            &families,
+            "portcullis_response_body_bytes_total",
+            &[("route", "api")]
+        )
+        .is_some_and(|b| b > 0.0)
+    );
+    // The admin request itself is not a proxied request; nothing is in flight now.
+    assert_eq!(
+        sample(&families, "portcullis_requests_in_flight", &[]),
+        Some(0.0)
+    );
+    assert!(sample(&families, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+    assert!(sample(&families, "process_cpu_seconds_total", &[]).is_some());
+    assert_eq!(
+        sample(
+            &families,
+            "portcullis_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    // Bounded cardinality: no raw path appears as a label value anywhere.
+    assert!(
+        !text.contains("/api/x") && !text.contains("/nowhere"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_and_probes_do_not() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&config(&up, "")).await;
+    let client = Client::http1();
+    let routes = gw.admin_url("/admin/routes");
+
+    let none = get_with(&client, &routes, None).await;
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    assert!(none.headers().contains_key("www-authenticate"));
+    let body: Value = serde_json::from_slice(none.body()).unwrap();
+    assert_eq!(body["status"], 401);
+    assert_eq!(
+        get_with(&client, &routes, Some("test-admin-token-012345678X"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&client, &routes, Some("test-admin-token"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Unknown admin paths are behind the token too.
+    assert_eq!(
+        get_with(&client, &gw.admin_url("/admin/nope"), None)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&client, &gw.admin_url("/admin/nope"), Some(TOKEN))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let ok = get_with(&client, &routes, Some(TOKEN)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(ok.body()).unwrap();
+    let names: Vec<&str> = body["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "cached"]);
+    let ups = get_with(&client, &gw.admin_url("/admin/upstreams"), Some(TOKEN)).await;
+    let body: Value = serde_json::from_slice(ups.body()).unwrap();
+    assert_eq!(body["upstreams"][0]["name"], "backend");
+    assert_eq!(
+        body["upstreams"][0]["targets"][0]["target"],
+        up.addr.to_string()
+    );
+
+    for probe in [
+        "/health/live",
+        "/health/ready",
+        "/health/status",
+        "/metrics",
+    ] {
+        let r = client.get(&gw.admin_url(probe)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{probe}");
+    }
+    let status: Value =
+        serde_json::from_slice(client.get(&gw.admin_url("/health/status")).await.body()).unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["memory"]["resident_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(status["upstreams"][0]["name"], "backend");
+
+    // The admin listener never serves proxied routes, and the public one never the admin API.
+    assert_eq!(
+        client.get(&gw.admin_url("/api/x")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn metrics_can_require_the_token() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&config(&up, "metrics_require_token = true")).await;
+    let client = Client::http1();
+    let metrics = gw.admin_url("/metrics");
+    assert_eq!(
+        get_with(&client, &metrics, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&client, &metrics, Some(TOKEN)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get(&gw.admin_url("/health/ready")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_draining_and_liveness_stays_200() {
+    let (up, release) = TestUpstream::held("done").await;
+    let mut gw = TestGateway::start(&config(&up, "")).await;
+    let client = Client::http1();
+    let in_flight = {
+        let client = client.clone();
+        let url = gw.url("/api/slow");
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    up.wait_requests(1).await;
+    let ready = gw.admin_url("/health/ready");
+    let live = gw.admin_url("/health/live");
+    assert_eq!(client.get(&ready).await.status(), StatusCode::OK);
+    let drained = gw.begin_shutdown();
+    // Draining starts when the server task sees the shutdown signal: wait for it (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let draining = loop {
+        let r = client.get(&ready).await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never draining");
+        tokio::task::yield_now().await;
+    };
+    let body: Value = serde_json::from_slice(draining.body()).unwrap();
+    assert_eq!(body["status"], "draining");
+    assert_eq!(client.get(&live).await.status(), StatusCode::OK);
+    release.notify_waiters();
+    let resp = in_flight.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drained.await.unwrap();
+}
