@@ -29,6 +29,33 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The admin listener (metrics, health, admin API); absent, there is none.
     pub admin: Option<AdminConfig>,
+    /// Logging: the access log.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Access log format: one line per request, written when its response has been sent.
+    pub access: AccessLogFormat,
+    /// Where access lines go; absent: standard output.
+    pub access_file: Option<Spanned<PathBuf>>,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// No access log (the default: no per-request cost).
+    #[default]
+    Off,
+    /// One JSON object per line.
+    Json,
+    /// The combined log format (Apache/nginx), with the request id, route, cache result and
+    /// durations appended.
+    Combined,
 }
 
 /// The environment variable that overrides `admin.token`.

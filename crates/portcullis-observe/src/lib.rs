@@ -21,14 +21,17 @@
 //! assert!(text.contains(r#"portcullis_requests_total{route="api",method="GET",status="2xx"} 1"#));
 //! ```
 
+mod access_log;
 mod labels;
 mod process;
 mod registry;
 mod series;
 
+pub use access_log::{AccessFormat, AccessLog, AccessRecord, redact_query, rfc3339};
 pub use labels::{MethodLabel, StatusClass};
 pub use process::{ProcessCollector, ProcessStats};
 pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::DescriptorEncoder;
+pub use prometheus_client::metrics::counter::Counter;
 pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};

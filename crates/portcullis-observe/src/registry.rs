@@ -69,6 +69,7 @@ pub struct MetricsBuilder {
     registry: Registry,
     families: Arc<Families>,
     in_flight: Gauge,
+    access_log_dropped: Counter,
 }
 
 impl MetricsBuilder {
@@ -89,6 +90,11 @@ impl MetricsBuilder {
     /// The gauge of requests being served.
     pub fn in_flight(&self) -> InFlight {
         InFlight::new(self.in_flight.clone())
+    }
+
+    /// The counter of access-log lines lost because the writer fell behind.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Adds figures computed at scrape time (cache statistics, pools, the process).
@@ -157,6 +163,12 @@ impl Metrics {
             Unit::Seconds,
             families.upstream_duration.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer could not keep up",
+            access_log_dropped.clone(),
+        );
         registry.register(
             "build",
             "Portcullis build information",
@@ -166,6 +178,7 @@ impl Metrics {
             registry: root,
             families: Arc::new(families),
             in_flight,
+            access_log_dropped,
         }
     }
 

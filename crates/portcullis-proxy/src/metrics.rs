@@ -6,22 +6,24 @@ use std::{
     pin::Pin,
     sync::{Arc, atomic::AtomicBool},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode, Version, header, uri::Authority};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use portcullis_cache::Cache;
-use portcullis_http::{Body, BoxError};
+use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
-    Collector, DescriptorEncoder, InFlight, InFlightGuard, Metrics, RouteMetrics,
+    AccessLog, AccessRecord, Collector, DescriptorEncoder, InFlight, InFlightGuard, Metrics,
+    RouteMetrics, redact_query, rfc3339,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
     metrics::{counter::ConstCounter, gauge::ConstGauge},
 };
+use std::net::IpAddr;
 
 /// The `route` label of requests no route took (404, 405, refused methods).
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
@@ -39,6 +41,29 @@ pub(crate) struct Observe {
     pub(crate) started: Instant,
     /// Set when shutdown begins: readiness turns 503 so load balancers stop sending.
     pub(crate) draining: AtomicBool,
+    /// The access log, when `[log] access` is on.
+    pub(crate) access_log: Option<AccessLog>,
+}
+
+/// The upstream exchange of a response, carried as a response extension to the access log
+/// (only when the access log is on: an extension costs an allocation).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamTiming {
+    pub(crate) elapsed: Duration,
+    pub(crate) target: Authority,
+}
+
+/// What the access log needs from the request, captured only when it is on.
+#[derive(Debug)]
+struct LogFields {
+    log: AccessLog,
+    request_id: RequestId,
+    client_ip: IpAddr,
+    path: String,
+    version: Version,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    consumer: Option<Arc<str>>,
 }
 
 /// One request being measured: from its head's arrival to its response's last byte.
@@ -48,15 +73,44 @@ pub(crate) struct Measure {
     method: Method,
     start: Instant,
     _in_flight: InFlightGuard,
+    log: Option<Box<LogFields>>,
 }
 
 impl Measure {
-    pub(crate) fn start(observe: &Observe, method: &Method) -> Self {
+    /// Starts measuring `req`; `client_ip` is asked for only when the access log is on.
+    pub(crate) fn start<B>(
+        observe: &Observe,
+        req: &Request<B>,
+        request_id: &RequestId,
+        client_ip: impl FnOnce() -> IpAddr,
+    ) -> Self {
+        let log = observe.access_log.as_ref().map(|log| {
+            let headers = req.headers();
+            Box::new(LogFields {
+                log: log.clone(),
+                request_id: request_id.clone(),
+                client_ip: client_ip(),
+                path: redact_query(
+                    req.uri()
+                        .path_and_query()
+                        .map_or(req.uri().path(), |pq| pq.as_str()),
+                )
+                .into_owned(),
+                version: req.version(),
+                user_agent: headers.get(header::USER_AGENT).cloned(),
+                referer: headers.get(header::REFERER).cloned(),
+                consumer: req
+                    .extensions()
+                    .get::<ConsumerId>()
+                    .map(|c| Arc::clone(&c.0)),
+            })
+        });
         Self {
             route: Arc::clone(&observe.unmatched),
-            method: method.clone(),
+            method: req.method().clone(),
             start: Instant::now(),
             _in_flight: observe.in_flight.enter(),
+            log,
         }
     }
 
@@ -69,6 +123,10 @@ impl Measure {
     /// when the client goes away first).
     pub(crate) fn finish(self, response: http::Response<Body>) -> http::Response<Body> {
         let status = response.status();
+        let seen = self.log.as_ref().map(|_| ResponseSeen {
+            cache: response.headers().get(X_CACHE).cloned(),
+            upstream: response.extensions().get::<UpstreamTiming>().cloned(),
+        });
         response.map(|inner| {
             Body::new(Metered {
                 inner,
@@ -76,10 +134,18 @@ impl Measure {
                     measure: self,
                     status,
                     bytes: 0,
+                    seen,
                 }),
             })
         })
     }
+}
+
+/// What the access log needs from the response.
+#[derive(Debug)]
+struct ResponseSeen {
+    cache: Option<HeaderValue>,
+    upstream: Option<UpstreamTiming>,
 }
 
 /// The pending record of a response being sent.
@@ -88,13 +154,52 @@ struct Record {
     measure: Measure,
     status: StatusCode,
     bytes: u64,
+    seen: Option<ResponseSeen>,
 }
 
 impl Record {
     fn done(self) {
         let m = &self.measure;
-        m.route
-            .record(&m.method, self.status, m.start.elapsed(), self.bytes);
+        let elapsed = m.start.elapsed();
+        m.route.record(&m.method, self.status, elapsed, self.bytes);
+        if let (Some(fields), Some(seen)) = (&m.log, &self.seen) {
+            let target = seen.upstream.as_ref().map(|u| u.target.as_str());
+            fields.log.log(&AccessRecord {
+                time: rfc3339(SystemTime::now()),
+                request_id: fields.request_id.as_str(),
+                client_ip: fields.client_ip,
+                method: m.method.as_str(),
+                path: &fields.path,
+                protocol: version_str(fields.version),
+                status: self.status.as_u16(),
+                bytes: self.bytes,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_ms: seen
+                    .upstream
+                    .as_ref()
+                    .map(|u| u.elapsed.as_secs_f64() * 1000.0),
+                target,
+                route: m.route.name(),
+                cache: text(&seen.cache),
+                consumer: fields.consumer.as_deref(),
+                user_agent: text(&fields.user_agent),
+                referer: text(&fields.referer),
+            });
+        }
+    }
+}
+
+fn text(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 

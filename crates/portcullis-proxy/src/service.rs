@@ -33,7 +33,7 @@ use crate::{
     body::GuardedBody,
     error::ProxyError,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
-    metrics::{Measure, Observe},
+    metrics::{Measure, Observe, UpstreamTiming},
     path,
     pool::SendError,
     route::Route,
@@ -165,12 +165,16 @@ where
         if let Some(progress) = &self.progress {
             progress.request();
         }
-        let mut measure = Measure::start(&self.shared.observe, req.method());
         let request_id = req
             .headers()
             .get(X_REQUEST_ID)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
+        let mut measure = Measure::start(&self.shared.observe, &req, &request_id, || {
+            self.shared
+                .trusted
+                .client_ip(self.conn.peer.ip(), req.headers())
+        });
         // Routing, and answering from the cache, happen here, synchronously: a hit or a
         // routing error never builds (or copies) the forwarding future.
         let next = match route(&self.shared, &self.conn, &req, &mut measure) {
@@ -467,6 +471,12 @@ where
     }
 
     let (mut parts, incoming) = response.into_parts();
+    if shared.observe.access_log.is_some() {
+        parts.extensions.insert(UpstreamTiming {
+            elapsed: sent_at.elapsed(),
+            target: authority.clone(),
+        });
+    }
     remove_hop_by_hop(&mut parts.headers, false);
     append_via(&mut parts.headers, parts.version, &shared.via);
     Ok(Response::from_parts(

@@ -14,10 +14,10 @@ use std::{
 use http::Method;
 use portcullis_cache::{Cache, KeyParts, QueryIgnore, RoutePolicy};
 use portcullis_config::{
-    CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host, parse_path,
-    parse_path_prefix,
+    AccessLogFormat, CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host,
+    parse_path, parse_path_prefix,
 };
-use portcullis_observe::{Metrics, ProcessCollector};
+use portcullis_observe::{AccessFormat, AccessLog, Metrics, MetricsBuilder, ProcessCollector};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -143,6 +143,7 @@ impl Gateway {
             .map(|t| tls::acceptor(t.cert.get_ref(), t.key.get_ref(), s.http2))
             .transpose()
             .map_err(BuildError::Tls)?;
+        let access_log = access_log(config, &metrics)?;
         let unmatched = metrics.route(UNMATCHED_ROUTE);
         let in_flight = metrics.in_flight();
         metrics.register_collector(Box::new(ProcessCollector));
@@ -153,6 +154,7 @@ impl Gateway {
             in_flight,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            access_log,
         };
         let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
         upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -202,6 +204,23 @@ impl Gateway {
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
     }
+}
+
+/// Starts the access log's writer when `[log] access` is on.
+fn access_log(config: &Config, metrics: &MetricsBuilder) -> Result<Option<AccessLog>, BuildError> {
+    let format = match config.log.access {
+        AccessLogFormat::Off => return Ok(None),
+        AccessLogFormat::Json => AccessFormat::Json,
+        AccessLogFormat::Combined => AccessFormat::Combined,
+    };
+    let file = config
+        .log
+        .access_file
+        .as_ref()
+        .map(|f| f.get_ref().as_path());
+    AccessLog::start(format, file, metrics.access_log_dropped())
+        .map(Some)
+        .map_err(|e| BuildError::Config(format!("cannot open the access log: {e}")))
 }
 
 /// The cache's settings from `[cache]`.

@@ -1,0 +1,312 @@
+//! The access log: one line per request, in JSON or the combined log format, written by a
+//! background thread so the request path never waits on the disk or a slow pipe.
+//!
+//! Lines go through a bounded channel; when it is full (the writer cannot keep up), lines are
+//! dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing requests or
+//! growing memory. Query parameters that look like credentials (`token`, `key`, `secret`,
+//! `password`, `signature`, `auth`, `code` in their name) are logged as `[redacted]`.
+
+use std::{
+    io::{BufWriter, Write},
+    net::IpAddr,
+    path::Path,
+    sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+/// Lines buffered between requests and the writer thread.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// One JSON object per line.
+    Json,
+    /// Combined log format plus `rid=`, `route=`, `cache=`, `dur=`, `up=` fields.
+    Combined,
+}
+
+/// What one access line says about a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRecord<'a> {
+    /// When the response finished, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The client's address (after trusted-proxy handling).
+    pub client_ip: IpAddr,
+    /// Request method.
+    pub method: &'a str,
+    /// Path and query, credentials in the query redacted.
+    pub path: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`...
+    pub protocol: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// Request head received to last response byte handed to the connection, milliseconds.
+    pub duration_ms: f64,
+    /// Upstream request sent to response head received, milliseconds; absent without one.
+    pub upstream_ms: Option<f64>,
+    /// The upstream target (`host:port`), when one was used.
+    pub target: Option<&'a str>,
+    /// The route's name (`unmatched` when none matched).
+    pub route: &'a str,
+    /// The `X-Cache` result on cached routes.
+    pub cache: Option<&'a str>,
+    /// The authenticated consumer, when there is one.
+    pub consumer: Option<&'a str>,
+    /// The `User-Agent`, if sent.
+    pub user_agent: Option<&'a str>,
+    /// The `Referer`, if sent.
+    pub referer: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// The record as one line (with the trailing newline) in `format`.
+    pub fn format(&self, format: AccessFormat) -> Vec<u8> {
+        match format {
+            AccessFormat::Json => {
+                let mut line = serde_json::to_vec(self).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+            AccessFormat::Combined => {
+                let dash = |v: Option<&str>| v.unwrap_or("-").replace('"', "\\\"");
+                let up = self
+                    .upstream_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{:.3}", ms / 1000.0));
+                format!(
+                    "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} route={} cache={} dur={:.3} up={}\n",
+                    self.client_ip,
+                    self.consumer.unwrap_or("-"),
+                    self.time,
+                    self.method,
+                    self.path.replace('"', "%22"),
+                    self.protocol,
+                    self.status,
+                    self.bytes,
+                    dash(self.referer),
+                    dash(self.user_agent),
+                    self.request_id,
+                    self.route,
+                    self.cache.unwrap_or("-"),
+                    self.duration_ms / 1000.0,
+                    up,
+                )
+                .into_bytes()
+            }
+        }
+    }
+}
+
+/// The access log: a handle requests send lines through.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    format: AccessFormat,
+    tx: SyncSender<Vec<u8>>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// Starts the writer thread, appending to `file` (created if missing), or writing to
+    /// standard output without one. `dropped` counts lines lost to a full queue.
+    pub fn start(
+        format: AccessFormat,
+        file: Option<&Path>,
+        dropped: Counter,
+    ) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = match file {
+            Some(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = sync_channel(QUEUE_LINES);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(&rx, out))?;
+        Ok(Self {
+            format,
+            tx,
+            dropped,
+        })
+    }
+
+    /// Queues `record`'s line; drops it (and counts it) when the writer is behind.
+    pub fn log(&self, record: &AccessRecord<'_>) {
+        match self.tx.try_send(record.format(self.format)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+/// The writer thread: batches whatever is queued, flushes when the queue runs dry.
+fn write_lines(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = rx.recv() {
+        if out.write_all(&line).is_err() {
+            continue;
+        }
+        while let Ok(line) = rx.try_recv() {
+            let _ = out.write_all(&line);
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+/// Query parameter names containing these are logged without their values.
+const SECRET_PARAMS: [&str; 7] = [
+    "token",
+    "key",
+    "secret",
+    "password",
+    "signature",
+    "auth",
+    "code",
+];
+
+/// `path_and_query` with the values of credential-like query parameters replaced.
+pub fn redact_query(path_and_query: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return std::borrow::Cow::Borrowed(path_and_query);
+    };
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_PARAMS.iter().any(|s| name.contains(s))
+    };
+    if !query
+        .split('&')
+        .any(|pair| secret(pair.split('=').next().unwrap_or("")))
+    {
+        return std::borrow::Cow::Borrowed(path_and_query);
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(name) => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{path}?{}", redacted.join("&")))
+}
+
+/// `now` as RFC 3339 UTC with milliseconds: `2026-11-23T15:04:05.123Z`.
+pub fn rfc3339(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record() -> AccessRecord<'static> {
+        AccessRecord {
+            time: rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_446_245_123)),
+            request_id: "rid-1",
+            client_ip: "10.0.0.7".parse().unwrap(),
+            method: "GET",
+            path: "/api/x?a=1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 42,
+            duration_ms: 3.5,
+            upstream_ms: Some(2.25),
+            target: Some("127.0.0.1:3000"),
+            route: "api",
+            cache: Some("MISS"),
+            consumer: None,
+            user_agent: Some("curl/8 \"x\""),
+            referer: None,
+        }
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_446_245_123)),
+            "2026-11-23T15:04:05.123Z"
+        );
+        // 2000-02-29, a leap day in a century leap year.
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_every_field() {
+        let line = record().format(AccessFormat::Json);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["request_id"], "rid-1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["route"], "api");
+        assert_eq!(v["cache"], "MISS");
+        assert_eq!(v["upstream_ms"], 2.25);
+        assert_eq!(v["client_ip"], "10.0.0.7");
+        assert!(v["consumer"].is_null());
+    }
+
+    #[test]
+    fn combined_lines_follow_the_format() {
+        let line = String::from_utf8(record().format(AccessFormat::Combined)).unwrap();
+        assert!(
+            line.starts_with(
+                "10.0.0.7 - - [2026-11-23T15:04:05.123Z] \"GET /api/x?a=1 HTTP/1.1\" 200 42 \"-\" \"curl/8 \\\"x\\\"\""
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("rid=rid-1 route=api cache=MISS dur=0.004 up=0.002\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_queries_are_redacted() {
+        assert_eq!(redact_query("/a?x=1"), "/a?x=1");
+        assert_eq!(
+            redact_query("/a?api_key=s3cret&x=1&Token=abc&flag"),
+            "/a?api_key=[redacted]&x=1&Token=[redacted]&flag"
+        );
+        assert_eq!(redact_query("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,124 @@
+//! The access log: one line per request with the fields operators need, credentials redacted.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use portcullis_test_support::{Client, TestGateway, TestUpstream, echo};
+
+use crate::json;
+
+/// Reads the log until it has `n` lines (the writer thread flushes when its queue runs dry).
+async fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() >= n {
+            return lines.iter().map(|l| json(l.as_bytes())).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} lines: {text}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn json_lines_describe_each_request_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\" }}\nupstream = \"up\"\n\
+         cache = {{ ttl = \"60s\", ttl_override = true }}\n",
+        path.display(),
+        up.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let req = Request::get(gw.url("/api/items?api_key=s3cr3t&page=2"))
+        .header("user-agent", "test-agent/1")
+        .header("x-request-id", "access-log-1")
+        .body(Full::default())
+        .unwrap();
+    let first = client.send(req).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let hit = client
+        .get(&gw.url("/api/items?api_key=s3cr3t&page=2"))
+        .await;
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    let missing = client.get(&gw.url("/elsewhere")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let lines = lines(&path, 3).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("s3cr3t"),
+        "a credential reached the log: {text}"
+    );
+
+    let miss = &lines[0];
+    assert_eq!(miss["request_id"], "access-log-1");
+    assert_eq!(miss["method"], "GET");
+    assert_eq!(miss["path"], "/api/items?api_key=[redacted]&page=2");
+    assert_eq!(miss["protocol"], "HTTP/1.1");
+    assert_eq!(miss["status"], 200);
+    assert_eq!(miss["route"], "api");
+    assert_eq!(miss["cache"], "MISS");
+    assert_eq!(miss["client_ip"], "127.0.0.1");
+    assert_eq!(miss["user_agent"], "test-agent/1");
+    assert_eq!(miss["bytes"], first.body().len());
+    assert!(miss["duration_ms"].as_f64().unwrap() > 0.0);
+
+    let hit_line = &lines[1];
+    assert_eq!(hit_line["cache"], "HIT");
+    assert!(
+        hit_line["upstream_ms"].is_null(),
+        "a hit has no upstream leg"
+    );
+    assert_eq!(
+        hit_line["request_id"],
+        hit.headers()["x-request-id"].to_str().unwrap()
+    );
+
+    let unmatched = &lines[2];
+    assert_eq!(unmatched["status"], 404);
+    assert_eq!(unmatched["route"], "unmatched");
+}
+
+#[tokio::test]
+async fn upstream_time_and_target_are_logged_for_proxied_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[log]\naccess = \"combined\"\naccess_file = \"{}\"\n\n{}",
+        path.display(),
+        crate::single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let resp = Client::http1().get(&gw.url("/x")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break line.to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no line");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let rid = resp.headers()["x-request-id"].to_str().unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains("\"GET /x HTTP/1.1\" 200 "), "{line}");
+    assert!(
+        line.contains(&format!("rid={rid} route=all cache=- dur=")),
+        "{line}"
+    );
+    assert!(!line.ends_with("up=-"), "the upstream leg is timed: {line}");
+}
