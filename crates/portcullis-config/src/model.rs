@@ -38,6 +38,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// Diagnostic log filter (`info`, `warn,portcullis_proxy=debug`, ...); `PORTCULLIS_LOG`
+    /// and then `RUST_LOG` override it.
+    pub level: Option<Spanned<String>>,
     /// Access log format: one line per request, written when its response has been sent.
     pub access: AccessLogFormat,
     /// Where access lines go; absent: standard output.
@@ -219,6 +222,13 @@ pub struct ServerConfig {
     pub max_header_bytes: Spanned<ByteSize>,
     /// Name used in the `Via` header.
     pub via: String,
+    /// The request id header: a valid incoming value is kept, else one is generated; it is
+    /// sent upstream and returned to the client.
+    pub request_id_header: Spanned<String>,
+    /// Continue (or start) a W3C trace: `traceparent` upstream carries the gateway's hop.
+    pub trace_context: bool,
+    /// Add `X-Response-Time` and `Server-Timing` (upstream, cache) to responses.
+    pub timing_headers: bool,
 }
 
 impl Default for ServerConfig {
@@ -232,6 +242,9 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: Spanned::new(0..0, ByteSize(64 * 1024)),
             via: "portcullis".to_owned(),
+            request_id_header: Spanned::new(0..0, "x-request-id".to_owned()),
+            trace_context: true,
+            timing_headers: false,
         }
     }
 }

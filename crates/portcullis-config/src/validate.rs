@@ -46,11 +46,32 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_routes(&mut c, config, &upstream_names);
     check_cache(&mut c, config);
     check_admin(&mut c, config);
+    if let Some(level) = &config.log.level {
+        c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
+    }
     if c.errors.is_empty() {
         Ok(())
     } else {
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// A log filter of comma-separated directives, each a level or `target=level`.
+fn check_log_filter(text: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = directive.rsplit_once('=').unwrap_or(("", directive));
+        let target_ok = target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'-');
+        if !target_ok || !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} is not a log directive: use a level ({}) or target=level",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shortest admin token accepted: guessing must be hopeless.
@@ -105,6 +126,11 @@ fn check_server(c: &mut Checker<'_>, config: &mut Config) {
             format!("must be at least {MIN_HEADER_BYTES} bytes"),
         );
     }
+    c.check(
+        &server.request_id_header,
+        "server.request_id_header".into(),
+        values::parse_header_name(server.request_id_header.get_ref()).map(drop),
+    );
     if server.via.is_empty() || !server.via.bytes().all(|b| b.is_ascii_graphic()) {
         c.errors.push(ConfigError::at_key(
             c.file,
@@ -309,6 +335,21 @@ mod tests {
         let same =
             errors("[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n");
         assert!(same.contains("must differ from server.listen"), "{same}");
+    }
+
+    #[test]
+    fn log_levels_and_request_id_headers_are_checked() {
+        assert_eq!(
+            errors("[log]\nlevel = \"warn,portcullis_proxy=debug\"\n"),
+            ""
+        );
+        let bad = errors("[log]\nlevel = \"loud\"\n");
+        assert!(
+            bad.contains("log.level") && bad.contains("t.toml:2"),
+            "{bad}"
+        );
+        let bad = errors("[server]\nrequest_id_header = \"bad header\"\n");
+        assert!(bad.contains("server.request_id_header"), "{bad}");
     }
 
     #[test]

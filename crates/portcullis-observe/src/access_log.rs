@@ -36,6 +36,8 @@ pub struct AccessRecord<'a> {
     pub time: String,
     /// The request id.
     pub request_id: &'a str,
+    /// The W3C trace id (sent upstream, or the caller's).
+    pub trace_id: Option<&'a str>,
     /// The client's address (after trusted-proxy handling).
     pub client_ip: IpAddr,
     /// Request method.
@@ -240,6 +242,7 @@ mod tests {
         AccessRecord {
             time: rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_446_245_123)),
             request_id: "rid-1",
+            trace_id: None,
             client_ip: "10.0.0.7".parse().unwrap(),
             method: "GET",
             path: "/api/x?a=1",

@@ -17,7 +17,7 @@ use portcullis_cache::Cache;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, Collector, DescriptorEncoder, InFlight, InFlightGuard, Metrics,
-    RouteMetrics, redact_query, rfc3339,
+    RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query, rfc3339,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -43,6 +43,15 @@ pub(crate) struct Observe {
     pub(crate) draining: AtomicBool,
     /// The access log, when `[log] access` is on.
     pub(crate) access_log: Option<AccessLog>,
+    /// Add `X-Response-Time` and `Server-Timing` to responses.
+    pub(crate) timing_headers: bool,
+}
+
+impl Observe {
+    /// Whether responses from upstream should carry their [`UpstreamTiming`].
+    pub(crate) fn wants_upstream_timing(&self) -> bool {
+        self.access_log.is_some() || self.timing_headers
+    }
 }
 
 /// The upstream exchange of a response, carried as a response extension to the access log
@@ -51,6 +60,8 @@ pub(crate) struct Observe {
 pub(crate) struct UpstreamTiming {
     pub(crate) elapsed: Duration,
     pub(crate) target: Authority,
+    /// The trace id sent upstream in `traceparent`.
+    pub(crate) trace_id: Option<String>,
 }
 
 /// What the access log needs from the request, captured only when it is on.
@@ -64,6 +75,8 @@ struct LogFields {
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
     consumer: Option<Arc<str>>,
+    /// The caller's trace id, for requests that do not go upstream.
+    incoming_trace: Option<String>,
 }
 
 /// One request being measured: from its head's arrival to its response's last byte.
@@ -74,6 +87,7 @@ pub(crate) struct Measure {
     start: Instant,
     _in_flight: InFlightGuard,
     log: Option<Box<LogFields>>,
+    timing_headers: bool,
 }
 
 impl Measure {
@@ -103,6 +117,7 @@ impl Measure {
                     .extensions()
                     .get::<ConsumerId>()
                     .map(|c| Arc::clone(&c.0)),
+                incoming_trace: incoming_trace_id(headers.get(TRACEPARENT)),
             })
         });
         Self {
@@ -111,6 +126,7 @@ impl Measure {
             start: Instant::now(),
             _in_flight: observe.in_flight.enter(),
             log,
+            timing_headers: observe.timing_headers,
         }
     }
 
@@ -121,7 +137,10 @@ impl Measure {
 
     /// Wraps `response`'s body so the request is recorded when the body ends (or is dropped,
     /// when the client goes away first).
-    pub(crate) fn finish(self, response: http::Response<Body>) -> http::Response<Body> {
+    pub(crate) fn finish(self, mut response: http::Response<Body>) -> http::Response<Body> {
+        if self.timing_headers {
+            add_timing_headers(&mut response, self.start.elapsed());
+        }
         let status = response.status();
         let seen = self.log.as_ref().map(|_| ResponseSeen {
             cache: response.headers().get(X_CACHE).cloned(),
@@ -164,7 +183,13 @@ impl Record {
         m.route.record(&m.method, self.status, elapsed, self.bytes);
         if let (Some(fields), Some(seen)) = (&m.log, &self.seen) {
             let target = seen.upstream.as_ref().map(|u| u.target.as_str());
+            let trace_id = seen
+                .upstream
+                .as_ref()
+                .and_then(|u| u.trace_id.as_deref())
+                .or(fields.incoming_trace.as_deref());
             fields.log.log(&AccessRecord {
+                trace_id,
                 time: rfc3339(SystemTime::now()),
                 request_id: fields.request_id.as_str(),
                 client_ip: fields.client_ip,
@@ -188,6 +213,43 @@ impl Record {
         }
     }
 }
+
+/// `X-Response-Time` (to the response head) and `Server-Timing` with the upstream leg and the
+/// cache result, when known.
+fn add_timing_headers(response: &mut http::Response<Body>, elapsed: Duration) {
+    let mut timing = String::new();
+    if let Some(up) = response.extensions().get::<UpstreamTiming>() {
+        timing.push_str(&format!(
+            "upstream;dur={:.3}",
+            up.elapsed.as_secs_f64() * 1000.0
+        ));
+    }
+    if let Some(cache) = response
+        .headers()
+        .get(X_CACHE)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !timing.is_empty() {
+            timing.push_str(", ");
+        }
+        timing.push_str(&format!("cache;desc=\"{cache}\""));
+    }
+    let total = elapsed.as_secs_f64() * 1000.0;
+    if !timing.is_empty() {
+        timing.push_str(", ");
+    }
+    timing.push_str(&format!("total;dur={total:.3}"));
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{total:.3}ms")) {
+        headers.insert(X_RESPONSE_TIME, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        headers.append(SERVER_TIMING, v);
+    }
+}
+
+const X_RESPONSE_TIME: http::HeaderName = http::HeaderName::from_static("x-response-time");
+const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 
 fn text(v: &Option<HeaderValue>) -> Option<&str> {
     v.as_ref().and_then(|v| v.to_str().ok())

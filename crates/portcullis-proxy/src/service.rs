@@ -16,14 +16,14 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
-use portcullis_observe::{Metrics, StatusClass, UpstreamOutcome};
+use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
 use tracing::{debug, warn};
 
 use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
@@ -71,6 +71,10 @@ pub struct Shared {
     pub(crate) via: Via,
     pub(crate) cache: Cache,
     pub(crate) observe: Observe,
+    /// The request id header (`server.request_id_header`).
+    pub(crate) request_id_header: HeaderName,
+    /// Send `traceparent` upstream (`server.trace_context`).
+    pub(crate) trace_context: bool,
     /// Every route, in config order (for inspection).
     pub(crate) routes: Vec<Arc<Route>>,
     /// Every upstream, by name (for inspection).
@@ -167,7 +171,7 @@ where
         }
         let request_id = req
             .headers()
-            .get(X_REQUEST_ID)
+            .get(&self.shared.request_id_header)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
         let mut measure = Measure::start(&self.shared.observe, &req, &request_id, || {
@@ -191,25 +195,34 @@ where
                     let _busy = busy;
                     let result =
                         forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
-                    Ok(measure.finish(finish(result, &request_id)))
+                    Ok(measure.finish(finish(result, &request_id, &shared.request_id_header)))
                 });
             }
         };
-        Box::pin(std::future::ready(Ok(
-            measure.finish(finish(next, &request_id))
-        )))
+        Box::pin(std::future::ready(Ok(measure.finish(finish(
+            next,
+            &request_id,
+            &self.shared.request_id_header,
+        )))))
     }
 }
 
 /// The error body for failures, and the request id on every response.
-fn finish(result: Result<Response<Body>, ProxyError>, request_id: &RequestId) -> Response<Body> {
+fn finish(
+    result: Result<Response<Body>, ProxyError>,
+    request_id: &RequestId,
+    header: &HeaderName,
+) -> Response<Body> {
     let mut response = match result {
         Ok(response) => response,
         Err(e) => e.into_response(request_id),
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.to_header_value());
+    let headers = response.headers_mut();
+    if header != X_REQUEST_ID {
+        // The error body's renderer names the default header.
+        headers.remove(X_REQUEST_ID);
+    }
+    headers.insert(header.clone(), request_id.to_header_value());
     response
 }
 
@@ -412,7 +425,15 @@ where
         original_host.as_ref(),
     );
     append_via(headers, parts.version, &shared.via);
-    headers.insert(X_REQUEST_ID, request_id.to_header_value());
+    headers.insert(
+        shared.request_id_header.clone(),
+        request_id.to_header_value(),
+    );
+    let trace = shared.trace_context.then(|| {
+        let ctx = TraceContext::continue_or_start(headers.get(TRACEPARENT));
+        headers.insert(TRACEPARENT, ctx.traceparent());
+        ctx
+    });
     match (route.preserve_host, original_host) {
         (true, Some(host)) => {
             headers.insert(header::HOST, host);
@@ -471,10 +492,11 @@ where
     }
 
     let (mut parts, incoming) = response.into_parts();
-    if shared.observe.access_log.is_some() {
+    if shared.observe.wants_upstream_timing() {
         parts.extensions.insert(UpstreamTiming {
             elapsed: sent_at.elapsed(),
             target: authority.clone(),
+            trace_id: trace.map(|t| t.trace_id()),
         });
     }
     remove_hop_by_hop(&mut parts.headers, false);

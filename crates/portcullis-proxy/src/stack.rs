@@ -155,6 +155,7 @@ impl Gateway {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             access_log,
+            timing_headers: config.server.timing_headers,
         };
         let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
         upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -168,6 +169,9 @@ impl Gateway {
                 observe,
                 routes: route_list,
                 upstreams: upstream_list,
+                request_id_header: parse_header_name(s.request_id_header.get_ref())
+                    .map_err(BuildError::Config)?,
+                trace_context: s.trace_context,
             }),
             listen: s.listen,
             tls,

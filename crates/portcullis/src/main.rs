@@ -50,10 +50,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let log_reload = init_tracing();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Serve { config } => {
+            runtime().and_then(|rt| rt.block_on(serve(config, log_reload.as_ref())))
+        }
         Command::Quickstart {
             listen,
             origins,
@@ -87,16 +89,39 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn init_tracing() {
+/// Changes the log filter once the config is read.
+type LogReload = Box<dyn Fn(tracing_subscriber::EnvFilter)>;
+
+/// Diagnostic logs to stderr. The filter comes from `PORTCULLIS_LOG`, else `RUST_LOG`, else
+/// `[log] level` (applied by [`apply_log_level`] once the config is read), else `info`.
+fn init_tracing() -> Option<LogReload> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let from_env = EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
+        .ok();
+    let env_set = from_env.is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(from_env.unwrap_or_else(|| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    (!env_set).then(|| -> LogReload {
+        Box::new(move |filter| {
+            let _ = handle.reload(filter);
+        })
+    })
+}
+
+/// Applies `[log] level` unless the environment chose the filter.
+fn apply_log_level(reload: Option<&LogReload>, config: &portcullis_config::Config) {
+    if let (Some(reload), Some(level)) = (reload, &config.log.level)
+        && let Ok(filter) = tracing_subscriber::EnvFilter::try_new(level.get_ref())
+    {
+        reload(filter);
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -123,8 +148,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, log_reload: Option<&LogReload>) -> anyhow::Result<()> {
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    apply_log_level(log_reload, &config);
     let gateway = bind(&config).await?;
     let admin = bind_admin(&config, &gateway).await?;
     run(gateway, admin).await;

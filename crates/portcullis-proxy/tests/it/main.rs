@@ -7,6 +7,7 @@
 mod access_log;
 mod balancing;
 mod cache;
+mod correlation;
 mod errors;
 mod http2_tls;
 mod proxying;

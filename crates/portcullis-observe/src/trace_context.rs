@@ -1,0 +1,168 @@
+//! W3C Trace Context (`traceparent`) for a gateway: continue the caller's trace with a new span
+//! id for the gateway's hop, or start a trace when the caller sent none (or an invalid one).
+//! `tracestate` is the vendors' business and passes through untouched.
+//!
+//! Hand-written: the header is 55 characters with four fixed fields, and the OpenTelemetry SDK
+//! would be a large dependency for parsing and formatting it (OTLP export is a separate,
+//! optional feature).
+
+use http::HeaderValue;
+
+/// The `traceparent` header name.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The trace context of one request's hop through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: u128,
+    span_id: u64,
+    flags: u8,
+}
+
+impl TraceContext {
+    /// Continues `incoming` (the request's `traceparent`) with a new span id, or starts a new
+    /// trace (sampled) when it is absent or invalid.
+    pub fn continue_or_start(incoming: Option<&HeaderValue>) -> Self {
+        let span_id = nonzero_u64();
+        match incoming.and_then(|v| parse(v.as_bytes())) {
+            Some((trace_id, flags)) => Self {
+                trace_id,
+                span_id,
+                flags,
+            },
+            None => Self {
+                trace_id: nonzero_u128(),
+                span_id,
+                flags: 0x01,
+            },
+        }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The `traceparent` value to send upstream: this hop's span as the parent.
+    pub fn traceparent(&self) -> HeaderValue {
+        let text = format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        );
+        // Hex digits and dashes are always a valid header value.
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// The trace id of a valid `traceparent`, if the request has one.
+pub fn incoming_trace_id(value: Option<&HeaderValue>) -> Option<String> {
+    value
+        .and_then(|v| parse(v.as_bytes()))
+        .map(|(id, _)| format!("{id:032x}"))
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+/// Trace id and flags of a valid `traceparent` (version 00, or a later version read as 00
+/// where the spec allows it).
+fn parse(v: &[u8]) -> Option<(u128, u8)> {
+    if v.len() < 55 {
+        return None;
+    }
+    let version = hex_u8(&v[0..2])?;
+    // Version ff is invalid; version 00 has exactly 55 characters; later versions may append
+    // fields after a dash.
+    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let trace_id = hex_u128(&v[3..35])?;
+    let parent_id = hex_u128(&v[36..52])?;
+    let flags = hex_u8(&v[53..55])?;
+    (trace_id != 0 && parent_id != 0).then_some((trace_id, flags))
+}
+
+/// Lowercase hex only, as the spec requires.
+fn hex_u128(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |acc, &d| {
+        let n = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(n))
+    })
+}
+
+fn hex_u8(digits: &[u8]) -> Option<u8> {
+    hex_u128(digits).and_then(|n| u8::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The example from the W3C Trace Context recommendation.
+    const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_parent_is_continued_with_a_new_span() {
+        let incoming = HeaderValue::from_static(EXAMPLE);
+        let ctx = TraceContext::continue_or_start(Some(&incoming));
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let out = ctx.traceparent();
+        let out = out.to_str().unwrap();
+        assert_eq!(out.len(), 55);
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(out.ends_with("-01"), "{out}");
+        assert_ne!(
+            &out[36..52],
+            "00f067aa0ba902b7",
+            "a new span id for the gateway's hop"
+        );
+        assert_eq!(
+            incoming_trace_id(Some(&incoming)).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+
+    #[test]
+    fn invalid_parents_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+        let ctx = TraceContext::continue_or_start(None);
+        let out = ctx.traceparent();
+        assert!(
+            parse(out.as_bytes()).is_some(),
+            "generated value is valid: {out:?}"
+        );
+        assert!(out.to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn later_versions_are_read_as_version_00() {
+        let v = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
+        assert!(parse(v.as_bytes()).is_some());
+    }
+}
