@@ -21,7 +21,7 @@ pub(crate) async fn live() -> Json<Value> {
 }
 
 pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
-    if state.shared.is_draining() {
+    if state.shared().is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
@@ -33,7 +33,7 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
 }
 
 pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
-    let shared = &state.shared;
+    let shared = &state.shared();
     let process = ProcessStats::read();
     Json(json!({
         "status": if shared.is_draining() { "draining" } else { "ready" },
@@ -50,6 +50,6 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
 }
 
 pub(crate) async fn metrics(State(state): State<AdminState>) -> Response {
-    let text = state.shared.metrics().encode();
+    let text = state.shared().metrics().encode();
     ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -34,7 +34,7 @@ pub(crate) async fn not_found() -> Response {
 
 pub(crate) async fn routes(State(state): State<AdminState>) -> Json<Value> {
     let routes: Vec<Value> = state
-        .shared
+        .shared()
         .routes()
         .iter()
         .map(|r| {
@@ -68,7 +68,7 @@ pub(crate) fn upstreams_json(shared: &Shared) -> Value {
 }
 
 pub(crate) async fn upstreams(State(state): State<AdminState>) -> Json<Value> {
-    Json(json!({ "upstreams": upstreams_json(&state.shared) }))
+    Json(json!({ "upstreams": upstreams_json(&state.shared()) }))
 }
 
 pub(crate) fn cache_json(shared: &Shared) -> Value {
@@ -98,5 +98,26 @@ pub(crate) fn cache_json(shared: &Shared) -> Value {
 }
 
 pub(crate) async fn cache(State(state): State<AdminState>) -> Json<Value> {
-    Json(cache_json(&state.shared))
+    Json(cache_json(&state.shared()))
+}
+
+pub(crate) async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(reload) = state.reload.clone() else {
+        return json_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this gateway was not started from a config file",
+        );
+    };
+    match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(Ok(report)) => Json(json!({
+            "status": "reloaded",
+            "routes": report.routes,
+            "upstreams": report.upstreams,
+            "upstreams_kept": report.upstreams_kept,
+            "needs_restart": report.needs_restart,
+        }))
+        .into_response(),
+        Ok(Err(errors)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &errors),
+        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
+    }
 }

@@ -7,6 +7,7 @@
 //! | `GET /health/status` | none | JSON: version, uptime, memory, in-flight, cache, upstreams |
 //! | `GET /metrics` | token if `metrics_require_token` | OpenMetrics text |
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
+//! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //!
 //! The token is a bearer token (`Authorization: Bearer T`), compared in constant time. Without
 //! a configured token the listener must be on loopback (config validation enforces it) and is
@@ -20,10 +21,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router, middleware,
-    routing::{any, get},
+    routing::{any, get, post},
 };
 use portcullis_config::AdminConfig;
-use portcullis_proxy::Shared;
+use portcullis_proxy::{GatewayHandle, ReloadReport, Shared};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -42,10 +43,22 @@ pub enum AdminError {
     },
 }
 
+/// Re-reads the configuration from where it came from and applies it: the report, or the
+/// errors (with file, line and key) when the new configuration is refused.
+pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, String> + Send + Sync>;
+
 /// State every handler sees.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AdminState {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) handle: GatewayHandle,
+    pub(crate) reload: Option<ReloadFn>,
+}
+
+impl AdminState {
+    /// The gateway's state as of now.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.handle.current()
+    }
 }
 
 /// A bound admin listener.
@@ -57,8 +70,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Binds `config.listen` for the gateway whose state is `shared`.
-    pub async fn bind(config: &AdminConfig, shared: Arc<Shared>) -> Result<Self, AdminError> {
+    /// Binds `config.listen` for the gateway behind `handle`; `reload` serves
+    /// `POST /admin/reload` (without it, that endpoint answers 501).
+    pub async fn bind(
+        config: &AdminConfig,
+        handle: GatewayHandle,
+        reload: Option<ReloadFn>,
+    ) -> Result<Self, AdminError> {
         let addr = *config.listen.get_ref();
         let listener = TcpListener::bind(addr)
             .await
@@ -69,7 +87,11 @@ impl Admin {
         let token = Token::new(config.effective_token());
         Ok(Self {
             listener,
-            router: router(AdminState { shared }, token, config.metrics_require_token),
+            router: router(
+                AdminState { handle, reload },
+                token,
+                config.metrics_require_token,
+            ),
             local_addr,
         })
     }
@@ -97,6 +119,7 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/admin/routes", get(inspect::routes))
         .route("/admin/upstreams", get(inspect::upstreams))
         .route("/admin/cache", get(inspect::cache))
+        .route("/admin/reload", post(inspect::reload))
         .route("/admin", any(inspect::not_found))
         .route("/admin/{*rest}", any(inspect::not_found))
         .route_layer(middleware::from_fn_with_state(token.clone(), auth::require));

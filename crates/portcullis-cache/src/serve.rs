@@ -167,6 +167,12 @@ impl Cache {
         policy
     }
 
+    /// Replaces the registered routes (on a config reload): [`Cache::stats`] lists exactly
+    /// `policies` from now on. Stored entries stay.
+    pub fn set_routes(&self, policies: Vec<Arc<RoutePolicy>>) {
+        *self.inner.routes.lock() = policies;
+    }
+
     /// The memory tier.
     pub fn memory(&self) -> &MemoryStore {
         &self.inner.store

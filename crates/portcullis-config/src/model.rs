@@ -12,7 +12,7 @@ use toml::Spanned;
 use crate::units::{ByteSize, Duration};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The public listener and connection handling.
@@ -35,7 +35,7 @@ pub struct Config {
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Diagnostic log filter (`info`, `warn,portcullis_proxy=debug`, ...); `PORTCULLIS_LOG`
@@ -65,7 +65,7 @@ pub enum AccessLogFormat {
 pub const ADMIN_TOKEN_ENV: &str = "PORTCULLIS_ADMIN_TOKEN";
 
 /// `[admin]`: the admin listener: `/metrics`, `/health/*` and the admin API under `/admin/`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener; never the public one. Non-loopback needs a token.
@@ -113,7 +113,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `[cache]`: the memory tier and defaults for every cached route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Bytes the memory tier may hold (headers, bodies and keys counted).
@@ -168,7 +168,7 @@ impl Default for CacheConfig {
 }
 
 /// `cache = { ... }` of a route: its presence turns caching on for the route.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteCacheConfig {
     /// Lifetime for responses that state none (overrides `[cache].default_ttl`).
@@ -203,7 +203,7 @@ pub struct RouteCacheConfig {
 }
 
 /// `[server]`: the public listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the public listener.
@@ -250,7 +250,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.tls]`: certificate chain and private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain (PEM); relative paths are relative to the config file.
@@ -260,7 +260,7 @@ pub struct TlsConfig {
 }
 
 /// `[[upstreams]]`: a named group of targets with a balancer and a connection pool.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name routes refer to.
@@ -282,7 +282,7 @@ pub struct UpstreamConfig {
 }
 
 /// One target of an upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// `http://host:port` of the target.
@@ -326,7 +326,7 @@ pub enum Protocol {
 }
 
 /// `pool = { ... }` of an upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Limit on establishing a TCP connection; beyond it, 504.
@@ -351,7 +351,7 @@ impl Default for PoolConfig {
 }
 
 /// `[[routes]]`: which requests go to which upstream, and how they are rewritten.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name used in logs and errors.
@@ -383,7 +383,7 @@ pub struct RouteConfig {
 }
 
 /// `match = { ... }` of a route. All given conditions must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// `api.example.com` (exact) or `*.example.com` (any subdomain); case-insensitive.

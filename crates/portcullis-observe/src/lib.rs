@@ -13,9 +13,8 @@
 //! use portcullis_observe::Metrics;
 //! use std::time::Duration;
 //!
-//! let mut builder = Metrics::builder();
-//! let route = builder.route("api");
-//! let metrics = builder.build();
+//! let metrics = Metrics::builder().build();
+//! let route = metrics.route("api");
 //! route.record(&http::Method::GET, http::StatusCode::OK, Duration::from_millis(3), 512);
 //! let text = metrics.encode();
 //! assert!(text.contains(r#"portcullis_requests_total{route="api",method="GET",status="2xx"} 1"#));

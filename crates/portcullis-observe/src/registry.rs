@@ -73,47 +73,30 @@ pub struct MetricsBuilder {
 }
 
 impl MetricsBuilder {
-    /// The handle for the route named `name` (`unmatched` for requests no route took).
-    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
-        Arc::new(RouteMetrics::new(name, Arc::clone(&self.families)))
-    }
-
-    /// The handle for `target` (its `host:port`) of `upstream`.
-    pub fn target(&self, upstream: &str, target: &str) -> Arc<TargetMetrics> {
-        Arc::new(TargetMetrics::new(
-            upstream,
-            target,
-            Arc::clone(&self.families),
-        ))
-    }
-
-    /// The gauge of requests being served.
-    pub fn in_flight(&self) -> InFlight {
-        InFlight::new(self.in_flight.clone())
-    }
-
-    /// The counter of access-log lines lost because the writer fell behind.
-    pub fn access_log_dropped(&self) -> Counter {
-        self.access_log_dropped.clone()
-    }
-
     /// Adds figures computed at scrape time (cache statistics, pools, the process).
     pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
         self.registry.register_collector(collector);
     }
 
-    /// Freezes the registry.
+    /// Freezes the registry. Handles ([`Metrics::route`], [`Metrics::target`]) can still be
+    /// made afterwards: their families are registered already.
     pub fn build(self) -> Metrics {
         Metrics {
             registry: self.registry,
+            families: self.families,
+            in_flight: self.in_flight,
+            access_log_dropped: self.access_log_dropped,
         }
     }
 }
 
-/// A gateway's metrics, ready to be scraped.
+/// A gateway's metrics, ready to be scraped; hands out recording handles.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    families: Arc<Families>,
+    in_flight: Gauge,
+    access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -180,6 +163,31 @@ impl Metrics {
             in_flight,
             access_log_dropped,
         }
+    }
+
+    /// The handle for the route named `name` (`unmatched` for requests no route took). Two
+    /// handles for one name record into the same series (a reloaded route keeps counting).
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::new(name, Arc::clone(&self.families)))
+    }
+
+    /// The handle for `target` (its `host:port`) of `upstream`.
+    pub fn target(&self, upstream: &str, target: &str) -> Arc<TargetMetrics> {
+        Arc::new(TargetMetrics::new(
+            upstream,
+            target,
+            Arc::clone(&self.families),
+        ))
+    }
+
+    /// The gauge of requests being served.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight::new(self.in_flight.clone())
+    }
+
+    /// The counter of access-log lines lost because the writer fell behind.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The OpenMetrics text exposition of every metric.

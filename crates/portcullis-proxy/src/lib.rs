@@ -16,6 +16,7 @@
 pub mod balance;
 mod body;
 mod error;
+mod handle;
 pub mod headers;
 mod metrics;
 mod parse_error;
@@ -31,6 +32,7 @@ mod upstream;
 mod watchdog;
 
 pub use error::ProxyError;
+pub use handle::{GatewayHandle, ReloadReport};
 pub use route::Route;
 pub use service::{ConnInfo, ProxyService, Shared};
 pub use stack::{BoundGateway, BuildError, Gateway};

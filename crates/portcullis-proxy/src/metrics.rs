@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Version, header, uri::Autho
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use portcullis_cache::Cache;
+use portcullis_config::LogConfig;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, Collector, DescriptorEncoder, InFlight, InFlightGuard, Metrics,
@@ -28,9 +29,9 @@ use std::net::IpAddr;
 /// The `route` label of requests no route took (404, 405, refused methods).
 pub(crate) const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Observability state shared by every connection.
+/// Observability state that lives as long as the gateway, across reloads.
 #[derive(Debug)]
-pub(crate) struct Observe {
+pub(crate) struct ObserveBase {
     /// The registry, for the admin listener.
     pub(crate) metrics: Arc<Metrics>,
     /// Where requests no route took are counted.
@@ -41,8 +42,16 @@ pub(crate) struct Observe {
     pub(crate) started: Instant,
     /// Set when shutdown begins: readiness turns 503 so load balancers stop sending.
     pub(crate) draining: AtomicBool,
+}
+
+/// Observability state of one configuration.
+#[derive(Debug)]
+pub(crate) struct Observe {
+    pub(crate) base: Arc<ObserveBase>,
     /// The access log, when `[log] access` is on.
     pub(crate) access_log: Option<AccessLog>,
+    /// The `[log]` table it was started from (a reload with the same table keeps it).
+    pub(crate) log_config: LogConfig,
     /// Add `X-Response-Time` and `Server-Timing` to responses.
     pub(crate) timing_headers: bool,
 }
@@ -121,10 +130,10 @@ impl Measure {
             })
         });
         Self {
-            route: Arc::clone(&observe.unmatched),
+            route: Arc::clone(&observe.base.unmatched),
             method: req.method().clone(),
             start: Instant::now(),
-            _in_flight: observe.in_flight.enter(),
+            _in_flight: observe.base.in_flight.enter(),
             log,
             timing_headers: observe.timing_headers,
         }

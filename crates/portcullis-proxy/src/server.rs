@@ -13,7 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::{
-    service::{ConnInfo, ProxyService, Shared},
+    handle::GatewayHandle,
+    service::{ConnInfo, ProxyService},
     watchdog::{Counted, Progress},
 };
 
@@ -33,7 +34,7 @@ pub(crate) struct ListenerSettings {
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
+    handle: GatewayHandle,
     settings: ListenerSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -46,7 +47,7 @@ pub(crate) async fn serve(
                 Ok((stream, peer)) => {
                     let conn = ConnInfo::new(peer, tls.is_some());
                     let progress = Arc::new(Progress::default());
-                    let service = ProxyService::new(Arc::clone(&shared), conn)
+                    let service = ProxyService::new(handle.clone(), conn)
                         .watched(Arc::clone(&progress));
                     tokio::spawn(serve_connection(
                         stream, peer, tls.clone(), Arc::clone(&builder), service,
@@ -63,7 +64,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    shared.set_draining();
+    handle.current().set_draining();
     info!(
         connections = graceful.count(),
         "stopped accepting; draining in-flight requests"

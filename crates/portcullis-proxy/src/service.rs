@@ -14,6 +14,7 @@ use std::{
     time::Instant,
 };
 
+use arc_swap::Guard;
 use bytes::Bytes;
 use http::{
     HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
@@ -32,6 +33,7 @@ use crate::{
     balance::InFlight,
     body::GuardedBody,
     error::ProxyError,
+    handle::GatewayHandle,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
     metrics::{Measure, Observe, UpstreamTiming},
     path,
@@ -89,22 +91,23 @@ impl Shared {
 
     /// The metrics registry (for the admin listener's `/metrics`).
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.observe.metrics
+        &self.observe.base.metrics
     }
 
     /// Requests being served now.
     pub fn in_flight(&self) -> i64 {
-        self.observe.in_flight.get()
+        self.observe.base.in_flight.get()
     }
 
     /// Time since the gateway was built.
     pub fn uptime(&self) -> std::time::Duration {
-        self.observe.started.elapsed()
+        self.observe.base.started.elapsed()
     }
 
     /// Whether shutdown has begun (readiness is then 503).
     pub fn is_draining(&self) -> bool {
         self.observe
+            .base
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -112,6 +115,7 @@ impl Shared {
     /// Marks the gateway as draining: called when shutdown begins.
     pub fn set_draining(&self) {
         self.observe
+            .base
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -130,16 +134,17 @@ impl Shared {
 /// The proxy service for one connection.
 #[derive(Debug, Clone)]
 pub struct ProxyService {
-    shared: Arc<Shared>,
+    handle: GatewayHandle,
     conn: ConnInfo,
     progress: Option<Arc<Progress>>,
 }
 
 impl ProxyService {
-    /// A service for requests arriving on `conn`.
-    pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Self {
+    /// A service for requests arriving on `conn`; each request uses the gateway's state as of
+    /// its start.
+    pub fn new(handle: GatewayHandle, conn: ConnInfo) -> Self {
         Self {
-            shared,
+            handle,
             conn,
             progress: None,
         }
@@ -169,19 +174,18 @@ where
         if let Some(progress) = &self.progress {
             progress.request();
         }
+        let shared = self.handle.load();
         let request_id = req
             .headers()
-            .get(&self.shared.request_id_header)
+            .get(&shared.request_id_header)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
-        let mut measure = Measure::start(&self.shared.observe, &req, &request_id, || {
-            self.shared
-                .trusted
-                .client_ip(self.conn.peer.ip(), req.headers())
+        let mut measure = Measure::start(&shared.observe, &req, &request_id, || {
+            shared.trusted.client_ip(self.conn.peer.ip(), req.headers())
         });
         // Routing, and answering from the cache, happen here, synchronously: a hit or a
         // routing error never builds (or copies) the forwarding future.
-        let next = match route(&self.shared, &self.conn, &req, &mut measure) {
+        let next = match route(&shared, &self.conn, &req, &mut measure) {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized) => {
@@ -189,7 +193,7 @@ where
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
                 }
-                let (shared, conn) = (Arc::clone(&self.shared), self.conn.clone());
+                let (shared, conn) = (Guard::into_inner(shared), self.conn.clone());
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
                     let _busy = busy;
@@ -202,7 +206,7 @@ where
         Box::pin(std::future::ready(Ok(measure.finish(finish(
             next,
             &request_id,
-            &self.shared.request_id_header,
+            &shared.request_id_header,
         )))))
     }
 }

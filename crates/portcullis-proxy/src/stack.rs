@@ -17,13 +17,14 @@ use portcullis_config::{
     AccessLogFormat, CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host,
     parse_path, parse_path_prefix,
 };
-use portcullis_observe::{AccessFormat, AccessLog, Metrics, MetricsBuilder, ProcessCollector};
+use portcullis_observe::{AccessFormat, AccessLog, Metrics, ProcessCollector};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    handle::GatewayHandle,
     headers::{TrustedProxies, Via},
-    metrics::{CacheCollector, Observe, UNMATCHED_ROUTE},
+    metrics::{CacheCollector, Observe, ObserveBase, UNMATCHED_ROUTE},
     route::{Route, canonical_prefix},
     router::{Matcher, Router},
     server::{self, ListenerSettings},
@@ -53,7 +54,7 @@ pub enum BuildError {
 
 /// A gateway built from config, not yet listening.
 pub struct Gateway {
-    shared: Arc<Shared>,
+    handle: GatewayHandle,
     listen: SocketAddr,
     tls: Option<TlsAcceptor>,
     settings: ListenerSettings,
@@ -71,108 +72,28 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds upstreams and routes from a validated config.
     pub fn from_config(config: &Config) -> Result<Self, BuildError> {
-        let mut metrics = Metrics::builder();
-        let upstreams: HashMap<&str, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                Upstream::from_config(u, &metrics)
-                    .map(|up| (u.name.get_ref().as_str(), Arc::new(up)))
-                    .map_err(BuildError::Config)
-            })
-            .collect::<Result<_, _>>()?;
         let cache = Cache::new(cache_config(&config.cache));
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for r in &config.routes {
-            let upstream = upstreams
-                .get(r.upstream.get_ref().as_str())
-                .cloned()
-                .ok_or_else(|| {
-                    BuildError::Config(format!("unknown upstream {:?}", r.upstream.get_ref()))
-                })?;
-            let m = &r.matcher;
-            let matcher = Matcher {
-                host: m
-                    .host
-                    .as_ref()
-                    .map(|h| parse_host(h.get_ref()))
-                    .transpose()
-                    .map_err(BuildError::Config)?,
-                path: match (&m.path, &m.path_prefix) {
-                    (Some(p), _) => Some(parse_path(p.get_ref()).map_err(BuildError::Config)?),
-                    (None, Some(p)) => {
-                        Some(parse_path_prefix(p.get_ref()).map_err(BuildError::Config)?)
-                    }
-                    (None, None) => None,
-                },
-                methods: m
-                    .methods
-                    .iter()
-                    .map(|s| {
-                        Method::from_bytes(s.get_ref().to_ascii_uppercase().as_bytes())
-                            .map_err(|e| BuildError::Config(e.to_string()))
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            let route = Route {
-                name: Arc::from(r.name.get_ref().as_str()),
-                timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
-                upstream,
-                preserve_host: r.preserve_host,
-                strip_prefix: r
-                    .strip_prefix
-                    .as_ref()
-                    .map(|p| canonical_prefix(p.get_ref())),
-                add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
-                cache: route_cache_policy(&cache, config, r)?,
-                metrics: metrics.route(r.name.get_ref()),
-            };
-            routes.push((matcher, Arc::new(route)));
-        }
+        let mut builder = Metrics::builder();
+        builder.register_collector(Box::new(ProcessCollector));
+        builder.register_collector(Box::new(CacheCollector::new(cache.clone())));
+        let metrics = Arc::new(builder.build());
+        let base = Arc::new(ObserveBase {
+            unmatched: metrics.route(UNMATCHED_ROUTE),
+            in_flight: metrics.in_flight(),
+            metrics,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+        });
+        let shared = build_shared(config, cache, base, None)?;
         let s = &config.server;
-        let trusted = s
-            .trusted_proxies
-            .iter()
-            .map(|p| parse_cidr(p.get_ref()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(BuildError::Config)?;
-        let via = Via::new(&s.via).map_err(|e| BuildError::Config(e.to_string()))?;
         let tls = s
             .tls
             .as_ref()
             .map(|t| tls::acceptor(t.cert.get_ref(), t.key.get_ref(), s.http2))
             .transpose()
             .map_err(BuildError::Tls)?;
-        let access_log = access_log(config, &metrics)?;
-        let unmatched = metrics.route(UNMATCHED_ROUTE);
-        let in_flight = metrics.in_flight();
-        metrics.register_collector(Box::new(ProcessCollector));
-        metrics.register_collector(Box::new(CacheCollector::new(cache.clone())));
-        let observe = Observe {
-            metrics: Arc::new(metrics.build()),
-            unmatched,
-            in_flight,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            access_log,
-            timing_headers: config.server.timing_headers,
-        };
-        let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
-        upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
-        let route_list: Vec<Arc<Route>> = routes.iter().map(|(_, r)| Arc::clone(r)).collect();
         Ok(Self {
-            shared: Arc::new(Shared {
-                router: Router::new(routes),
-                trusted: TrustedProxies::new(trusted),
-                via,
-                cache,
-                observe,
-                routes: route_list,
-                upstreams: upstream_list,
-                request_id_header: parse_header_name(s.request_id_header.get_ref())
-                    .map_err(BuildError::Config)?,
-                trace_context: s.trace_context,
-            }),
+            handle: GatewayHandle::new(shared, config),
             listen: s.listen,
             tls,
             settings: ListenerSettings {
@@ -204,14 +125,144 @@ impl Gateway {
         })
     }
 
-    /// The shared routing state, for embedding the proxy service in another server.
+    /// The shared routing state as of now, for embedding the proxy service in another server.
     pub fn shared(&self) -> Arc<Shared> {
-        Arc::clone(&self.shared)
+        self.handle.current()
+    }
+
+    /// The handle that reloads the gateway and reads its current state.
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
     }
 }
 
+/// Builds the swappable state from `config`. `cache` and `base` live across reloads;
+/// `previous` (on reload) lends its upstreams (and their pools) whose config is unchanged, its
+/// cache statistics per route name, and its access log when `[log]` is unchanged.
+pub(crate) fn build_shared(
+    config: &Config,
+    cache: Cache,
+    base: Arc<ObserveBase>,
+    previous: Option<&Shared>,
+) -> Result<Shared, BuildError> {
+    let metrics = &base.metrics;
+    let upstreams: HashMap<&str, Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let name = u.name.get_ref().as_str();
+            let reused = previous
+                .and_then(|p| p.upstreams.iter().find(|old| old.config == *u))
+                .cloned();
+            match reused {
+                Some(up) => Ok((name, up)),
+                None => Upstream::from_config(u, metrics)
+                    .map(|up| (name, Arc::new(up)))
+                    .map_err(BuildError::Config),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let mut routes = Vec::with_capacity(config.routes.len());
+    let mut cached = Vec::new();
+    for r in &config.routes {
+        let upstream = upstreams
+            .get(r.upstream.get_ref().as_str())
+            .cloned()
+            .ok_or_else(|| {
+                BuildError::Config(format!("unknown upstream {:?}", r.upstream.get_ref()))
+            })?;
+        let m = &r.matcher;
+        let matcher = Matcher {
+            host: m
+                .host
+                .as_ref()
+                .map(|h| parse_host(h.get_ref()))
+                .transpose()
+                .map_err(BuildError::Config)?,
+            path: match (&m.path, &m.path_prefix) {
+                (Some(p), _) => Some(parse_path(p.get_ref()).map_err(BuildError::Config)?),
+                (None, Some(p)) => {
+                    Some(parse_path_prefix(p.get_ref()).map_err(BuildError::Config)?)
+                }
+                (None, None) => None,
+            },
+            methods: m
+                .methods
+                .iter()
+                .map(|s| {
+                    Method::from_bytes(s.get_ref().to_ascii_uppercase().as_bytes())
+                        .map_err(|e| BuildError::Config(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let name = r.name.get_ref();
+        let mut policy = route_cache_policy(config, r)?;
+        if let Some(policy) = &mut policy {
+            // Counters continue across reloads for a route of the same name.
+            if let Some(old) = previous
+                .and_then(|p| p.routes.iter().find(|old| *old.name == **name))
+                .and_then(|old| old.cache.as_ref())
+            {
+                policy.stats = Arc::clone(&old.stats);
+            }
+        }
+        let policy = policy.map(Arc::new);
+        if let Some(p) = policy.as_ref().filter(|p| p.enabled) {
+            cached.push(Arc::clone(p));
+        }
+        let route = Route {
+            name: Arc::from(name.as_str()),
+            timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
+            upstream,
+            preserve_host: r.preserve_host,
+            strip_prefix: r
+                .strip_prefix
+                .as_ref()
+                .map(|p| canonical_prefix(p.get_ref())),
+            add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
+            cache: policy,
+            metrics: metrics.route(name),
+        };
+        routes.push((matcher, Arc::new(route)));
+    }
+    cache.set_routes(cached);
+    let s = &config.server;
+    let trusted = s
+        .trusted_proxies
+        .iter()
+        .map(|p| parse_cidr(p.get_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BuildError::Config)?;
+    let via = Via::new(&s.via).map_err(|e| BuildError::Config(e.to_string()))?;
+    let access_log = match previous {
+        Some(p) if p.observe.log_config == config.log => p.observe.access_log.clone(),
+        _ => access_log(config, metrics)?,
+    };
+    let observe = Observe {
+        base,
+        access_log,
+        log_config: config.log.clone(),
+        timing_headers: s.timing_headers,
+    };
+    let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
+    upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
+    let route_list: Vec<Arc<Route>> = routes.iter().map(|(_, r)| Arc::clone(r)).collect();
+    Ok(Shared {
+        router: Router::new(routes),
+        trusted: TrustedProxies::new(trusted),
+        via,
+        cache,
+        observe,
+        routes: route_list,
+        upstreams: upstream_list,
+        request_id_header: parse_header_name(s.request_id_header.get_ref())
+            .map_err(BuildError::Config)?,
+        trace_context: s.trace_context,
+    })
+}
+
 /// Starts the access log's writer when `[log] access` is on.
-fn access_log(config: &Config, metrics: &MetricsBuilder) -> Result<Option<AccessLog>, BuildError> {
+fn access_log(config: &Config, metrics: &Metrics) -> Result<Option<AccessLog>, BuildError> {
     let format = match config.log.access {
         AccessLogFormat::Off => return Ok(None),
         AccessLogFormat::Json => AccessFormat::Json,
@@ -242,11 +293,7 @@ fn cache_config(c: &CacheConfig) -> portcullis_cache::CacheConfig {
 
 /// The cache policy of route `r`, with `[cache]` defaults filled in; `None` when the route has
 /// no `cache` table.
-fn route_cache_policy(
-    cache: &Cache,
-    config: &Config,
-    r: &RouteConfig,
-) -> Result<Option<Arc<RoutePolicy>>, BuildError> {
+fn route_cache_policy(config: &Config, r: &RouteConfig) -> Result<Option<RoutePolicy>, BuildError> {
     let any_cached = config.routes.iter().any(|r| r.cache.is_some());
     if !any_cached && r.invalidate_tags_on_write.is_empty() {
         return Ok(None);
@@ -299,11 +346,7 @@ fn route_cache_policy(
         .map(|t| Arc::from(t.as_str()))
         .collect();
     policy.tag_header = Some(header(defaults.tag_header.get_ref())?);
-    Ok(Some(if policy.enabled {
-        cache.register(policy)
-    } else {
-        Arc::new(policy)
-    }))
+    Ok(Some(policy))
 }
 
 /// A gateway with an open listener.
@@ -320,9 +363,10 @@ impl BoundGateway {
         self.local_addr
     }
 
-    /// The shared state (routes, cache, metrics), for the admin listener.
-    pub fn shared(&self) -> Arc<Shared> {
-        Arc::clone(&self.gateway.shared)
+    /// The handle that reloads the gateway and reads its current state (for the admin
+    /// listener and reload triggers).
+    pub fn handle(&self) -> GatewayHandle {
+        self.gateway.handle.clone()
     }
 
     /// Whether the listener speaks TLS.
@@ -334,6 +378,6 @@ impl BoundGateway {
     /// at most `server.drain_timeout`.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let g = self.gateway;
-        server::serve(self.listener, g.tls, g.shared, g.settings, shutdown).await;
+        server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;
     }
 }

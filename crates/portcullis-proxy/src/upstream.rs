@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
 use portcullis_config::{HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url};
 
-use portcullis_observe::{MetricsBuilder, TargetMetrics};
+use portcullis_observe::{Metrics, TargetMetrics};
 
 use crate::{
     balance::{Balancer, InFlight},
@@ -38,11 +38,14 @@ pub struct Upstream {
     pub(crate) protocol: Protocol,
     /// Limit on waiting for the response head.
     pub timeout: Duration,
+    /// The config it was built from: a reload with an equal table keeps this upstream (and its
+    /// pooled connections and balancer state).
+    pub(crate) config: UpstreamConfig,
 }
 
 impl Upstream {
     /// Builds an upstream from validated config, with metric handles from `metrics`.
-    pub fn from_config(cfg: &UpstreamConfig, metrics: &MetricsBuilder) -> Result<Self, String> {
+    pub fn from_config(cfg: &UpstreamConfig, metrics: &Metrics) -> Result<Self, String> {
         let settings = PoolSettings {
             protocol: cfg.protocol,
             connect_timeout: cfg.pool.connect_timeout.0,
@@ -84,6 +87,7 @@ impl Upstream {
             hash_on,
             protocol: cfg.protocol,
             timeout: cfg.pool.timeout.0,
+            config: cfg.clone(),
         })
     }
 

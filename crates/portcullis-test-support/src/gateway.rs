@@ -11,6 +11,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// Where its admin listener listens, when the config has `[admin]`.
     pub admin_addr: Option<SocketAddr>,
+    handle: portcullis_proxy::GatewayHandle,
     cache: portcullis_cache::Cache,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
@@ -28,11 +29,12 @@ impl TestGateway {
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let gateway = portcullis_proxy::Gateway::from_config(&config).expect("gateway builds");
         let cache = gateway.shared().cache().clone();
+        let handle = gateway.handle();
         let gateway = gateway.bind().await.expect("gateway binds");
         let addr = gateway.local_addr();
         let admin = match &config.admin {
             Some(admin) => Some(
-                portcullis_admin::Admin::bind(admin, gateway.shared())
+                portcullis_admin::Admin::bind(admin, gateway.handle(), None)
                     .await
                     .expect("admin binds"),
             ),
@@ -60,6 +62,7 @@ impl TestGateway {
         Self {
             addr,
             admin_addr,
+            handle,
             cache,
             stop: Some(stop),
             done: Some(done),
@@ -75,6 +78,19 @@ impl TestGateway {
     pub fn admin_url(&self, path: &str) -> String {
         let admin = self.admin_addr.expect("the config has no [admin] table");
         format!("http://{admin}{path}")
+    }
+
+    /// Reloads the gateway with `toml` (completed like [`TestGateway::start`]'s); the errors as
+    /// text when it is refused.
+    pub fn reload(&self, toml: &str) -> Result<portcullis_proxy::ReloadReport, String> {
+        let text = if toml.contains("[server]") {
+            toml.to_owned()
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{toml}")
+        };
+        let config =
+            portcullis_config::parse(&text, "test.toml".as_ref()).map_err(|e| e.to_string())?;
+        self.handle.reload(&config).map_err(|e| e.to_string())
     }
 
     /// The gateway's response cache (stats, purges).

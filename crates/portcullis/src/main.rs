@@ -4,6 +4,7 @@
 //! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it.
 
 mod demo_origin;
+mod reload;
 mod shutdown;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -149,24 +150,33 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(path: PathBuf, log_reload: Option<&LogReload>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&path).ok();
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     apply_log_level(log_reload, &config);
     let gateway = bind(&config).await?;
-    let admin = bind_admin(&config, &gateway).await?;
+    let reloader = reload::Reloader::new(path, gateway.handle(), text);
+    reloader.clone().on_sighup();
+    reloader.clone().on_file_change();
+    let admin = bind_admin(&config, &gateway, Some(reloader)).await?;
     run(gateway, admin).await;
     Ok(())
 }
 
-/// Binds the admin listener when the config has an `[admin]` table.
+/// Binds the admin listener when the config has an `[admin]` table; `reloader` serves
+/// `POST /admin/reload`.
 async fn bind_admin(
     config: &portcullis_config::Config,
     gateway: &portcullis_proxy::BoundGateway,
+    reloader: Option<reload::Reloader>,
 ) -> anyhow::Result<Option<portcullis_admin::Admin>> {
     let Some(admin) = &config.admin else {
         return Ok(None);
     };
+    let reload = reloader.map(|r| -> portcullis_admin::ReloadFn {
+        std::sync::Arc::new(move || r.reload("admin API"))
+    });
     Ok(Some(
-        portcullis_admin::Admin::bind(admin, gateway.shared()).await?,
+        portcullis_admin::Admin::bind(admin, gateway.handle(), reload).await?,
     ))
 }
 
@@ -224,7 +234,7 @@ async fn quickstart(
         }
     }
     let gateway = bind(&config).await?;
-    let admin = bind_admin(&config, &gateway).await?;
+    let admin = bind_admin(&config, &gateway, None).await?;
     let admin_url = admin.as_ref().map(|a| format!("http://{}", a.local_addr()));
     let gw = format!("http://{}", gateway.local_addr());
     let list: Vec<String> = origins.iter().map(|a| format!("http://{a}")).collect();

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Channel, Full};
-use portcullis_test_support::{Client, TestBody, TestUpstream, full};
+use portcullis_test_support::{Client, TestBody, TestUpstream, echo, full};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -132,6 +132,8 @@ fn check_reports_an_unreadable_file() {
 struct GatewayProcess {
     child: Child,
     addr: SocketAddr,
+    path: std::path::PathBuf,
+    logs: std::sync::mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -156,13 +158,41 @@ impl GatewayProcess {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        // Keep draining stderr so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining stderr so the gateway never blocks on a full pipe; tests may wait for
+        // a line.
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         Self {
             child,
             addr,
+            path,
+            logs,
             _dir: dir,
         }
+    }
+
+    /// Waits (up to 10 s) for a log line containing every one of `needles`; returns it.
+    fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needles:?}"),
+            }
+        }
+    }
+
+    /// Replaces the config file the way editors do: write a new file, rename it over.
+    fn rewrite_config(&self, text: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
     }
 
     fn url(&self, path: &str) -> String {
@@ -402,4 +432,76 @@ async fn drain_timeout_bounds_shutdown_when_a_request_never_finishes() {
         in_flight.await.unwrap().is_err(),
         "the cut request must fail, not succeed"
     );
+}
+
+fn routes_config(up: &TestUpstream, prefixes: &[&str], admin: bool) -> String {
+    let mut text = "[server]\nlisten = \"127.0.0.1:0\"\n\n".to_owned();
+    if admin {
+        text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n\n");
+    }
+    text.push_str(&format!(
+        "[[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n",
+        up.url()
+    ));
+    for p in prefixes {
+        text.push_str(&format!(
+            "\n[[routes]]\nname = \"r{}\"\nmatch = {{ path_prefix = \"{p}\" }}\nupstream = \"up\"\n",
+            p.trim_start_matches('/')
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changes_sighup_and_the_admin_api_reload_the_config() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = GatewayProcess::start(&routes_config(&up, &["/a"], true));
+    let admin_line = gw.wait_log(&["admin listener on http://"]);
+    let admin: SocketAddr = admin_line
+        .split("admin listener on http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let client = Client::http1();
+    assert_eq!(
+        client.get(&gw.url("/b/1")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The file changes: /b appears.
+    gw.rewrite_config(&routes_config(&up, &["/a", "/b"], true));
+    gw.wait_log(&["configuration reloaded", "file change"]);
+    assert_eq!(client.get(&gw.url("/b/1")).await.status(), StatusCode::OK);
+
+    // A broken file is refused, with its location; the running config keeps serving.
+    gw.rewrite_config("[[routes]]\nname = \"x\"\nupstream = \"nowhere\"\n");
+    let refused = gw.wait_log(&["reload refused"]);
+    assert!(refused.contains("file change"), "{refused}");
+    assert_eq!(client.get(&gw.url("/b/1")).await.status(), StatusCode::OK);
+
+    // SIGHUP re-reads the (repaired) file: /c appears, /b goes.
+    std::fs::write(&gw.path, routes_config(&up, &["/a", "/c"], true)).unwrap();
+    gw.signal("-HUP");
+    gw.wait_log(&["configuration reloaded", "SIGHUP"]);
+    assert_eq!(client.get(&gw.url("/c/1")).await.status(), StatusCode::OK);
+    assert_eq!(
+        client.get(&gw.url("/b/1")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // POST /admin/reload applies the file and reports.
+    std::fs::write(&gw.path, routes_config(&up, &["/a", "/d"], true)).unwrap();
+    let req = http::Request::post(format!("http://{admin}/admin/reload"))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let resp = client.send(req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let report: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(report["status"], "reloaded");
+    assert_eq!(report["routes"], 2);
+    assert_eq!(client.get(&gw.url("/d/1")).await.status(), StatusCode::OK);
 }

@@ -11,6 +11,7 @@ mod correlation;
 mod errors;
 mod http2_tls;
 mod proxying;
+mod reload;
 mod routing;
 mod streaming;
 mod upgrade;
