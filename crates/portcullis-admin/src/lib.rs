@@ -81,6 +81,18 @@ impl Admin {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::Bind { addr, source })?;
+        Self::adopt(config, handle, reload, listener)
+    }
+
+    /// Like [`Admin::bind`], on a listener opened elsewhere (taken over from a previous
+    /// process).
+    pub fn adopt(
+        config: &AdminConfig,
+        handle: GatewayHandle,
+        reload: Option<ReloadFn>,
+        listener: TcpListener,
+    ) -> Result<Self, AdminError> {
+        let addr = *config.listen.get_ref();
         let local_addr = listener
             .local_addr()
             .map_err(|source| AdminError::Bind { addr, source })?;
@@ -99,6 +111,12 @@ impl Admin {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A duplicate of the listening socket, to hand over to a new process.
+    pub fn listener_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
     }
 
     /// Serves until `shutdown` resolves.

@@ -229,6 +229,9 @@ pub struct ServerConfig {
     pub trace_context: bool,
     /// Add `X-Response-Time` and `Server-Timing` (upstream, cache) to responses.
     pub timing_headers: bool,
+    /// A Unix socket where a new process (`serve --takeover`) can take the listening sockets
+    /// over for a zero-downtime restart.
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +248,7 @@ impl Default for ServerConfig {
             request_id_header: Spanned::new(0..0, "x-request-id".to_owned()),
             trace_context: true,
             timing_headers: false,
+            handover_socket: None,
         }
     }
 }

@@ -113,6 +113,10 @@ fn needs_restart(fixed: &Fixed, config: &Config) -> Vec<&'static str> {
         }
     };
     check(old.listen != new.listen, "server.listen");
+    check(
+        old.handover_socket != new.handover_socket,
+        "server.handover_socket",
+    );
     check(old.tls != new.tls, "server.tls");
     check(old.http2 != new.http2, "server.http2");
     check(

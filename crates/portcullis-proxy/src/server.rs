@@ -69,13 +69,26 @@ pub(crate) async fn serve(
         connections = graceful.count(),
         "stopped accepting; draining in-flight requests"
     );
+    let deadline = tokio::time::Instant::now() + settings.drain_timeout;
+    // First a grace period in which kept-alive HTTP/1.1 connections are not closed while idle
+    // (a client may be sending on one right now) but answered with `Connection: close` (the
+    // service does that while draining), so active clients move to a new connection - on a
+    // new process after a hand-over - without a failed request. Then hyper's graceful
+    // shutdown closes what is still idle and waits for what is in flight.
+    if graceful.count() > 0 {
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + DRAIN_GRACE)).await;
+    }
     tokio::select! {
         () = graceful.shutdown() => info!("drained"),
-        () = tokio::time::sleep(settings.drain_timeout) => {
+        () = tokio::time::sleep_until(deadline) => {
             warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
         }
     }
 }
+
+/// How long draining answers requests with `Connection: close` before closing idle
+/// connections.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn connection_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -180,6 +180,9 @@ where
             .get(&shared.request_id_header)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
+        // While draining, HTTP/1 clients are told to reconnect (to a new process, after a
+        // hand-over) rather than have their idle connection closed under them.
+        let close = req.version() < Version::HTTP_2 && shared.is_draining();
         let mut measure = Measure::start(&shared.observe, &req, &request_id, || {
             shared.trusted.client_ip(self.conn.peer.ip(), req.headers())
         });
@@ -199,15 +202,15 @@ where
                     let _busy = busy;
                     let result =
                         forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
-                    Ok(measure.finish(finish(result, &request_id, &shared.request_id_header)))
+                    let response = finish(result, &request_id, &shared.request_id_header);
+                    Ok(measure.finish(close_if(close, response)))
                 });
             }
         };
-        Box::pin(std::future::ready(Ok(measure.finish(finish(
-            next,
-            &request_id,
-            &shared.request_id_header,
-        )))))
+        let response = finish(next, &request_id, &shared.request_id_header);
+        Box::pin(std::future::ready(Ok(
+            measure.finish(close_if(close, response))
+        )))
     }
 }
 
@@ -227,6 +230,17 @@ fn finish(
         headers.remove(X_REQUEST_ID);
     }
     headers.insert(header.clone(), request_id.to_header_value());
+    response
+}
+
+/// Adds `Connection: close` when `close` (hyper then closes the connection after it), except
+/// to a protocol switch.
+fn close_if(close: bool, mut response: Response<Body>) -> Response<Body> {
+    if close && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -114,6 +114,19 @@ impl Gateway {
                 addr: self.listen,
                 source,
             })?;
+        self.listen_on(listener)
+    }
+
+    /// Serves on a listener opened elsewhere (taken over from a previous process).
+    pub fn adopt(self, listener: std::net::TcpListener) -> Result<BoundGateway, BuildError> {
+        let addr = self.listen;
+        let bind_error = |source| BuildError::Bind { addr, source };
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+        self.listen_on(listener)
+    }
+
+    fn listen_on(self, listener: TcpListener) -> Result<BoundGateway, BuildError> {
         let local_addr = listener.local_addr().map_err(|source| BuildError::Bind {
             addr: self.listen,
             source,
@@ -367,6 +380,12 @@ impl BoundGateway {
     /// listener and reload triggers).
     pub fn handle(&self) -> GatewayHandle {
         self.gateway.handle.clone()
+    }
+
+    /// A duplicate of the listening socket, to hand over to a new process.
+    pub fn listener_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
     }
 
     /// Whether the listener speaks TLS.

@@ -4,6 +4,7 @@
 //! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it.
 
 mod demo_origin;
+mod handover;
 mod reload;
 mod shutdown;
 
@@ -11,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Portcullis: an API gateway and performance layer.
 #[derive(Debug, Parser)]
@@ -28,6 +29,10 @@ enum Command {
         /// The config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets over from the gateway serving `server.handover_socket`
+        /// (zero-downtime restart); it then drains and exits. Binds normally if none answers.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config file without serving; exit code 1 on errors.
     Check {
@@ -54,8 +59,8 @@ fn main() -> ExitCode {
     let log_reload = init_tracing();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Serve { config } => {
-            runtime().and_then(|rt| rt.block_on(serve(config, log_reload.as_ref())))
+        Command::Serve { config, takeover } => {
+            runtime().and_then(|rt| rt.block_on(serve(config, takeover, log_reload.as_ref())))
         }
         Command::Quickstart {
             listen,
@@ -149,16 +154,64 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf, log_reload: Option<&LogReload>) -> anyhow::Result<()> {
+async fn serve(
+    path: PathBuf,
+    takeover: bool,
+    log_reload: Option<&LogReload>,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&path).ok();
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     apply_log_level(log_reload, &config);
-    let gateway = bind(&config).await?;
+    let handover_path = config.server.handover_socket.clone();
+    let inherited = match (takeover, &handover_path) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!("--takeover needs server.handover_socket in the config"),
+        (true, Some(p)) => match handover::take_over(p) {
+            Ok(inherited) => Some(inherited),
+            Err(e) => {
+                warn!(path = %p.display(), error = %e, "nothing to take over; binding the listeners");
+                None
+            }
+        },
+    };
+    let (gateway, admin_listener, inherited) = match inherited {
+        Some(handover::Inherited {
+            public,
+            admin,
+            pending,
+        }) => {
+            let gateway = portcullis_proxy::Gateway::from_config(&config)?.adopt(public)?;
+            announce(&config, &gateway, " (taken over)");
+            let admin = match admin {
+                Some(l) => {
+                    l.set_nonblocking(true)?;
+                    Some(tokio::net::TcpListener::from_std(l)?)
+                }
+                None => None,
+            };
+            (gateway, admin, Some(pending))
+        }
+        None => (bind(&config).await?, None, None),
+    };
     let reloader = reload::Reloader::new(path, gateway.handle(), text);
     reloader.clone().on_sighup();
     reloader.clone().on_file_change();
-    let admin = bind_admin(&config, &gateway, Some(reloader)).await?;
-    run(gateway, admin).await;
+    let admin = bind_admin(&config, &gateway, Some(reloader), admin_listener).await?;
+    if let Some(pending) = inherited {
+        pending.confirm()?;
+        info!("took the listeners over; the previous process drains");
+    }
+    let handover = match handover_path {
+        Some(path) => {
+            let mut fds = vec![gateway.listener_fd()?];
+            if let Some(a) = &admin {
+                fds.push(a.listener_fd()?);
+            }
+            Some((path, fds, admin.is_some()))
+        }
+        None => None,
+    };
+    run(gateway, admin, handover).await;
     Ok(())
 }
 
@@ -168,6 +221,7 @@ async fn bind_admin(
     config: &portcullis_config::Config,
     gateway: &portcullis_proxy::BoundGateway,
     reloader: Option<reload::Reloader>,
+    inherited: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<Option<portcullis_admin::Admin>> {
     let Some(admin) = &config.admin else {
         return Ok(None);
@@ -175,9 +229,12 @@ async fn bind_admin(
     let reload = reloader.map(|r| -> portcullis_admin::ReloadFn {
         std::sync::Arc::new(move || r.reload("admin API"))
     });
-    Ok(Some(
-        portcullis_admin::Admin::bind(admin, gateway.handle(), reload).await?,
-    ))
+    Ok(Some(match inherited {
+        Some(listener) => {
+            portcullis_admin::Admin::adopt(admin, gateway.handle(), reload, listener)?
+        }
+        None => portcullis_admin::Admin::bind(admin, gateway.handle(), reload).await?,
+    }))
 }
 
 async fn bind(
@@ -186,27 +243,55 @@ async fn bind(
     let gateway = portcullis_proxy::Gateway::from_config(config)?
         .bind()
         .await?;
+    announce(config, &gateway, "");
+    Ok(gateway)
+}
+
+fn announce(
+    config: &portcullis_config::Config,
+    gateway: &portcullis_proxy::BoundGateway,
+    how: &str,
+) {
     let scheme = if gateway.is_tls() { "https" } else { "http" };
     info!(
         address = %gateway.local_addr(),
         routes = config.routes.len(),
         upstreams = config.upstreams.len(),
-        "listening on {scheme}://{}", gateway.local_addr()
+        "listening on {scheme}://{}{how}", gateway.local_addr()
     );
-    Ok(gateway)
 }
 
-/// Serves until a shutdown signal, then drains; the admin listener stays up through the drain
-/// (readiness answers 503 meanwhile) and stops after it.
-async fn run(gateway: portcullis_proxy::BoundGateway, admin: Option<portcullis_admin::Admin>) {
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+/// Serves until a shutdown signal (or a hand-over to a new process), then drains. The admin
+/// listener stays up through a signalled drain (readiness answers 503 meanwhile) and stops
+/// after it; after a hand-over it stops at once, since the new process serves the same socket.
+async fn run(
+    gateway: portcullis_proxy::BoundGateway,
+    admin: Option<portcullis_admin::Admin>,
+    handover: Option<(PathBuf, Vec<std::os::fd::OwnedFd>, bool)>,
+) {
+    let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
     let admin = admin.map(|a| {
+        let mut stopped = admin_stopped.clone();
         tokio::spawn(a.serve(async move {
-            let _ = admin_stopped.await;
+            let _ = stopped.wait_for(|stop| *stop).await;
         }))
     });
-    gateway.serve(shutdown::signal()).await;
-    let _ = stop_admin.send(());
+    let shutdown = {
+        let stop_admin = stop_admin.clone();
+        async move {
+            match handover {
+                Some((path, fds, has_admin)) => tokio::select! {
+                    () = shutdown::signal() => {}
+                    () = handover::serve(path, fds, has_admin) => {
+                        let _ = stop_admin.send(true);
+                    }
+                },
+                None => shutdown::signal().await,
+            }
+        }
+    };
+    gateway.serve(shutdown).await;
+    let _ = stop_admin.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;
     }
@@ -234,7 +319,7 @@ async fn quickstart(
         }
     }
     let gateway = bind(&config).await?;
-    let admin = bind_admin(&config, &gateway, None).await?;
+    let admin = bind_admin(&config, &gateway, None, None).await?;
     let admin_url = admin.as_ref().map(|a| format!("http://{}", a.local_addr()));
     let gw = format!("http://{}", gateway.local_addr());
     let list: Vec<String> = origins.iter().map(|a| format!("http://{a}")).collect();
@@ -264,6 +349,6 @@ async fn quickstart(
     }
     println!();
     println!("Press Ctrl-C to stop.");
-    run(gateway, admin).await;
+    run(gateway, admin, None).await;
     Ok(())
 }

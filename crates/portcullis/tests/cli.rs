@@ -140,9 +140,15 @@ struct GatewayProcess {
 impl GatewayProcess {
     fn start(config: &str) -> Self {
         let (dir, path) = write_config(config);
+        Self::spawn(dir, path, &[])
+    }
+
+    /// Runs `serve` on the config at `path` with `extra` arguments.
+    fn spawn(dir: tempfile::TempDir, path: std::path::PathBuf, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
+            .args(extra)
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -504,4 +510,94 @@ async fn file_changes_sighup_and_the_admin_api_reload_the_config() {
     assert_eq!(report["status"], "reloaded");
     assert_eq!(report["routes"], 2);
     assert_eq!(client.get(&gw.url("/d/1")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_takes_the_sockets_over_with_no_failed_request() {
+    let up = TestUpstream::start(echo()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("handover.sock");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nhandover_socket = \"{}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"up\"\n",
+        socket.display(),
+        up.url()
+    );
+    let mut old = GatewayProcess::start(&config);
+    let admin_line = old.wait_log(&["admin listener on http://"]);
+    let url = old.url("/x");
+
+    // Constant load over fresh and kept-alive connections.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let (stop, failures, ok, url) = (
+            Arc::clone(&stop),
+            Arc::clone(&failures),
+            Arc::clone(&ok),
+            url.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let client = Client::http1();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = client.get(&url).await;
+                if resp.status() == StatusCode::OK {
+                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    failures.lock().push(resp.status().to_string());
+                }
+            }
+        }));
+    }
+    up.wait_requests(50).await;
+
+    // The new process takes over; the old one drains and exits 0.
+    let config_path = old.path.clone();
+    let new = GatewayProcess::spawn(tempfile::tempdir().unwrap(), config_path, &["--takeover"]);
+    assert_eq!(new.addr, old.addr, "the same socket");
+    new.wait_log(&["took the listeners over"]);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = old.child.wait().unwrap();
+        (status, old)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.0.code(),
+        Some(0),
+        "the old process drains and exits 0"
+    );
+
+    // The new process alone serves now, the admin listener included.
+    let seen = up.request_count();
+    up.wait_requests(seen + 50).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(
+        failures.lock().is_empty(),
+        "failed requests: {:?}",
+        failures.lock()
+    );
+    assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 100);
+    let admin = admin_line
+        .split("admin listener on http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let ready = Client::http1()
+        .get(&format!("http://{admin}/health/ready"))
+        .await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    // And it can hand over again: its own hand-over socket is listening.
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    drop(new);
 }
