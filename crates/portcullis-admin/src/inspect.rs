@@ -121,3 +121,10 @@ pub(crate) async fn reload(State(state): State<AdminState>) -> Response {
         Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
     }
 }
+
+pub(crate) async fn config(State(state): State<AdminState>) -> Response {
+    match serde_json::to_value(state.shared().config()) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

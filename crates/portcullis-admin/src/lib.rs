@@ -8,6 +8,9 @@
 //! | `GET /metrics` | token if `metrics_require_token` | OpenMetrics text |
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
+//! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
+//! | `GET /admin/config` | token | the running configuration, defaults filled in, secrets redacted |
+//! | `GET /admin/openapi.json` | token | the OpenAPI 3.1 description of this API |
 //!
 //! The token is a bearer token (`Authorization: Bearer T`), compared in constant time. Without
 //! a configured token the listener must be on loopback (config validation enforces it) and is
@@ -16,6 +19,7 @@
 mod auth;
 mod health;
 mod inspect;
+mod stats;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -131,6 +135,13 @@ impl Admin {
     }
 }
 
+/// The OpenAPI document of this API (assets/openapi.json).
+const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Router {
     // Everything under /admin needs the token, unknown paths included (no probing for routes).
     let admin = Router::new()
@@ -138,6 +149,9 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/admin/upstreams", get(inspect::upstreams))
         .route("/admin/cache", get(inspect::cache))
         .route("/admin/reload", post(inspect::reload))
+        .route("/admin/stats", get(stats::stats))
+        .route("/admin/config", get(inspect::config))
+        .route("/admin/openapi.json", get(openapi))
         .route("/admin", any(inspect::not_found))
         .route("/admin/{*rest}", any(inspect::not_found))
         .route_layer(middleware::from_fn_with_state(token.clone(), auth::require));

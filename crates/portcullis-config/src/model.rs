@@ -6,13 +6,13 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::units::{ByteSize, Duration};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The public listener and connection handling.
@@ -35,7 +35,7 @@ pub struct Config {
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Diagnostic log filter (`info`, `warn,portcullis_proxy=debug`, ...); `PORTCULLIS_LOG`
@@ -48,7 +48,7 @@ pub struct LogConfig {
 }
 
 /// The access log's format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
     /// No access log (the default: no per-request cost).
@@ -65,7 +65,7 @@ pub enum AccessLogFormat {
 pub const ADMIN_TOKEN_ENV: &str = "PORTCULLIS_ADMIN_TOKEN";
 
 /// `[admin]`: the admin listener: `/metrics`, `/health/*` and the admin API under `/admin/`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener; never the public one. Non-loopback needs a token.
@@ -106,6 +106,13 @@ impl Secret {
     }
 }
 
+impl Serialize for Secret {
+    /// Never the secret: views of the configuration show that one is set.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -113,7 +120,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `[cache]`: the memory tier and defaults for every cached route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Bytes the memory tier may hold (headers, bodies and keys counted).
@@ -168,7 +175,7 @@ impl Default for CacheConfig {
 }
 
 /// `cache = { ... }` of a route: its presence turns caching on for the route.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteCacheConfig {
     /// Lifetime for responses that state none (overrides `[cache].default_ttl`).
@@ -203,7 +210,7 @@ pub struct RouteCacheConfig {
 }
 
 /// `[server]`: the public listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the public listener.
@@ -254,7 +261,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.tls]`: certificate chain and private key, PEM files.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain (PEM); relative paths are relative to the config file.
@@ -264,7 +271,7 @@ pub struct TlsConfig {
 }
 
 /// `[[upstreams]]`: a named group of targets with a balancer and a connection pool.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name routes refer to.
@@ -286,7 +293,7 @@ pub struct UpstreamConfig {
 }
 
 /// One target of an upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// `http://host:port` of the target.
@@ -301,7 +308,7 @@ fn default_weight() -> Spanned<u32> {
 }
 
 /// Load-balancing algorithm of an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Each target in turn.
@@ -319,7 +326,7 @@ pub enum Balance {
 }
 
 /// Protocol spoken to upstream targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1 with keep-alive.
@@ -330,7 +337,7 @@ pub enum Protocol {
 }
 
 /// `pool = { ... }` of an upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Limit on establishing a TCP connection; beyond it, 504.
@@ -355,7 +362,7 @@ impl Default for PoolConfig {
 }
 
 /// `[[routes]]`: which requests go to which upstream, and how they are rewritten.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name used in logs and errors.
@@ -387,7 +394,7 @@ pub struct RouteConfig {
 }
 
 /// `match = { ... }` of a route. All given conditions must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// `api.example.com` (exact) or `*.example.com` (any subdomain); case-insensitive.

@@ -26,6 +26,7 @@ mod process;
 mod registry;
 mod series;
 mod trace_context;
+mod windows;
 
 pub use access_log::{AccessFormat, AccessLog, AccessRecord, redact_query, rfc3339};
 pub use labels::{MethodLabel, StatusClass};
@@ -36,3 +37,4 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};
 pub use trace_context::{TRACEPARENT, TraceContext, incoming_trace_id};
+pub use windows::{RouteTotals, StatsHistory, TICK, WindowStats};

@@ -10,6 +10,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    StatsHistory,
     labels::{MethodLabel, StatusClass},
     series::{InFlight, RouteMetrics, TargetMetrics},
 };
@@ -61,6 +62,8 @@ pub(crate) struct Families {
     pub(crate) response_bytes: Family<RouteLabels, Counter>,
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<TargetLabels, Histogram, fn() -> Histogram>,
+    /// Rolling per-route statistics for the admin API.
+    pub(crate) history: Arc<StatsHistory>,
 }
 
 /// Builds a [`Metrics`]: hands out handles and takes collectors, then freezes the registry.
@@ -111,6 +114,7 @@ impl Metrics {
             response_bytes: Family::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
+            history: Arc::default(),
         };
         let in_flight = Gauge::default();
         registry.register(
@@ -188,6 +192,11 @@ impl Metrics {
     /// The counter of access-log lines lost because the writer fell behind.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// Rolling per-route statistics (1, 5, 15 minute windows).
+    pub fn history(&self) -> &Arc<StatsHistory> {
+        &self.families.history
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 
 use crate::{
+    RouteTotals,
     labels::{MethodLabel, StatusClass},
     registry::{Families, RequestLabels, RouteLabels, TargetLabels, UpstreamLabels},
 };
@@ -25,6 +26,7 @@ pub struct RouteMetrics {
     families: Arc<Families>,
     series: [[OnceLock<RequestSeries>; StatusClass::COUNT]; MethodLabel::COUNT],
     bytes: Counter,
+    totals: Arc<RouteTotals>,
 }
 
 impl RouteMetrics {
@@ -34,6 +36,7 @@ impl RouteMetrics {
         });
         Self {
             name: name.to_owned(),
+            totals: families.history.totals(name),
             families,
             series: Default::default(),
             bytes,
@@ -63,6 +66,8 @@ impl RouteMetrics {
         });
         series.count.inc();
         series.duration.observe(elapsed.as_secs_f64());
+        self.totals
+            .record(elapsed, status == StatusClass::ServerError);
         if body_bytes > 0 {
             self.bytes.inc_by(body_bytes);
         }

@@ -79,6 +79,8 @@ pub struct Shared {
     pub(crate) trace_context: bool,
     /// Every route, in config order (for inspection).
     pub(crate) routes: Vec<Arc<Route>>,
+    /// The configuration this state was built from (for inspection).
+    pub(crate) config: Arc<portcullis_config::Config>,
     /// Every upstream, by name (for inspection).
     pub(crate) upstreams: Vec<Arc<crate::Upstream>>,
 }
@@ -118,6 +120,11 @@ impl Shared {
             .base
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The configuration in force (validated, defaults filled in).
+    pub fn config(&self) -> &portcullis_config::Config {
+        &self.config
     }
 
     /// Every route, in config order.

@@ -267,6 +267,7 @@ pub(crate) fn build_shared(
         cache,
         observe,
         routes: route_list,
+        config: Arc::new(config.clone()),
         upstreams: upstream_list,
         request_id_header: parse_header_name(s.request_id_header.get_ref())
             .map_err(BuildError::Config)?,
@@ -397,6 +398,16 @@ impl BoundGateway {
     /// at most `server.drain_timeout`.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let g = self.gateway;
+        // Snapshots for the rolling statistics of the admin API.
+        let history = Arc::clone(g.handle.current().metrics().history());
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(portcullis_observe::TICK);
+            loop {
+                every.tick().await;
+                history.tick(std::time::Instant::now());
+            }
+        });
         server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;
+        ticker.abort();
     }
 }
