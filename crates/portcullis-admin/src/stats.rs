@@ -40,7 +40,7 @@ pub(crate) async fn stats(State(state): State<AdminState>) -> Json<Value> {
     }
     let mut busiest: Vec<&(String, WindowStats)> =
         five.iter().filter(|(_, s)| s.requests > 0).collect();
-    busiest.sort_by(|a, b| b.1.requests.cmp(&a.1.requests));
+    busiest.sort_by_key(|(_, s)| std::cmp::Reverse(s.requests));
     let mut slowest = busiest.clone();
     slowest.sort_by(|a, b| {
         b.1.p95_ms

@@ -136,6 +136,25 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl Serialize for Duration {
+    /// As written in config: whole seconds as `"30s"`, anything finer as `"1500ms"`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            serializer.serialize_str(&format!("{}s", ms / 1000))
+        } else {
+            serializer.serialize_str(&format!("{ms}ms"))
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    /// As a number of bytes.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,24 +185,5 @@ mod tests {
         assert_eq!(ByteSize::parse("1000").unwrap().0, 1000);
         assert!(ByteSize::parse("12XB").is_err());
         assert!(ByteSize::parse("99999999999999GiB").is_err());
-    }
-}
-
-impl Serialize for Duration {
-    /// As written in config: whole seconds as `"30s"`, anything finer as `"1500ms"`.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
-            serializer.serialize_str(&format!("{}s", ms / 1000))
-        } else {
-            serializer.serialize_str(&format!("{ms}ms"))
-        }
-    }
-}
-
-impl Serialize for ByteSize {
-    /// As a number of bytes.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(self.0)
     }
 }
