@@ -393,3 +393,47 @@ async fn the_openapi_document_describes_every_endpoint_served() {
     }
     assert!(paths.len() >= 11);
 }
+
+/// Metric names (`portcullis_*`, `process_*`) used in an expression text.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for start in ["portcullis_", "process_"] {
+        for (i, _) in text.match_indices(start) {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Histogram series resolve to their family.
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            names.insert(family.to_owned());
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_in_the_alert_rules_and_the_dashboard_exists() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&config(&up, "")).await;
+    let client = Client::http1();
+    client.get(&gw.url("/api/a")).await;
+    client.get(&gw.url("/cached/a")).await;
+    let text =
+        String::from_utf8(client.get(&gw.admin_url("/metrics")).await.body().to_vec()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let mut used =
+        metric_names(&std::fs::read_to_string(format!("{root}/prometheus/alerts.yml")).unwrap());
+    used.extend(metric_names(
+        &std::fs::read_to_string(format!("{root}/grafana/portcullis-dashboard.json")).unwrap(),
+    ));
+    assert!(used.len() >= 10, "{used:?}");
+    for name in &used {
+        assert!(
+            text.lines().any(|l| l.starts_with(name.as_str())),
+            "{name} is used in deploy/ but not exported"
+        );
+    }
+}

@@ -601,3 +601,40 @@ async fn a_new_process_takes_the_sockets_over_with_no_failed_request() {
     assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
     drop(new);
 }
+
+#[test]
+fn the_kubernetes_configmap_config_passes_check() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/portcullis.yaml"
+    ))
+    .unwrap();
+    let toml: String = yaml
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("portcullis.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[[routes]]"), "{toml}");
+    let (_dir, path) = write_config(&toml);
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check", "--config"]).arg(&path);
+        cmd.env_remove("PORTCULLIS_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("PORTCULLIS_ADMIN_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let with_token = run(Some("a-long-enough-admin-token"));
+    assert!(
+        with_token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_token.stderr)
+    );
+    // Without the Secret's token the non-loopback admin listener is refused.
+    let without = run(None);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("needs a token"));
+}
