@@ -62,3 +62,7 @@ pub(crate) async fn stats(State(state): State<AdminState>) -> Json<Value> {
         "slowest_routes": list(&slowest),
     }))
 }
+
+pub(crate) async fn alerts(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({ "alerts": state.shared().alerts() }))
+}

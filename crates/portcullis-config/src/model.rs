@@ -32,6 +32,9 @@ pub struct Config {
     /// Logging: the access log.
     #[serde(default)]
     pub log: LogConfig,
+    /// SLO alert evaluation and notification.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -391,6 +394,59 @@ pub struct RouteConfig {
     /// succeeds.
     #[serde(default)]
     pub invalidate_tags_on_write: Vec<String>,
+    /// Service-level objectives, evaluated over a sliding window (see `[alerts]`).
+    #[serde(default)]
+    pub slo: Option<Spanned<SloConfig>>,
+}
+
+/// `slo = { ... }` of a route: objectives that raise alerts when missed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// 95th percentile latency budget.
+    #[serde(default)]
+    pub p95: Option<Duration>,
+    /// 99th percentile latency budget.
+    #[serde(default)]
+    pub p99: Option<Duration>,
+    /// Largest acceptable share of 5xx responses, 0 to 1 (0.01 = 1%).
+    #[serde(default)]
+    pub error_rate: Option<f64>,
+    /// The sliding window the objectives are judged over (at most 15 minutes).
+    #[serde(default = "SloConfig::default_window")]
+    pub window: Duration,
+    /// Fewer requests than this in the window judge nothing (no alerts from a handful).
+    #[serde(default = "SloConfig::default_min_requests")]
+    pub min_requests: u64,
+}
+
+impl SloConfig {
+    fn default_window() -> Duration {
+        Duration::from_secs(300)
+    }
+
+    fn default_min_requests() -> u64 {
+        20
+    }
+}
+
+/// `[alerts]`: how SLO violations are evaluated and announced.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often objectives are evaluated.
+    pub evaluate_every: Duration,
+    /// `http://` URL that receives a JSON POST when an alert fires and when it resolves.
+    pub webhook: Option<Spanned<String>>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            evaluate_every: Duration::from_secs(10),
+            webhook: None,
+        }
+    }
 }
 
 /// `match = { ... }` of a route. All given conditions must hold.

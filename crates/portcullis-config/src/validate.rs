@@ -46,6 +46,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_routes(&mut c, config, &upstream_names);
     check_cache(&mut c, config);
     check_admin(&mut c, config);
+    check_slos(&mut c, config);
     if let Some(level) = &config.log.level {
         c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
     }
@@ -53,6 +54,49 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
         Ok(())
     } else {
         Err(ConfigErrors(c.errors))
+    }
+}
+
+/// The longest SLO window: the rolling statistics keep 15 minutes.
+const MAX_SLO_WINDOW_SECS: u64 = 15 * 60;
+
+fn check_slos(c: &mut Checker<'_>, config: &Config) {
+    for (i, r) in config.routes.iter().enumerate() {
+        let Some(slo) = &r.slo else { continue };
+        let key = format!("routes[{i}].slo");
+        let s = slo.get_ref();
+        if s.p95.is_none() && s.p99.is_none() && s.error_rate.is_none() {
+            c.error(
+                slo,
+                key.clone(),
+                "needs at least one objective: p95, p99 or error_rate".into(),
+            );
+        }
+        if let Some(rate) = s.error_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            c.error(
+                slo,
+                format!("{key}.error_rate"),
+                "must be above 0 and at most 1 (0.01 = 1%)".into(),
+            );
+        }
+        if s.window.0.as_secs() > MAX_SLO_WINDOW_SECS || s.window.0.is_zero() {
+            c.error(
+                slo,
+                format!("{key}.window"),
+                "must be between 1s and 15m".into(),
+            );
+        }
+    }
+    if let Some(url) = &config.alerts.webhook
+        && !url.get_ref().starts_with("http://")
+    {
+        c.error(
+            url,
+            "alerts.webhook".into(),
+            "must be an http:// URL".into(),
+        );
     }
 }
 
@@ -350,6 +394,30 @@ mod tests {
         );
         let bad = errors("[server]\nrequest_id_header = \"bad header\"\n");
         assert!(bad.contains("server.request_id_header"), "{bad}");
+    }
+
+    #[test]
+    fn slo_objectives_are_checked() {
+        let base = "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";
+        assert_eq!(
+            errors(&format!(
+                "{base}slo = {{ p95 = \"200ms\", error_rate = 0.01 }}\n"
+            )),
+            ""
+        );
+        let none = errors(&format!("{base}slo = {{ window = \"1m\" }}\n"));
+        assert!(
+            none.contains("routes[0].slo") && none.contains("at least one objective"),
+            "{none}"
+        );
+        let rate = errors(&format!("{base}slo = {{ error_rate = 5.0 }}\n"));
+        assert!(rate.contains("routes[0].slo.error_rate"), "{rate}");
+        let window = errors(&format!(
+            "{base}slo = {{ p99 = \"1s\", window = \"1h\" }}\n"
+        ));
+        assert!(window.contains("routes[0].slo.window"), "{window}");
+        let hook = errors("[alerts]\nwebhook = \"ftp://x\"\n");
+        assert!(hook.contains("alerts.webhook"), "{hook}");
     }
 
     #[test]

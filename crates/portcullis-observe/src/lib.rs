@@ -25,6 +25,7 @@ mod labels;
 mod process;
 mod registry;
 mod series;
+mod slo;
 mod trace_context;
 mod windows;
 
@@ -36,5 +37,6 @@ pub use prometheus_client::encoding::DescriptorEncoder;
 pub use prometheus_client::metrics::counter::Counter;
 pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};
+pub use slo::{Alert, AlertBook, AlertEvent, Objective, RouteSlo};
 pub use trace_context::{TRACEPARENT, TraceContext, incoming_trace_id};
 pub use windows::{RouteTotals, StatsHistory, TICK, WindowStats};

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alerts;
 pub mod balance;
 mod body;
 mod error;

@@ -17,8 +17,8 @@ use portcullis_cache::Cache;
 use portcullis_config::LogConfig;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
-    AccessLog, AccessRecord, Collector, DescriptorEncoder, InFlight, InFlightGuard, Metrics,
-    RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query, rfc3339,
+    AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, InFlight, InFlightGuard,
+    Metrics, RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query, rfc3339,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -42,6 +42,8 @@ pub(crate) struct ObserveBase {
     pub(crate) started: Instant,
     /// Set when shutdown begins: readiness turns 503 so load balancers stop sending.
     pub(crate) draining: AtomicBool,
+    /// SLO alerts in force.
+    pub(crate) alerts: Arc<AlertBook>,
 }
 
 /// Observability state of one configuration.

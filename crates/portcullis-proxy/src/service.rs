@@ -77,6 +77,8 @@ pub struct Shared {
     pub(crate) request_id_header: HeaderName,
     /// Send `traceparent` upstream (`server.trace_context`).
     pub(crate) trace_context: bool,
+    /// Routes' objectives.
+    pub(crate) slos: Vec<portcullis_observe::RouteSlo>,
     /// Every route, in config order (for inspection).
     pub(crate) routes: Vec<Arc<Route>>,
     /// The configuration this state was built from (for inspection).
@@ -125,6 +127,11 @@ impl Shared {
     /// The configuration in force (validated, defaults filled in).
     pub fn config(&self) -> &portcullis_config::Config {
         &self.config
+    }
+
+    /// SLO alerts firing now.
+    pub fn alerts(&self) -> Vec<portcullis_observe::Alert> {
+        self.observe.base.alerts.active()
     }
 
     /// Every route, in config order.

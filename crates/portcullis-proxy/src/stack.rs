@@ -17,7 +17,9 @@ use portcullis_config::{
     AccessLogFormat, CacheConfig, Config, RouteConfig, parse_cidr, parse_header_name, parse_host,
     parse_path, parse_path_prefix,
 };
-use portcullis_observe::{AccessFormat, AccessLog, Metrics, ProcessCollector};
+use portcullis_observe::{
+    AccessFormat, AccessLog, AlertBook, Metrics, Objective, ProcessCollector, RouteSlo,
+};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -55,6 +57,7 @@ pub enum BuildError {
 /// A gateway built from config, not yet listening.
 pub struct Gateway {
     handle: GatewayHandle,
+    evaluate_every: std::time::Duration,
     listen: SocketAddr,
     tls: Option<TlsAcceptor>,
     settings: ListenerSettings,
@@ -73,11 +76,14 @@ impl Gateway {
     /// Builds upstreams and routes from a validated config.
     pub fn from_config(config: &Config) -> Result<Self, BuildError> {
         let cache = Cache::new(cache_config(&config.cache));
+        let alerts = Arc::new(AlertBook::default());
         let mut builder = Metrics::builder();
         builder.register_collector(Box::new(ProcessCollector));
         builder.register_collector(Box::new(CacheCollector::new(cache.clone())));
+        builder.register_collector(Box::new(Arc::clone(&alerts)));
         let metrics = Arc::new(builder.build());
         let base = Arc::new(ObserveBase {
+            alerts,
             unmatched: metrics.route(UNMATCHED_ROUTE),
             in_flight: metrics.in_flight(),
             metrics,
@@ -94,6 +100,11 @@ impl Gateway {
             .map_err(BuildError::Tls)?;
         Ok(Self {
             handle: GatewayHandle::new(shared, config),
+            evaluate_every: config
+                .alerts
+                .evaluate_every
+                .0
+                .max(std::time::Duration::from_millis(100)),
             listen: s.listen,
             tls,
             settings: ListenerSettings {
@@ -177,6 +188,7 @@ pub(crate) fn build_shared(
         .collect::<Result<_, _>>()?;
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
+    let mut slos = Vec::new();
     for r in &config.routes {
         let upstream = upstreams
             .get(r.upstream.get_ref().as_str())
@@ -222,6 +234,9 @@ pub(crate) fn build_shared(
         let policy = policy.map(Arc::new);
         if let Some(p) = policy.as_ref().filter(|p| p.enabled) {
             cached.push(Arc::clone(p));
+        }
+        if let Some(slo) = &r.slo {
+            slos.push(route_slo(name, slo.get_ref()));
         }
         let route = Route {
             name: Arc::from(name.as_str()),
@@ -272,7 +287,23 @@ pub(crate) fn build_shared(
         request_id_header: parse_header_name(s.request_id_header.get_ref())
             .map_err(BuildError::Config)?,
         trace_context: s.trace_context,
+        slos,
     })
+}
+
+/// A route's objectives for the evaluator.
+fn route_slo(route: &str, slo: &portcullis_config::SloConfig) -> RouteSlo {
+    let ms = |d: portcullis_config::Duration| d.0.as_secs_f64() * 1000.0;
+    let mut objectives = Vec::new();
+    objectives.extend(slo.p95.map(|d| Objective::P95Ms(ms(d))));
+    objectives.extend(slo.p99.map(|d| Objective::P99Ms(ms(d))));
+    objectives.extend(slo.error_rate.map(Objective::ErrorRate));
+    RouteSlo {
+        route: route.to_owned(),
+        objectives,
+        window: slo.window.0,
+        min_requests: slo.min_requests,
+    }
 }
 
 /// Starts the access log's writer when `[log] access` is on.
@@ -407,7 +438,12 @@ impl BoundGateway {
                 history.tick(std::time::Instant::now());
             }
         });
+        let evaluator = tokio::spawn(crate::alerts::evaluate_forever(
+            g.handle.clone(),
+            g.evaluate_every,
+        ));
         server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;
         ticker.abort();
+        evaluator.abort();
     }
 }

@@ -437,3 +437,70 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_exists() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_missed_objective_fires_an_alert_and_notifies_the_webhook() {
+    use std::sync::Arc;
+    // A slow upstream (20 ms) against a 1 ms p95 objective.
+    let slow = TestUpstream::start(Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            http::Response::new(portcullis_test_support::full("slow"))
+        })
+    }))
+    .await;
+    let received = Arc::new(parking_lot::Mutex::new(Vec::<Value>::new()));
+    let sink = {
+        let received = Arc::clone(&received);
+        TestUpstream::start(Arc::new(
+            move |req: http::Request<hyper::body::Incoming>| {
+                let received = Arc::clone(&received);
+                Box::pin(async move {
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    received.lock().push(serde_json::from_slice(&body).unwrap());
+                    http::Response::new(portcullis_test_support::full(""))
+                })
+            },
+        ))
+        .await
+    };
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
+         [alerts]\nevaluate_every = \"100ms\"\nwebhook = \"{}/hook\"\n\n\
+         [[upstreams]]\nname = \"slow\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"checkout\"\nupstream = \"slow\"\n\
+         slo = {{ p95 = \"1ms\", error_rate = 0.5, window = \"1m\", min_requests = 3 }}\n",
+        sink.url(),
+        slow.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gw.url("/pay")).await.status(), StatusCode::OK);
+    }
+    sink.wait_requests(1).await;
+    let event = received.lock()[0].clone();
+    assert_eq!(event["status"], "firing");
+    assert_eq!(event["route"], "checkout");
+    assert_eq!(event["objective"], "p95");
+    assert!(event["value"].as_f64().unwrap() > 1.0);
+    assert_eq!(sink.requests()[0].uri.path(), "/hook");
+
+    let resp = get_with(&client, &gw.admin_url("/admin/alerts"), Some(TOKEN)).await;
+    let alerts: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["objective"], "p95");
+    let metrics =
+        String::from_utf8(client.get(&gw.admin_url("/metrics")).await.body().to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"portcullis_slo_alerts_firing{route="checkout",objective="p95"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_slo_error_budget_burn_rate{route="checkout"} 0"#),
+        "{metrics}"
+    );
+}
