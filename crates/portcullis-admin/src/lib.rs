@@ -6,6 +6,7 @@
 //! | `GET /health/ready` | none | 200 when serving, 503 once shutdown began (drain) |
 //! | `GET /health/status` | none | JSON: version, uptime, memory, in-flight, cache, upstreams |
 //! | `GET /metrics` | token if `metrics_require_token` | OpenMetrics text |
+//! | `GET /dashboard` | page: none; its data calls: token | the live dashboard (self-contained page) |
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
@@ -136,6 +137,23 @@ impl Admin {
     }
 }
 
+/// The live dashboard: one self-contained page, no external assets (assets/dashboard.html).
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+async fn dashboard() -> impl axum::response::IntoResponse {
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+            ),
+            (http::header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        DASHBOARD,
+    )
+}
+
 /// The OpenAPI document of this API (assets/openapi.json).
 const OPENAPI: &str = include_str!("../assets/openapi.json");
 
@@ -162,6 +180,7 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         metrics = metrics.route_layer(middleware::from_fn_with_state(token, auth::require));
     }
     Router::new()
+        .route("/dashboard", get(dashboard))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/status", get(health::status))
