@@ -60,6 +60,7 @@ pub(crate) struct Families {
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub(crate) response_bytes: Family<RouteLabels, Counter>,
+    pub(crate) request_bytes: Family<RouteLabels, Counter>,
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<TargetLabels, Histogram, fn() -> Histogram>,
     /// Rolling per-route statistics for the admin API.
@@ -112,6 +113,7 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             response_bytes: Family::default(),
+            request_bytes: Family::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             history: Arc::default(),
@@ -133,6 +135,12 @@ impl Metrics {
             "Response body bytes sent to clients, by route",
             Unit::Bytes,
             families.response_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "request_body",
+            "Request body bytes received from clients, by route",
+            Unit::Bytes,
+            families.request_bytes.clone(),
         );
         registry.register(
             "requests_in_flight",

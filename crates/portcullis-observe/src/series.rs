@@ -26,21 +26,30 @@ pub struct RouteMetrics {
     families: Arc<Families>,
     series: [[OnceLock<RequestSeries>; StatusClass::COUNT]; MethodLabel::COUNT],
     bytes: Counter,
+    request_bytes: Counter,
     totals: Arc<RouteTotals>,
 }
 
 impl RouteMetrics {
     pub(crate) fn new(name: &str, families: Arc<Families>) -> Self {
-        let bytes = families.response_bytes.get_or_create_owned(&RouteLabels {
+        let labels = RouteLabels {
             route: name.to_owned(),
-        });
+        };
+        let bytes = families.response_bytes.get_or_create_owned(&labels);
+        let request_bytes = families.request_bytes.get_or_create_owned(&labels);
         Self {
             name: name.to_owned(),
             totals: families.history.totals(name),
             families,
             series: Default::default(),
             bytes,
+            request_bytes,
         }
+    }
+
+    /// The counter of request body bytes received on this route.
+    pub fn request_bytes(&self) -> &Counter {
+        &self.request_bytes
     }
 
     /// The route's name, as in its labels.

@@ -413,3 +413,48 @@ impl Collector for CacheCollector {
         Ok(())
     }
 }
+
+pin_project! {
+    /// A request body that counts its bytes into the route's counter as they pass.
+    pub(crate) struct RequestBytes<B> {
+        #[pin]
+        inner: B,
+        counter: portcullis_observe::Counter,
+    }
+}
+
+impl<B> RequestBytes<B> {
+    pub(crate) fn new(inner: B, route: &RouteMetrics) -> Self {
+        Self {
+            inner,
+            counter: route.request_bytes().clone(),
+        }
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for RequestBytes<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

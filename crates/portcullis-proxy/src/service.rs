@@ -35,7 +35,7 @@ use crate::{
     error::ProxyError,
     handle::GatewayHandle,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
-    metrics::{Measure, Observe, UpstreamTiming},
+    metrics::{Measure, Observe, RequestBytes, UpstreamTiming},
     path,
     pool::SendError,
     route::Route,
@@ -206,7 +206,7 @@ where
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized) => {
-                let mut req = req;
+                let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
                 }

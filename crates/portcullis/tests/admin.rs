@@ -162,6 +162,15 @@ async fn metrics_after_known_traffic_parse_with_the_reference_parser() {
         )
         .is_some_and(|b| b > 0.0)
     );
+    assert_eq!(
+        sample(
+            &families,
+            "portcullis_request_body_bytes_total",
+            &[("route", "api")]
+        ),
+        Some(5.0),
+        "the POST's body, \"hello\""
+    );
     // The admin request itself is not a proxied request; nothing is in flight now.
     assert_eq!(
         sample(&families, "portcullis_requests_in_flight", &[]),
