@@ -21,14 +21,23 @@ pub(crate) async fn live() -> Json<Value> {
 }
 
 pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
-    if state.shared().is_draining() {
-        (
+    let shared = state.shared();
+    if shared.is_draining() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
         )
-            .into_response()
-    } else {
+            .into_response();
+    }
+    let reasons = shared.unready_reasons();
+    if reasons.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unready", "reasons": reasons })),
+        )
+            .into_response()
     }
 }
 

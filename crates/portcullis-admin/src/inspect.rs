@@ -59,7 +59,9 @@ pub(crate) fn upstreams_json(shared: &Shared) -> Value {
         .map(|u| {
             let targets: Vec<Value> = u
                 .targets()
-                .map(|(target, in_flight)| json!({ "target": target, "in_flight": in_flight }))
+                .map(|(target, in_flight, healthy)| {
+                    json!({ "target": target, "in_flight": in_flight, "healthy": healthy })
+                })
                 .collect();
             json!({ "name": &*u.name, "targets": targets })
         })

@@ -293,6 +293,58 @@ pub struct UpstreamConfig {
     /// Connection pool and timeouts.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Active health checks of every target.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// When every target is unhealthy: use them anyway (`fail_open`) or answer 503
+    /// (`fail_closed`).
+    #[serde(default)]
+    pub when_all_unhealthy: AllUnhealthy,
+}
+
+/// `health = { ... }` of an upstream: an HTTP probe of each target.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Path requested with GET.
+    pub path: Spanned<String>,
+    /// Time between probes of one target (plus up to 10% random jitter).
+    pub interval: Duration,
+    /// A probe without a response within this fails.
+    pub timeout: Duration,
+    /// Consecutive passing probes that make an unhealthy target healthy.
+    pub healthy: u32,
+    /// Consecutive failing probes that make a healthy target unhealthy.
+    pub unhealthy: u32,
+    /// Statuses that pass (default: any 2xx or 3xx).
+    pub statuses: Vec<u16>,
+    /// Readiness (`/health/ready`) fails while this upstream has no healthy target.
+    pub required: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: Spanned::new(0..0, "/health".to_owned()),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy: 2,
+            unhealthy: 3,
+            statuses: Vec::new(),
+            required: false,
+        }
+    }
+}
+
+/// What an upstream does when no target is healthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllUnhealthy {
+    /// Use the targets anyway: a health check can be wrong, the traffic may still succeed.
+    #[default]
+    FailOpen,
+    /// Answer 503 without trying.
+    FailClosed,
 }
 
 /// One target of an upstream.

@@ -89,6 +89,25 @@ fn check_slos(c: &mut Checker<'_>, config: &Config) {
             );
         }
     }
+    for (i, u) in config.upstreams.iter().enumerate() {
+        let Some(h) = &u.health else { continue };
+        if !h.path.get_ref().starts_with('/') {
+            c.error(
+                &h.path,
+                format!("upstreams[{i}].health.path"),
+                "must start with /".into(),
+            );
+        }
+        if h.healthy == 0 || h.unhealthy == 0 || h.interval.0.is_zero() || h.timeout.0.is_zero() {
+            c.errors.push(ConfigError::at_key(
+                c.file,
+                c.text,
+                u.name.span(),
+                format!("upstreams[{i}].health"),
+                "interval, timeout, healthy and unhealthy must be above zero".into(),
+            ));
+        }
+    }
     if let Some(url) = &config.alerts.webhook
         && !url.get_ref().starts_with("http://")
     {

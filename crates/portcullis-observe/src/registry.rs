@@ -63,6 +63,7 @@ pub(crate) struct Families {
     pub(crate) request_bytes: Family<RouteLabels, Counter>,
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<TargetLabels, Histogram, fn() -> Histogram>,
+    pub(crate) target_healthy: Family<TargetLabels, Gauge>,
     /// Rolling per-route statistics for the admin API.
     pub(crate) history: Arc<StatsHistory>,
 }
@@ -116,6 +117,7 @@ impl Metrics {
             request_bytes: Family::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
+            target_healthy: Family::default(),
             history: Arc::default(),
         };
         let in_flight = Gauge::default();
@@ -163,6 +165,11 @@ impl Metrics {
             "access_log_dropped",
             "Access log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
+        );
+        registry.register(
+            "upstream_target_healthy",
+            "1 while the target passes its active health checks (always 1 without checks)",
+            families.target_healthy.clone(),
         );
         registry.register(
             "build",

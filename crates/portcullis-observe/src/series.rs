@@ -118,23 +118,31 @@ pub struct TargetMetrics {
     families: Arc<Families>,
     outcomes: [OnceLock<Counter>; UpstreamOutcome::COUNT],
     duration: Histogram,
+    healthy: Gauge,
 }
 
 impl TargetMetrics {
     pub(crate) fn new(upstream: &str, target: &str, families: Arc<Families>) -> Self {
-        let duration = families
-            .upstream_duration
-            .get_or_create_owned(&TargetLabels {
-                upstream: upstream.to_owned(),
-                target: target.to_owned(),
-            });
+        let labels = TargetLabels {
+            upstream: upstream.to_owned(),
+            target: target.to_owned(),
+        };
+        let duration = families.upstream_duration.get_or_create_owned(&labels);
+        let healthy = families.target_healthy.get_or_create_owned(&labels);
+        healthy.set(1);
         Self {
             upstream: upstream.to_owned(),
             target: target.to_owned(),
             families,
             outcomes: Default::default(),
             duration,
+            healthy,
         }
+    }
+
+    /// Records the target's health as seen by active checks.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.set(i64::from(healthy));
     }
 
     /// Records one exchange: how it ended and, for a response, the time to its head.

@@ -27,6 +27,12 @@ pub enum ProxyError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// Every target of the upstream is unhealthy and it fails closed.
+    #[error("upstream {upstream:?} has no healthy target")]
+    NoHealthyTarget {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
     /// The upstream broke the exchange (bad response, reset mid-request).
     #[error("upstream {upstream:?} failed")]
     Upstream {
@@ -44,6 +50,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -19,6 +19,7 @@ mod body;
 mod error;
 mod handle;
 pub mod headers;
+mod health;
 mod metrics;
 mod parse_error;
 pub mod path;

@@ -129,6 +129,16 @@ impl Shared {
         &self.config
     }
 
+    /// Why the gateway is not ready, beyond draining: required upstreams without a healthy
+    /// target.
+    pub fn unready_reasons(&self) -> Vec<String> {
+        self.upstreams
+            .iter()
+            .filter(|u| u.required_and_down())
+            .map(|u| format!("upstream {:?} has no healthy target", &*u.name))
+            .collect()
+    }
+
     /// SLO alerts firing now.
     pub fn alerts(&self) -> Vec<portcullis_observe::Alert> {
         self.observe.base.alerts.active()
@@ -427,7 +437,11 @@ where
     };
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
-    let (target, guard) = upstream.pick(&parts.headers, client_ip);
+    let Some((target, guard)) = upstream.pick(&parts.headers, client_ip) else {
+        return Err(ProxyError::NoHealthyTarget {
+            upstream: Arc::clone(&upstream.name),
+        });
+    };
     let authority = &target.authority;
 
     let client_upgrade = if wants_upgrade {

@@ -180,9 +180,12 @@ pub(crate) fn build_shared(
                 .cloned();
             match reused {
                 Some(up) => Ok((name, up)),
-                None => Upstream::from_config(u, metrics)
-                    .map(|up| (name, Arc::new(up)))
-                    .map_err(BuildError::Config),
+                None => {
+                    let up =
+                        Arc::new(Upstream::from_config(u, metrics).map_err(BuildError::Config)?);
+                    crate::health::spawn_checks(&up);
+                    Ok((name, up))
+                }
             }
         })
         .collect::<Result<_, _>>()?;

@@ -6,7 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
-use portcullis_config::{HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url};
+use portcullis_config::{
+    AllUnhealthy, HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url,
+};
 
 use portcullis_observe::{Metrics, TargetMetrics};
 
@@ -80,9 +82,14 @@ impl Upstream {
             .map(|h| parse_hash_on(h.get_ref()))
             .transpose()?;
 
+        let balancer = Balancer::new(cfg.balance, &names, &weights);
+        let balancer = match cfg.when_all_unhealthy {
+            AllUnhealthy::FailOpen => balancer,
+            AllUnhealthy::FailClosed => balancer.fail_closed(),
+        };
         Ok(Self {
             name: Arc::from(cfg.name.get_ref().as_str()),
-            balancer: Balancer::new(cfg.balance, &names, &weights),
+            balancer,
             targets,
             hash_on,
             protocol: cfg.protocol,
@@ -91,12 +98,13 @@ impl Upstream {
         })
     }
 
-    /// Picks a target for a request; the guard counts it in flight until dropped.
+    /// Picks a target for a request; the guard counts it in flight until dropped. `None` when
+    /// no target is healthy and the upstream fails closed.
     pub(crate) fn pick(
         &self,
         headers: &HeaderMap,
         client_ip: std::net::IpAddr,
-    ) -> (&Target, InFlight) {
+    ) -> Option<(&Target, InFlight)> {
         let ip_bytes;
         let key: Option<&[u8]> = match &self.hash_on {
             None => None,
@@ -107,8 +115,19 @@ impl Upstream {
                 Some(ip_bytes.as_bytes())
             }
         };
-        let guard = self.balancer.pick(key);
-        (&self.targets[guard.index()], guard)
+        let guard = self.balancer.pick(key)?;
+        Some((&self.targets[guard.index()], guard))
+    }
+
+    /// The targets, in config order (for the health checker).
+    pub(crate) fn target_list(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Whether readiness depends on this upstream having a healthy target, and it has none.
+    pub fn required_and_down(&self) -> bool {
+        self.config.health.as_ref().is_some_and(|h| h.required)
+            && self.balancer.healthy_count() == 0
     }
 
     /// The balancer, for inspection.
@@ -116,12 +135,15 @@ impl Upstream {
         &self.balancer
     }
 
-    /// Each target's `host:port` and its requests in flight, in config order.
-    pub fn targets(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.authority.as_str(), self.balancer.in_flight(i)))
+    /// Each target's `host:port`, requests in flight and health, in config order.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, usize, bool)> {
+        self.targets.iter().enumerate().map(|(i, t)| {
+            (
+                t.authority.as_str(),
+                self.balancer.in_flight(i),
+                self.balancer.is_healthy(i),
+            )
+        })
     }
 }
 

@@ -513,3 +513,50 @@ async fn a_missed_objective_fires_an_alert_and_notifies_the_webhook() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn readiness_fails_while_a_required_upstream_has_no_healthy_target() {
+    // A target whose health endpoint always fails.
+    let sick = TestUpstream::respond(|_| {
+        let mut r = http::Response::new(portcullis_test_support::full("no"));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"db-api\"\ntargets = [{{ url = \"{}\" }}]\n\
+         health = {{ path = \"/health\", interval = \"50ms\", unhealthy = 2, required = true }}\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"db-api\"\n",
+        sick.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    assert_eq!(
+        client.get(&gw.admin_url("/health/ready")).await.status(),
+        StatusCode::OK,
+        "healthy until the checks say otherwise"
+    );
+    sick.wait_requests(3).await;
+    let ready = client.get(&gw.admin_url("/health/ready")).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(ready.body()).unwrap();
+    assert_eq!(body["status"], "unready");
+    assert!(
+        body["reasons"][0].as_str().unwrap().contains("db-api"),
+        "{body}"
+    );
+    assert_eq!(
+        client.get(&gw.admin_url("/health/live")).await.status(),
+        StatusCode::OK
+    );
+    let metrics =
+        String::from_utf8(client.get(&gw.admin_url("/metrics")).await.body().to_vec()).unwrap();
+    let target = sick.addr.to_string();
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_upstream_target_healthy{{upstream=\"db-api\",target=\"{target}\"}} 0"
+        )),
+        "{metrics}"
+    );
+}

@@ -10,7 +10,7 @@ mod weighted;
 
 use std::sync::{
     Arc,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
 pub use consistent_hash::Maglev;
@@ -21,6 +21,10 @@ use portcullis_config::Balance;
 pub struct Balancer {
     algorithm: Algorithm,
     in_flight: Arc<[AtomicUsize]>,
+    /// Health per target (from active checks); all healthy without checks.
+    healthy: Arc<[AtomicBool]>,
+    /// With no healthy target: pick anyway (true) or refuse (false).
+    fail_open: bool,
 }
 
 #[derive(Debug)]
@@ -49,7 +53,33 @@ impl Balancer {
         Self {
             algorithm,
             in_flight: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            healthy: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            fail_open: true,
         }
+    }
+
+    /// With no healthy target, refuse to pick (`fail_closed`) instead of picking anyway.
+    pub fn fail_closed(mut self) -> Self {
+        self.fail_open = false;
+        self
+    }
+
+    /// Marks target `index` healthy or not; unhealthy targets are skipped while any is healthy.
+    pub fn set_healthy(&self, index: usize, healthy: bool) {
+        self.healthy[index].store(healthy, Ordering::Relaxed);
+    }
+
+    /// Whether target `index` is healthy.
+    pub fn is_healthy(&self, index: usize) -> bool {
+        self.healthy[index].load(Ordering::Relaxed)
+    }
+
+    /// How many targets are healthy.
+    pub fn healthy_count(&self) -> usize {
+        self.healthy
+            .iter()
+            .filter(|h| h.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Number of targets.
@@ -64,7 +94,10 @@ impl Balancer {
 
     /// Picks a target. `hash_key` is the consistent-hash key; without one, consistent hashing
     /// falls back to a random target (a request without the header or cookie has no affinity).
-    pub fn pick(&self, hash_key: Option<&[u8]>) -> InFlight {
+    /// An unhealthy pick moves on to the next healthy target (keys of a consistent hash stay
+    /// where they are for healthy targets). `None` only when no target is healthy and the
+    /// balancer fails closed.
+    pub fn pick(&self, hash_key: Option<&[u8]>) -> Option<InFlight> {
         let n = self.len();
         let index = match &self.algorithm {
             _ if n <= 1 => 0,
@@ -77,11 +110,23 @@ impl Balancer {
             },
             Algorithm::Random => fastrand::usize(..n),
         };
+        let index = if self.healthy[index].load(Ordering::Relaxed) {
+            index
+        } else {
+            match (1..n)
+                .map(|step| (index + step) % n)
+                .find(|&i| self.healthy[i].load(Ordering::Relaxed))
+            {
+                Some(i) => i,
+                None if self.fail_open => index,
+                None => return None,
+            }
+        };
         self.in_flight[index].fetch_add(1, Ordering::Relaxed);
-        InFlight {
+        Some(InFlight {
             index,
             counters: Arc::clone(&self.in_flight),
-        }
+        })
     }
 
     /// Requests in flight to target `index`.
@@ -117,15 +162,33 @@ mod tests {
     fn shares(b: &Balancer, picks: usize) -> Vec<f64> {
         let mut counts = vec![0usize; b.len()];
         for _ in 0..picks {
-            counts[b.pick(None).index()] += 1;
+            counts[b.pick(None).unwrap().index()] += 1;
         }
         counts.iter().map(|&c| c as f64 / picks as f64).collect()
     }
 
     #[test]
+    fn unhealthy_targets_are_skipped_and_fail_closed_refuses() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b", "c"], &[1, 1, 1]);
+        b.set_healthy(1, false);
+        let picks: Vec<usize> = (0..6).map(|_| b.pick(None).unwrap().index()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert_eq!(b.healthy_count(), 2);
+        for i in 0..3 {
+            b.set_healthy(i, false);
+        }
+        assert!(b.pick(None).is_some(), "fail open picks anyway");
+        let closed = Balancer::new(Balance::Random, &["a", "b"], &[1, 1]).fail_closed();
+        closed.set_healthy(0, false);
+        assert_eq!(closed.pick(None).unwrap().index(), 1);
+        closed.set_healthy(1, false);
+        assert!(closed.pick(None).is_none());
+    }
+
+    #[test]
     fn round_robin_visits_targets_in_turn() {
         let b = Balancer::new(Balance::RoundRobin, &["a", "b", "c"], &[1, 1, 1]);
-        let order: Vec<usize> = (0..6).map(|_| b.pick(None).index()).collect();
+        let order: Vec<usize> = (0..6).map(|_| b.pick(None).unwrap().index()).collect();
         assert_eq!(order, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -162,14 +225,14 @@ mod tests {
         let b = Balancer::new(Balance::LeastRequest, &["a", "b", "c"], &[1; 3]);
         // Hold 50 requests on target 0; new picks should almost never choose it.
         let held: Vec<_> = (0..200)
-            .map(|_| b.pick(None))
+            .map(|_| b.pick(None).unwrap())
             .filter(|g| g.index() == 0)
             .take(50)
             .collect();
         assert!(b.in_flight(0) >= 50 || held.len() < 50);
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
-            counts[b.pick(None).index()] += 1;
+            counts[b.pick(None).unwrap().index()] += 1;
         }
         // With power of two choices, target 0 wins only when both samples land on it (1/9).
         assert!(counts[0] < 3000 / 6, "busy target got {counts:?}");
@@ -179,9 +242,9 @@ mod tests {
     fn consistent_hash_is_sticky_per_key() {
         let b = Balancer::new(Balance::ConsistentHash, &["a", "b", "c"], &[1; 3]);
         for key in ["user-1", "user-2", "user-3", "user-42"] {
-            let first = b.pick(Some(key.as_bytes())).index();
+            let first = b.pick(Some(key.as_bytes())).unwrap().index();
             for _ in 0..20 {
-                assert_eq!(b.pick(Some(key.as_bytes())).index(), first);
+                assert_eq!(b.pick(Some(key.as_bytes())).unwrap().index(), first);
             }
         }
     }

@@ -9,6 +9,7 @@ mod balancing;
 mod cache;
 mod correlation;
 mod errors;
+mod health;
 mod http2_tls;
 mod proxying;
 mod reload;
