@@ -300,6 +300,34 @@ pub struct UpstreamConfig {
     /// (`fail_closed`).
     #[serde(default)]
     pub when_all_unhealthy: AllUnhealthy,
+    /// Passive outlier ejection: targets failing in a row are set aside for a while.
+    #[serde(default)]
+    pub outlier: Option<OutlierConfig>,
+}
+
+/// `outlier = { ... }` of an upstream (Envoy-style passive ejection).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Consecutive failures (5xx, refused or reset connections, timeouts) that eject a target.
+    pub consecutive_failures: u32,
+    /// First ejection; each further ejection of the same target doubles it.
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// At most this share of the targets is ejected at once, in percent.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 /// `health = { ... }` of an upstream: an HTTP probe of each target.

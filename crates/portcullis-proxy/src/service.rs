@@ -505,6 +505,10 @@ where
         _ => UpstreamOutcome::Error,
     };
     target.metrics.record(outcome, sent_at.elapsed());
+    upstream.observe_outcome(
+        guard.index(),
+        !matches!(outcome, UpstreamOutcome::Status(c) if c != StatusClass::ServerError),
+    );
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {

@@ -3,14 +3,21 @@
 //! Each target has its own connection pool ([`crate::pool`]): HTTP/1.1 keep-alive connections,
 //! or one multiplexed HTTP/2 connection (prior knowledge).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
 use portcullis_config::{
-    AllUnhealthy, HashOn, Protocol, UpstreamConfig, parse_hash_on, parse_target_url,
+    AllUnhealthy, HashOn, OutlierConfig, Protocol, UpstreamConfig, parse_hash_on, parse_target_url,
 };
 
 use portcullis_observe::{Metrics, TargetMetrics};
+use tracing::warn;
 
 use crate::{
     balance::{Balancer, InFlight},
@@ -43,6 +50,16 @@ pub struct Upstream {
     /// The config it was built from: a reload with an equal table keeps this upstream (and its
     /// pooled connections and balancer state).
     pub(crate) config: UpstreamConfig,
+    /// Passive outlier ejection state, when configured.
+    outlier: Option<Outliers>,
+}
+
+/// Consecutive failures and past ejections per target.
+#[derive(Debug)]
+struct Outliers {
+    config: OutlierConfig,
+    consecutive: Box<[AtomicU32]>,
+    ejections: Box<[AtomicU32]>,
 }
 
 impl Upstream {
@@ -87,7 +104,13 @@ impl Upstream {
             AllUnhealthy::FailOpen => balancer,
             AllUnhealthy::FailClosed => balancer.fail_closed(),
         };
+        let outlier = cfg.outlier.clone().map(|config| Outliers {
+            config,
+            consecutive: targets.iter().map(|_| AtomicU32::new(0)).collect(),
+            ejections: targets.iter().map(|_| AtomicU32::new(0)).collect(),
+        });
         Ok(Self {
+            outlier,
             name: Arc::from(cfg.name.get_ref().as_str()),
             balancer,
             targets,
@@ -117,6 +140,37 @@ impl Upstream {
         };
         let guard = self.balancer.pick(key)?;
         Some((&self.targets[guard.index()], guard))
+    }
+
+    /// Feeds passive outlier ejection: whether the exchange with target `index` failed (a 5xx,
+    /// a refused or reset connection, a timeout). Enough failures in a row set the target aside
+    /// for `base_ejection`, doubled for each further ejection (capped at `max_ejection`), unless
+    /// `max_ejected_percent` of the targets are aside already.
+    pub(crate) fn observe_outcome(&self, index: usize, failed: bool) {
+        let Some(o) = &self.outlier else { return };
+        if !failed {
+            o.consecutive[index].store(0, Ordering::Relaxed);
+            return;
+        }
+        let run = o.consecutive[index].fetch_add(1, Ordering::Relaxed) + 1;
+        if run < o.config.consecutive_failures || self.balancer.is_ejected(index) {
+            return;
+        }
+        o.consecutive[index].store(0, Ordering::Relaxed);
+        let cap = self.targets.len() * o.config.max_ejected_percent as usize / 100;
+        if self.balancer.ejected_count() >= cap {
+            return;
+        }
+        let times = o.ejections[index].fetch_add(1, Ordering::Relaxed).min(20);
+        let duration = o
+            .config
+            .base_ejection
+            .0
+            .saturating_mul(1 << times)
+            .min(o.config.max_ejection.0);
+        self.balancer.eject(index, duration);
+        warn!(upstream = %self.name, target = %self.targets[index].authority, failures = run,
+              ejected_for = ?duration, "target ejected after consecutive failures");
     }
 
     /// The targets, in config order (for the health checker).

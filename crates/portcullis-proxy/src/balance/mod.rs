@@ -10,7 +10,7 @@ mod weighted;
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 pub use consistent_hash::Maglev;
@@ -25,6 +25,10 @@ pub struct Balancer {
     healthy: Arc<[AtomicBool]>,
     /// With no healthy target: pick anyway (true) or refuse (false).
     fail_open: bool,
+    /// Passive ejection per target: milliseconds since `epoch` until which it is set aside
+    /// (0: not ejected).
+    ejected_until: Arc<[AtomicU64]>,
+    epoch: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -55,7 +59,47 @@ impl Balancer {
             in_flight: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             healthy: (0..n).map(|_| AtomicBool::new(true)).collect(),
             fail_open: true,
+            ejected_until: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets target `index` aside for `duration` (passive outlier ejection).
+    pub fn eject(&self, index: usize, duration: std::time::Duration) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
+        self.ejected_until[index].store(until, Ordering::Relaxed);
+    }
+
+    /// Ends an ejection early.
+    pub fn reinstate(&self, index: usize) {
+        self.ejected_until[index].store(0, Ordering::Relaxed);
+    }
+
+    /// Whether target `index` is set aside now.
+    pub fn is_ejected(&self, index: usize) -> bool {
+        let until = self.ejected_until[index].load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// How many targets are set aside now.
+    pub fn ejected_count(&self) -> usize {
+        (0..self.len()).filter(|&i| self.is_ejected(i)).count()
+    }
+
+    /// Healthy and not ejected. The clock is read only for ejected targets.
+    fn available(&self, index: usize) -> bool {
+        if !self.healthy[index].load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until[index].load(Ordering::Relaxed);
+        until == 0 || self.now_ms() >= until
     }
 
     /// With no healthy target, refuse to pick (`fail_closed`) instead of picking anyway.
@@ -110,12 +154,12 @@ impl Balancer {
             },
             Algorithm::Random => fastrand::usize(..n),
         };
-        let index = if self.healthy[index].load(Ordering::Relaxed) {
+        let index = if self.available(index) {
             index
         } else {
             match (1..n)
                 .map(|step| (index + step) % n)
-                .find(|&i| self.healthy[i].load(Ordering::Relaxed))
+                .find(|&i| self.available(i))
             {
                 Some(i) => i,
                 None if self.fail_open => index,
@@ -183,6 +227,19 @@ mod tests {
         assert_eq!(closed.pick(None).unwrap().index(), 1);
         closed.set_healthy(1, false);
         assert!(closed.pick(None).is_none());
+    }
+
+    #[test]
+    fn ejected_targets_are_skipped_until_their_time_is_up() {
+        let b = Balancer::new(Balance::RoundRobin, &["a", "b"], &[1, 1]);
+        b.eject(1, std::time::Duration::from_secs(60));
+        assert!(b.is_ejected(1));
+        assert_eq!(b.ejected_count(), 1);
+        assert!((0..4).all(|_| b.pick(None).unwrap().index() == 0));
+        b.reinstate(1);
+        assert!(!b.is_ejected(1));
+        let picks: Vec<usize> = (0..4).map(|_| b.pick(None).unwrap().index()).collect();
+        assert!(picks.contains(&1), "{picks:?}");
     }
 
     #[test]

@@ -114,3 +114,71 @@ async fn all_unhealthy_fails_open_by_default_and_closed_when_configured() {
         "{body}"
     );
 }
+
+/// A target that answers every request with `status`.
+async fn answering(status: StatusCode) -> TestUpstream {
+    TestUpstream::respond(move |_| {
+        let mut resp = http::Response::new(full("x"));
+        *resp.status_mut() = status;
+        resp
+    })
+    .await
+}
+
+fn outlier_config(targets: &[&TestUpstream], outlier: &str) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{{ url = \"{}\" }}", t.url()))
+        .collect();
+    format!(
+        "[[upstreams]]\nname = \"pool\"\ntargets = [{}]\noutlier = {{ {outlier} }}\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"pool\"\n",
+        targets.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn consecutive_failures_eject_a_target() {
+    let good = answering(StatusCode::OK).await;
+    let bad = answering(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let gw = TestGateway::start(&outlier_config(
+        &[&good, &bad],
+        "consecutive_failures = 3, base_ejection = \"60s\"",
+    ))
+    .await;
+    let client = Client::http1();
+    let mut failures = 0;
+    for _ in 0..30 {
+        if client.get(&gw.url("/x")).await.status() != StatusCode::OK {
+            failures += 1;
+        }
+    }
+    // Round robin alternates until the third 500 in a row from `bad`; then it is set aside.
+    assert_eq!(
+        bad.request_count(),
+        3,
+        "the failing target is ejected after 3 failures"
+    );
+    assert_eq!(failures, 3);
+    assert_eq!(good.request_count(), 27);
+}
+
+#[tokio::test]
+async fn ejection_never_takes_more_than_the_allowed_share() {
+    let a = answering(StatusCode::BAD_GATEWAY).await;
+    let b = answering(StatusCode::BAD_GATEWAY).await;
+    let gw = TestGateway::start(&outlier_config(
+        &[&a, &b],
+        "consecutive_failures = 2, base_ejection = \"60s\", max_ejected_percent = 50",
+    ))
+    .await;
+    let client = Client::http1();
+    for _ in 0..20 {
+        client.get(&gw.url("/x")).await;
+    }
+    // One of the two is ejected (50%); the other keeps taking traffic.
+    let (na, nb) = (a.request_count(), b.request_count());
+    // Round robin: a fails twice first and is ejected; b's second failure finds the cap (one of
+    // two) taken, so b stays.
+    assert_eq!((na, nb), (2, 18));
+}
