@@ -242,6 +242,9 @@ pub struct ServerConfig {
     /// A Unix socket where a new process (`serve --takeover`) can take the listening sockets
     /// over for a zero-downtime restart.
     pub handover_socket: Option<PathBuf>,
+    /// Requests being served at once beyond which new ones are refused with 503 at once (load
+    /// shedding; 0: no limit).
+    pub max_in_flight: u64,
 }
 
 impl Default for ServerConfig {
@@ -259,6 +262,7 @@ impl Default for ServerConfig {
             trace_context: true,
             timing_headers: false,
             handover_socket: None,
+            max_in_flight: 0,
         }
     }
 }
@@ -431,6 +435,12 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per target.
     pub max_idle_per_target: usize,
+    /// Requests in flight to this upstream at once (0: no limit); more wait in a queue.
+    pub max_in_flight: usize,
+    /// Requests that may wait for a slot; beyond, 503 at once.
+    pub max_queue: usize,
+    /// How long a request may wait for a slot; beyond, 503.
+    pub queue_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -440,6 +450,9 @@ impl Default for PoolConfig {
             timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_target: 256,
+            max_in_flight: 0,
+            max_queue: 1000,
+            queue_timeout: Duration::from_secs(5),
         }
     }
 }

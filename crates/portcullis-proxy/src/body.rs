@@ -20,13 +20,20 @@ pin_project! {
         inner: B,
         guard: Option<InFlight>,
         lease: Option<Lease>,
+        // The upstream's concurrency slot (`pool.max_in_flight`), held until the body ends.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     }
 }
 
 impl<B> GuardedBody<B> {
     /// Wraps `inner`, holding `guard` and `lease`. An already finished body (HEAD, 204,
     /// `Content-Length: 0`) returns its connection at once: hyper may never poll it.
-    pub(crate) fn new(inner: B, guard: InFlight, lease: Option<Lease>) -> Self
+    pub(crate) fn new(
+        inner: B,
+        guard: InFlight,
+        lease: Option<Lease>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self
     where
         B: Body,
     {
@@ -34,6 +41,7 @@ impl<B> GuardedBody<B> {
             inner,
             guard: Some(guard),
             lease,
+            permit,
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -43,6 +51,7 @@ impl<B> GuardedBody<B> {
 
     fn finish(&mut self) {
         release(&mut self.guard, &mut self.lease);
+        self.permit.take();
     }
 }
 
@@ -65,13 +74,18 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             // The end, or the last data frame (hyper stops polling once `is_end_stream`).
-            Poll::Ready(None) => release(this.guard, this.lease),
+            Poll::Ready(None) => {
+                release(this.guard, this.lease);
+                this.permit.take();
+            }
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                release(this.guard, this.lease)
+                release(this.guard, this.lease);
+                this.permit.take();
             }
             Poll::Ready(Some(Err(_))) => {
                 this.guard.take();
                 this.lease.take();
+                this.permit.take();
             }
             _ => {}
         }

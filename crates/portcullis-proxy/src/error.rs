@@ -27,6 +27,10 @@ pub enum ProxyError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// The gateway or the upstream is at its limit of requests in flight and its queue is full
+    /// or the wait took too long.
+    #[error("{0}")]
+    Overloaded(&'static str),
     /// Every target of the upstream is unhealthy and it fails closed.
     #[error("upstream {upstream:?} has no healthy target")]
     NoHealthyTarget {
@@ -50,13 +54,18 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyTarget { .. } | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The JSON error response of the contract.
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
         let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
+        if let Self::Overloaded(_) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::MethodNotAllowed(allow) = &self {
             let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
             if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {

@@ -79,6 +79,8 @@ pub struct Shared {
     pub(crate) trace_context: bool,
     /// Routes' objectives.
     pub(crate) slos: Vec<portcullis_observe::RouteSlo>,
+    /// `server.max_in_flight` (0: no limit).
+    pub(crate) max_in_flight: u64,
     /// Every route, in config order (for inspection).
     pub(crate) routes: Vec<Arc<Route>>,
     /// The configuration this state was built from (for inspection).
@@ -212,7 +214,18 @@ where
         });
         // Routing, and answering from the cache, happen here, synchronously: a hit or a
         // routing error never builds (or copies) the forwarding future.
-        let next = match route(&shared, &self.conn, &req, &mut measure) {
+        let routed = if shared.max_in_flight > 0
+            && u64::try_from(shared.observe.base.in_flight.get()).unwrap_or(0)
+                > shared.max_in_flight
+        {
+            // Load shedding: refuse at once rather than queue up and collapse.
+            Routed::Error(ProxyError::Overloaded(
+                "gateway at its limit of requests in flight",
+            ))
+        } else {
+            route(&shared, &self.conn, &req, &mut measure)
+        };
+        let next = match routed {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized) => {
@@ -437,6 +450,7 @@ where
     };
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
+    let permit = upstream.admit().await?;
     let Some((target, guard)) = upstream.pick(&parts.headers, client_ip) else {
         return Err(ProxyError::NoHealthyTarget {
             upstream: Arc::clone(&upstream.name),
@@ -553,7 +567,7 @@ where
     append_via(&mut parts.headers, parts.version, &shared.via);
     Ok(Response::from_parts(
         parts,
-        body::boxed(GuardedBody::new(incoming, guard, lease)),
+        body::boxed(GuardedBody::new(incoming, guard, lease, permit)),
     ))
 }
 

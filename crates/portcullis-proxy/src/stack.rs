@@ -291,6 +291,7 @@ pub(crate) fn build_shared(
             .map_err(BuildError::Config)?,
         trace_context: s.trace_context,
         slos,
+        max_in_flight: s.max_in_flight,
     })
 }
 

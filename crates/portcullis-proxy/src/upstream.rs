@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -17,7 +17,10 @@ use portcullis_config::{
 };
 
 use portcullis_observe::{Metrics, TargetMetrics};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
+
+use crate::error::ProxyError;
 
 use crate::{
     balance::{Balancer, InFlight},
@@ -52,6 +55,17 @@ pub struct Upstream {
     pub(crate) config: UpstreamConfig,
     /// Passive outlier ejection state, when configured.
     outlier: Option<Outliers>,
+    /// The limit of requests in flight and its queue, when configured.
+    limit: Option<Limit>,
+}
+
+/// `pool.max_in_flight` with its bounded wait queue.
+#[derive(Debug)]
+struct Limit {
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_queue: usize,
+    queue_timeout: Duration,
 }
 
 /// Consecutive failures and past ejections per target.
@@ -109,8 +123,15 @@ impl Upstream {
             consecutive: targets.iter().map(|_| AtomicU32::new(0)).collect(),
             ejections: targets.iter().map(|_| AtomicU32::new(0)).collect(),
         });
+        let limit = (cfg.pool.max_in_flight > 0).then(|| Limit {
+            slots: Arc::new(Semaphore::new(cfg.pool.max_in_flight)),
+            waiting: AtomicUsize::new(0),
+            max_queue: cfg.pool.max_queue,
+            queue_timeout: cfg.pool.queue_timeout.0,
+        });
         Ok(Self {
             outlier,
+            limit,
             name: Arc::from(cfg.name.get_ref().as_str()),
             balancer,
             targets,
@@ -140,6 +161,36 @@ impl Upstream {
         };
         let guard = self.balancer.pick(key)?;
         Some((&self.targets[guard.index()], guard))
+    }
+
+    /// Waits for a slot under `pool.max_in_flight` (at once when there is one): the permit
+    /// counts the request until dropped (with the response body). 503 when the queue is full
+    /// or the wait exceeds `pool.queue_timeout`.
+    pub(crate) async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+        let Some(limit) = &self.limit else {
+            return Ok(None);
+        };
+        if let Ok(permit) = Arc::clone(&limit.slots).try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        if limit.waiting.fetch_add(1, Ordering::Relaxed) >= limit.max_queue {
+            limit.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(ProxyError::Overloaded(
+                "upstream at its limit and its queue is full",
+            ));
+        }
+        let waited = tokio::time::timeout(
+            limit.queue_timeout,
+            Arc::clone(&limit.slots).acquire_owned(),
+        )
+        .await;
+        limit.waiting.fetch_sub(1, Ordering::Relaxed);
+        match waited {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ProxyError::Overloaded(
+                "upstream at its limit; no slot within the queue timeout",
+            )),
+        }
     }
 
     /// Feeds passive outlier ejection: whether the exchange with target `index` failed (a 5xx,

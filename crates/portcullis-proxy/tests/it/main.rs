@@ -11,6 +11,7 @@ mod correlation;
 mod errors;
 mod health;
 mod http2_tls;
+mod limits;
 mod proxying;
 mod reload;
 mod routing;
