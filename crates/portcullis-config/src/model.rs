@@ -307,6 +307,37 @@ pub struct UpstreamConfig {
     /// Passive outlier ejection: targets failing in a row are set aside for a while.
     #[serde(default)]
     pub outlier: Option<OutlierConfig>,
+    /// Retries of idempotent requests without a body.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+/// `retry = { ... }` of an upstream.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Tries per request, the first included.
+    pub attempts: u32,
+    /// Response statuses that are retried (besides refused or reset connections and timeouts).
+    pub statuses: Vec<u16>,
+    /// Back-off before the n-th retry: random up to `backoff * 2^(n-1)` (full jitter).
+    pub backoff: Duration,
+    /// Retries may add at most this percentage to the requests of the last 10 s...
+    pub budget_percent: u32,
+    /// ...plus this many retries per second, so a quiet upstream can still be retried.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            statuses: vec![502, 503, 504],
+            backoff: Duration::from_millis(25),
+            budget_percent: 20,
+            min_per_second: 3,
+        }
+    }
 }
 
 /// `outlier = { ... }` of an upstream (Envoy-style passive ejection).

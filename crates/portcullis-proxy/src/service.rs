@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
+use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
 
 use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
@@ -451,12 +452,21 @@ where
     let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
     let permit = upstream.admit().await?;
-    let Some((target, guard)) = upstream.pick(&parts.headers, client_ip) else {
+    let Some((mut target, mut guard)) = upstream.pick(&parts.headers, client_ip) else {
         return Err(ProxyError::NoHealthyTarget {
             upstream: Arc::clone(&upstream.name),
         });
     };
-    let authority = &target.authority;
+    // Retries: idempotent requests without a body only, so nothing needs buffering and a
+    // repeat is safe; every request fills the retry budget.
+    if let Some(r) = &upstream.retry {
+        r.budget.deposit();
+    }
+    let retry = upstream
+        .retry
+        .as_ref()
+        .filter(|_| !wants_upgrade && is_idempotent(&parts.method) && body.is_end_stream());
+    let original_uri = retry.map(|_| parts.uri.clone());
 
     let client_upgrade = if wants_upgrade {
         parts.extensions.remove::<OnUpgrade>()
@@ -470,7 +480,14 @@ where
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    let uri = upstream_uri(&parts.uri, &path, route, upstream.protocol, authority)?;
+    let uri = upstream_uri(
+        &parts.uri,
+        &path,
+        route,
+        upstream.protocol,
+        &target.authority,
+    )?;
+    let replay_path = retry.map(|_| path.clone().into_owned());
     drop(path);
     parts.uri = uri;
     let headers = &mut parts.headers;
@@ -494,6 +511,8 @@ where
         headers.insert(TRACEPARENT, ctx.traceparent());
         ctx
     });
+    let host_from_target =
+        !(route.preserve_host && original_host.is_some()) && upstream.protocol == Protocol::Http1;
     match (route.preserve_host, original_host) {
         (true, Some(host)) => {
             headers.insert(header::HOST, host);
@@ -511,18 +530,62 @@ where
         Protocol::Http2 => Version::HTTP_2,
     };
 
-    let upstream_req = Request::from_parts(parts, body::boxed(body));
-    let sent_at = Instant::now();
-    let sent = tokio::time::timeout(route.timeout, target.pool.send(upstream_req)).await;
-    let outcome = match &sent {
-        Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
-        _ => UpstreamOutcome::Error,
+    let replay = match (retry, original_uri, replay_path) {
+        (Some(_), Some(uri), Some(path)) => Some(Replay {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            original_uri: uri,
+            path,
+            host_from_target,
+        }),
+        _ => None,
     };
-    target.metrics.record(outcome, sent_at.elapsed());
-    upstream.observe_outcome(
-        guard.index(),
-        !matches!(outcome, UpstreamOutcome::Status(c) if c != StatusClass::ServerError),
-    );
+    let mut upstream_req = Request::from_parts(parts, body::boxed(body));
+    let mut attempt = 1;
+    let (sent, sent_at) = loop {
+        let sent_at = Instant::now();
+        let sent = tokio::time::timeout(route.timeout, target.pool.send(upstream_req)).await;
+        let outcome = match &sent {
+            Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
+            _ => UpstreamOutcome::Error,
+        };
+        target.metrics.record(outcome, sent_at.elapsed());
+        upstream.observe_outcome(
+            guard.index(),
+            !matches!(outcome, UpstreamOutcome::Status(c) if c != StatusClass::ServerError),
+        );
+        if let (Some(r), Some(replay)) = (retry, &replay) {
+            let retryable = match &sent {
+                Ok(Ok((response, _))) => r.config.statuses.contains(&response.status().as_u16()),
+                _ => true,
+            };
+            if retryable
+                && attempt < r.config.attempts
+                && r.budget.withdraw()
+                && let Some((next, next_guard)) =
+                    upstream.pick_other(&replay.headers, client_ip, guard.index())
+            {
+                drop(sent);
+                // Full jitter: anywhere up to backoff * 2^(attempt - 1).
+                let cap = r
+                    .config
+                    .backoff
+                    .0
+                    .saturating_mul(1 << (attempt - 1).min(16));
+                tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+                debug!(request_id = %request_id, route = %route.name, from = %target.authority,
+                       to = %next.authority, attempt = attempt + 1, "retrying");
+                attempt += 1;
+                target = next;
+                guard = next_guard;
+                upstream_req = replay.request_for(target, route, upstream.protocol)?;
+                continue;
+            }
+        }
+        break (sent, sent_at);
+    };
+    let authority = &target.authority;
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
@@ -569,6 +632,56 @@ where
         parts,
         body::boxed(GuardedBody::new(incoming, guard, lease, permit)),
     ))
+}
+
+/// What a retry needs to send the request again, to another target.
+struct Replay {
+    method: Method,
+    version: Version,
+    /// The headers as rewritten for the first target.
+    headers: http::HeaderMap,
+    original_uri: Uri,
+    /// The normalized path.
+    path: String,
+    /// `Host` names the target (HTTP/1.1 without `preserve_host`).
+    host_from_target: bool,
+}
+
+impl Replay {
+    /// The request for `target`, with an empty body.
+    fn request_for(
+        &self,
+        target: &crate::upstream::Target,
+        route: &Route,
+        protocol: Protocol,
+    ) -> Result<Request<Body>, ProxyError> {
+        let uri = upstream_uri(
+            &self.original_uri,
+            &self.path,
+            route,
+            protocol,
+            &target.authority,
+        )?;
+        let mut request = Request::new(body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        if self.host_from_target {
+            request
+                .headers_mut()
+                .insert(header::HOST, target.host_header.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Methods a retry may repeat (RFC 9110 idempotent methods).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The request target sent upstream: origin-form (`/path?query`) for HTTP/1.1, absolute for

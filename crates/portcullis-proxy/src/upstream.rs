@@ -57,6 +57,22 @@ pub struct Upstream {
     outlier: Option<Outliers>,
     /// The limit of requests in flight and its queue, when configured.
     limit: Option<Limit>,
+    /// Retries and their budget, when configured.
+    pub(crate) retry: Option<Retry>,
+}
+
+/// `retry` with its budget (tower's TPS budget: a share of recent requests plus a floor).
+pub(crate) struct Retry {
+    pub(crate) config: portcullis_config::RetryConfig,
+    pub(crate) budget: tower::retry::budget::TpsBudget,
+}
+
+impl std::fmt::Debug for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `pool.max_in_flight` with its bounded wait queue.
@@ -129,9 +145,18 @@ impl Upstream {
             max_queue: cfg.pool.max_queue,
             queue_timeout: cfg.pool.queue_timeout.0,
         });
+        let retry = cfg.retry.clone().map(|config| Retry {
+            budget: tower::retry::budget::TpsBudget::new(
+                Duration::from_secs(10),
+                config.min_per_second,
+                config.budget_percent as f32 / 100.0,
+            ),
+            config,
+        });
         Ok(Self {
             outlier,
             limit,
+            retry,
             name: Arc::from(cfg.name.get_ref().as_str()),
             balancer,
             targets,
@@ -227,6 +252,29 @@ impl Upstream {
     /// The targets, in config order (for the health checker).
     pub(crate) fn target_list(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// Picks a target other than `previous` for a retry (the same one when it is the only
+    /// target).
+    pub(crate) fn pick_other(
+        &self,
+        headers: &HeaderMap,
+        client_ip: std::net::IpAddr,
+        previous: usize,
+    ) -> Option<(&Target, InFlight)> {
+        let n = self.targets.len();
+        if n > 1 {
+            for _ in 0..n {
+                let (target, guard) = self.pick(headers, client_ip)?;
+                if guard.index() != previous {
+                    return Some((target, guard));
+                }
+            }
+            // An affinity (consistent hash) keeps choosing `previous`: take its neighbour.
+            let next = (previous + 1) % n;
+            return Some((&self.targets[next], self.balancer.pick_at(next)));
+        }
+        self.pick(headers, client_ip)
     }
 
     /// Whether readiness depends on this upstream having a healthy target, and it has none.

@@ -173,6 +173,16 @@ impl Balancer {
         })
     }
 
+    /// Counts a request in flight to target `index`, chosen by the caller (a retry moving to
+    /// another target).
+    pub fn pick_at(&self, index: usize) -> InFlight {
+        self.in_flight[index].fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            index,
+            counters: Arc::clone(&self.in_flight),
+        }
+    }
+
     /// Requests in flight to target `index`.
     pub fn in_flight(&self, index: usize) -> usize {
         self.in_flight[index].load(Ordering::Relaxed)

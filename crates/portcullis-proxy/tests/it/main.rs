@@ -14,6 +14,7 @@ mod http2_tls;
 mod limits;
 mod proxying;
 mod reload;
+mod retries;
 mod routing;
 mod streaming;
 mod upgrade;

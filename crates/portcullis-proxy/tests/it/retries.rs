@@ -1,0 +1,114 @@
+//! Retries against real failing targets: idempotent requests move to another target and the
+//! client sees no error; requests with a body are never repeated; the budget caps amplification.
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use portcullis_test_support::{Client, TestGateway, TestUpstream, full};
+use tokio::net::TcpListener;
+
+async fn answering(status: StatusCode) -> TestUpstream {
+    TestUpstream::respond(move |_| {
+        let mut resp = http::Response::new(full("x"));
+        *resp.status_mut() = status;
+        resp
+    })
+    .await
+}
+
+fn config(urls: &[String], retry: &str) -> String {
+    let targets: Vec<String> = urls
+        .iter()
+        .map(|u| format!("{{ url = \"{u}\" }}"))
+        .collect();
+    format!(
+        "[[upstreams]]\nname = \"pool\"\ntargets = [{}]\nretry = {{ {retry} }}\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"pool\"\n",
+        targets.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn idempotent_requests_move_to_a_healthy_target() {
+    let bad = answering(StatusCode::SERVICE_UNAVAILABLE).await;
+    let good = answering(StatusCode::OK).await;
+    let gw = TestGateway::start(&config(&[bad.url(), good.url()], "backoff = \"1ms\"")).await;
+    let client = Client::http1();
+    for _ in 0..10 {
+        assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+    }
+    assert!(
+        bad.request_count() >= 1,
+        "round robin sent some to the failing target"
+    );
+    assert_eq!(
+        good.request_count(),
+        10,
+        "every request ended on the healthy one"
+    );
+    // The retried request arrives as the client sent it.
+    assert_eq!(good.requests()[0].uri.path(), "/x");
+}
+
+#[tokio::test]
+async fn refused_connections_are_retried_elsewhere() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let good = answering(StatusCode::OK).await;
+    let gw = TestGateway::start(&config(
+        &[format!("http://127.0.0.1:{port}"), good.url()],
+        "backoff = \"1ms\"",
+    ))
+    .await;
+    let client = Client::http1();
+    for _ in 0..6 {
+        assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+    }
+    assert_eq!(good.request_count(), 6);
+}
+
+#[tokio::test]
+async fn requests_with_a_body_are_not_repeated() {
+    let bad = answering(StatusCode::SERVICE_UNAVAILABLE).await;
+    let good = answering(StatusCode::OK).await;
+    let gw = TestGateway::start(&config(&[bad.url(), good.url()], "backoff = \"1ms\"")).await;
+    let client = Client::http1();
+    // Round robin starts at the failing target.
+    let post = Request::post(gw.url("/orders"))
+        .body(Full::from("{\"qty\": 1}"))
+        .unwrap();
+    assert_eq!(
+        client.send(post).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!((bad.request_count(), good.request_count()), (1, 0));
+}
+
+#[tokio::test]
+async fn the_budget_caps_retry_amplification() {
+    let a = answering(StatusCode::BAD_GATEWAY).await;
+    let b = answering(StatusCode::BAD_GATEWAY).await;
+    let gw = TestGateway::start(&config(
+        &[a.url(), b.url()],
+        "attempts = 5, backoff = \"1ms\", budget_percent = 20, min_per_second = 1",
+    ))
+    .await;
+    let client = Client::http1();
+    for _ in 0..100 {
+        assert_eq!(
+            client.get(&gw.url("/x")).await.status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    let total = a.request_count() + b.request_count();
+    // Without a budget, 5 attempts each would be 500 upstream requests. The budget allows
+    // 20% of the requests plus a floor of 1/s over its 10 s window.
+    assert!(total > 100, "some retries happened: {total}");
+    assert!(
+        total <= 100 + 20 + 10 + 2,
+        "retries amplified the outage: {total}"
+    );
+}
