@@ -130,3 +130,39 @@ pub(crate) async fn config(State(state): State<AdminState>) -> Response {
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
+
+pub(crate) async fn breakers(State(state): State<AdminState>) -> Json<Value> {
+    let now = std::time::Instant::now();
+    let shared = state.shared();
+    let breakers: Vec<Value> = shared
+        .upstreams()
+        .iter()
+        .filter_map(|u| {
+            u.breaker()
+                .map(|b| json!({ "upstream": &*u.name, "breaker": b.snapshot(now) }))
+        })
+        .collect();
+    Json(json!({ "breakers": breakers }))
+}
+
+pub(crate) async fn breaker_command(
+    State(state): State<AdminState>,
+    axum::extract::Path((name, command)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let shared = state.shared();
+    let Some(upstream) = shared.upstreams().iter().find(|u| *u.name == *name) else {
+        return json_error(StatusCode::NOT_FOUND, "no such upstream");
+    };
+    let Some(breaker) = upstream.breaker() else {
+        return json_error(StatusCode::NOT_FOUND, "this upstream has no breaker");
+    };
+    if !matches!(command.as_str(), "open" | "close" | "reset") {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "command must be open, close or reset",
+        );
+    }
+    upstream.command_breaker(&command);
+    Json(json!({ "upstream": name, "breaker": breaker.snapshot(std::time::Instant::now()) }))
+        .into_response()
+}

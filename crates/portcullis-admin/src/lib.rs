@@ -11,6 +11,8 @@
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
 //! | `GET /admin/alerts` | token | SLO alerts firing now |
+//! | `GET /admin/breakers` | token | circuit breakers: state, window, recent events |
+//! | `POST /admin/breakers/{upstream}/open\|close\|reset` | token | force a breaker open or closed, or reset it |
 //! | `GET /admin/config` | token | the running configuration, defaults filled in, secrets redacted |
 //! | `GET /admin/openapi.json` | token | the OpenAPI 3.1 description of this API |
 //!
@@ -170,6 +172,11 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/admin/reload", post(inspect::reload))
         .route("/admin/stats", get(stats::stats))
         .route("/admin/alerts", get(stats::alerts))
+        .route("/admin/breakers", get(inspect::breakers))
+        .route(
+            "/admin/breakers/{name}/{command}",
+            post(inspect::breaker_command),
+        )
         .route("/admin/config", get(inspect::config))
         .route("/admin/openapi.json", get(openapi))
         .route("/admin", any(inspect::not_found))

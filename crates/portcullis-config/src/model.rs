@@ -310,6 +310,46 @@ pub struct UpstreamConfig {
     /// Retries of idempotent requests without a body.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// A circuit breaker around the whole upstream.
+    #[serde(default)]
+    pub breaker: Option<BreakerTable>,
+}
+
+/// `breaker = { ... }` of an upstream.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerTable {
+    /// Failures in a row that open it (0: off).
+    pub consecutive_failures: u32,
+    /// Failure share over `window` that opens it (0: off).
+    pub failure_rate: f64,
+    /// Requests the window needs before the rate counts.
+    pub min_requests: u32,
+    /// The rolling window of the failure rate.
+    pub window: Duration,
+    /// Calls slower than this count as failures (absent: only errors and 5xx).
+    pub slow_call: Option<Duration>,
+    /// First open period; doubled after a failed half-open probe.
+    pub open_for: Duration,
+    /// The longest open period.
+    pub max_open_for: Duration,
+    /// Probe requests let through half-open; that many successes close it.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerTable {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_requests: 10,
+            window: Duration::from_secs(10),
+            slow_call: None,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            half_open_probes: 2,
+        }
+    }
 }
 
 /// `retry = { ... }` of an upstream.

@@ -45,6 +45,19 @@ pub(crate) struct TargetLabels {
     pub(crate) target: String,
 }
 
+/// Labels of a per-upstream series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct UpstreamOnly {
+    pub(crate) upstream: String,
+}
+
+/// Labels of a breaker state change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct BreakerTransition {
+    pub(crate) upstream: String,
+    pub(crate) to: String,
+}
+
 /// Labels of an upstream request count: the target and how the exchange ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
@@ -64,6 +77,8 @@ pub(crate) struct Families {
     pub(crate) upstream_requests: Family<UpstreamLabels, Counter>,
     pub(crate) upstream_duration: Family<TargetLabels, Histogram, fn() -> Histogram>,
     pub(crate) target_healthy: Family<TargetLabels, Gauge>,
+    pub(crate) breaker_state: Family<UpstreamOnly, Gauge>,
+    pub(crate) breaker_transitions: Family<BreakerTransition, Counter>,
     /// Rolling per-route statistics for the admin API.
     pub(crate) history: Arc<StatsHistory>,
 }
@@ -118,6 +133,8 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             target_healthy: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
             history: Arc::default(),
         };
         let in_flight = Gauge::default();
@@ -167,6 +184,16 @@ impl Metrics {
             access_log_dropped.clone(),
         );
         registry.register(
+            "breaker_state",
+            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open",
+            families.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes, by upstream and new state",
+            families.breaker_transitions.clone(),
+        );
+        registry.register(
             "upstream_target_healthy",
             "1 while the target passes its active health checks (always 1 without checks)",
             families.target_healthy.clone(),
@@ -207,6 +234,27 @@ impl Metrics {
     /// The counter of access-log lines lost because the writer fell behind.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// Records an upstream's breaker state (0 closed, 1 open, 2 half-open), counting a change
+    /// to `state_name` when `changed`.
+    pub fn breaker(&self, upstream: &str, state: i64, state_name: &str, changed: bool) {
+        let labels = UpstreamOnly {
+            upstream: upstream.to_owned(),
+        };
+        self.families
+            .breaker_state
+            .get_or_create(&labels)
+            .set(state);
+        if changed {
+            self.families
+                .breaker_transitions
+                .get_or_create(&BreakerTransition {
+                    upstream: upstream.to_owned(),
+                    to: state_name.to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// Rolling per-route statistics (1, 5, 15 minute windows).

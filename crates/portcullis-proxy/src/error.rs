@@ -31,6 +31,14 @@ pub enum ProxyError {
     /// or the wait took too long.
     #[error("{0}")]
     Overloaded(&'static str),
+    /// The upstream's circuit breaker is open: failing fast.
+    #[error("upstream {upstream:?} is failing; circuit breaker open")]
+    BreakerOpen {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+        /// When a probe may go through.
+        retry_after: std::time::Duration,
+    },
     /// Every target of the upstream is unhealthy and it fails closed.
     #[error("upstream {upstream:?} has no healthy target")]
     NoHealthyTarget {
@@ -54,17 +62,24 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::NoHealthyTarget { .. } | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyTarget { .. } | Self::Overloaded(_) | Self::BreakerOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// The JSON error response of the contract.
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
         let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
-        if let Self::Overloaded(_) = &self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match &self {
+            Self::Overloaded(_) => Some(1),
+            Self::BreakerOpen { retry_after, .. } => Some(retry_after.as_secs_f64().ceil() as u64),
+            _ => None,
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if let Self::MethodNotAllowed(allow) = &self {
             let list: Vec<&str> = allow.iter().map(Method::as_str).collect();

@@ -65,7 +65,7 @@ mod tests {
     fn route(strip: Option<&str>, add: Option<&str>) -> Route {
         let up: UpstreamConfig =
             toml::from_str("name = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]").unwrap();
-        let metrics = portcullis_observe::Metrics::builder().build();
+        let metrics = Arc::new(portcullis_observe::Metrics::builder().build());
         Route {
             name: Arc::from("r"),
             upstream: Arc::new(Upstream::from_config(&up, &metrics).unwrap()),

@@ -541,6 +541,9 @@ where
         }),
         _ => None,
     };
+    // Asked last, so every path from here reports the outcome (a half-open probe slot is
+    // never lost).
+    let ticket = upstream.breaker_admit()?;
     let mut upstream_req = Request::from_parts(parts, body::boxed(body));
     let mut attempt = 1;
     let (sent, sent_at) = loop {
@@ -579,12 +582,20 @@ where
                 attempt += 1;
                 target = next;
                 guard = next_guard;
-                upstream_req = replay.request_for(target, route, upstream.protocol)?;
+                upstream_req = match replay.request_for(target, route, upstream.protocol) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        upstream.breaker_record(ticket, true, sent_at.elapsed());
+                        return Err(e);
+                    }
+                };
                 continue;
             }
         }
         break (sent, sent_at);
     };
+    let failed = !matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
+    upstream.breaker_record(ticket, failed, sent_at.elapsed());
     let authority = &target.authority;
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,

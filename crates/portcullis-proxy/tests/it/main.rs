@@ -6,6 +6,7 @@
 
 mod access_log;
 mod balancing;
+mod breaker;
 mod cache;
 mod correlation;
 mod errors;
