@@ -1,0 +1,216 @@
+//! Quick mode from flags: request count, method/headers/body, HTTP/2, TLS, error kinds,
+//! counted headers, and refusals of bad input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::Version;
+use portcullis_test_support::{SelfSigned, TestGateway, TestUpstream, echo, full};
+
+use crate::{bench, bench_error, parse, report};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_count_sends_exactly_that_many_over_fixed_connections() {
+    let up = TestUpstream::respond(|_| http::Response::new(full("ok"))).await;
+    let r = report(&[&up.url(), "-n", "300", "-c", "4"]).await;
+    assert_eq!(r.overall.requests, 300);
+    assert_eq!(up.request_count(), 300);
+    assert_eq!(r.overall.status.get(&200), Some(&300));
+    assert_eq!(r.overall.bytes_received, 600);
+    assert_eq!(r.model, "closed");
+    assert!(up.connections() <= 4, "{} connections", up.connections());
+    assert!(r.overall.latency_ms.p50 > 0.0);
+    assert!(r.overall.latency_ms.p50 <= r.overall.latency_ms.p99);
+}
+
+#[tokio::test]
+async fn method_headers_and_body_reach_the_server() {
+    let up = TestUpstream::start(echo()).await;
+    let url = format!("{}/submit?x=1", up.url());
+    let r = report(&[
+        &url,
+        "-n",
+        "3",
+        "-c",
+        "1",
+        "-m",
+        "PUT",
+        "-H",
+        "x-api-key: k1",
+        "-H",
+        "accept: text/plain",
+        "-b",
+        "{\"a\":1}",
+    ])
+    .await;
+    assert_eq!(r.overall.requests, 3);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.method, http::Method::PUT);
+        assert_eq!(s.uri.to_string(), "/submit?x=1");
+        assert_eq!(s.headers["x-api-key"], "k1");
+        assert_eq!(s.headers["accept"], "text/plain");
+        assert_eq!(s.headers["content-length"], "7");
+        assert_eq!(s.headers["host"], up.addr.to_string().as_str());
+    }
+}
+
+#[tokio::test]
+async fn http2_uses_prior_knowledge_over_plain_http() {
+    let up = TestUpstream::respond(|_| http::Response::new(full("ok"))).await;
+    let r = report(&[&up.url(), "--http2", "-n", "20", "-c", "2"]).await;
+    assert_eq!(r.http_version, "2");
+    assert_eq!(r.overall.status.get(&200), Some(&20));
+    assert!(up.requests().iter().all(|s| s.version == Version::HTTP_2));
+}
+
+#[tokio::test]
+async fn https_targets_are_verified_against_a_given_ca_and_speak_both_versions() {
+    let up = TestUpstream::start(echo()).await;
+    let cert = SelfSigned::generate();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"up\"\n",
+        cert.cert_path.display(),
+        cert.key_path.display(),
+        up.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let url = format!("https://localhost:{}/secure", gw.addr.port());
+    let cacert = cert.cert_path.display().to_string();
+    for extra in [None, Some("--http2")] {
+        let mut args = vec![url.as_str(), "-n", "10", "-c", "2", "--cacert", &cacert];
+        args.extend(extra);
+        let r = report(&args).await;
+        assert_eq!(
+            r.overall.status.get(&200),
+            Some(&10),
+            "{extra:?}: {:?}",
+            r.overall
+        );
+    }
+    // Without the CA, the self-signed certificate is refused: connect errors, not responses.
+    let r = report(&[&url, "-n", "2", "-c", "1"]).await;
+    assert_eq!(r.overall.errors.connect, 2);
+    // --insecure accepts it.
+    let r = report(&[&url, "-n", "2", "-c", "1", "--insecure"]).await;
+    assert_eq!(r.overall.status.get(&200), Some(&2));
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors_with_the_reason() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = report(&[&format!("http://127.0.0.1:{port}/"), "-n", "5", "-c", "1"]).await;
+    assert_eq!(r.overall.errors.connect, 5);
+    assert_eq!(r.overall.responses, 0);
+    assert!((r.overall.error_rate - 1.0).abs() < 1e-9);
+    assert!(
+        r.overall.error_examples["connect"].contains("refused"),
+        "{:?}",
+        r.overall.error_examples
+    );
+}
+
+#[tokio::test]
+async fn slow_responses_become_timeouts_measured_at_the_timeout() {
+    let (up, _release) = TestUpstream::held("late").await;
+    let r = report(&[&up.url(), "-n", "2", "-c", "2", "--timeout", "200ms"]).await;
+    assert_eq!(r.overall.errors.timeout, 2);
+    assert!(
+        r.overall.latency_ms.p50 >= 199.0,
+        "{:?}",
+        r.overall.latency_ms
+    );
+}
+
+#[tokio::test]
+async fn status_classes_and_counted_headers_give_error_and_cache_hit_rates() {
+    let n = AtomicU64::new(0);
+    let up = TestUpstream::respond(move |_| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let (status, cache) = match i % 4 {
+            0 => (200, "HIT"),
+            1 => (200, "MISS"),
+            2 => (404, "HIT"),
+            _ => (503, "STALE"),
+        };
+        http::Response::builder()
+            .status(status)
+            .header("x-cache", cache)
+            .header("x-served-by", "a")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let r = report(&[
+        &up.url(),
+        "-n",
+        "400",
+        "-c",
+        "1",
+        "--count-header",
+        "X-Served-By",
+    ])
+    .await;
+    let o = &r.overall;
+    assert_eq!((o.errors.status_4xx, o.errors.status_5xx), (100, 100));
+    assert!((o.error_rate - 0.5).abs() < 1e-9);
+    assert_eq!(o.cache_hit_rate, Some(0.5));
+    assert_eq!(o.headers["x-cache"]["MISS"], 100);
+    assert_eq!(o.headers["x-served-by"]["a"], 400);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_message() {
+    let err = bench_error(&["localhost:8080/x", "-n", "1"]).await;
+    assert!(err.contains("expected http:// or https://"), "{err}");
+    let err = bench_error(&["http://127.0.0.1:1/", "-H", "no-colon", "-n", "1"]).await;
+    assert!(err.contains("expected \"Name: value\""), "{err}");
+    let err = bench_error(&["http://127.0.0.1:1/", "-m", "GE T", "-n", "1"]).await;
+    assert!(err.contains("invalid method"), "{err}");
+    let err = bench_error(&["-n", "1"]).await;
+    assert!(err.contains("give a URL"), "{err}");
+    let err = bench_error(&["http://127.0.0.1:1/", "-t", "p95{nope} < 1s", "-n", "1"]).await;
+    assert!(err.contains("no request named \"nope\""), "{err}");
+    let err = parse(&["http://x/", "-t", "p95 < fast"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("threshold \"p95 < fast\""), "{err}");
+    let err = parse(&["http://x/", "-d", "10"]).unwrap_err().to_string();
+    assert!(err.contains("missing unit"), "{err}");
+    // `compare` parses as a sub-command next to the run flags.
+    assert!(
+        parse(&["compare", "a.json", "b.json"])
+            .unwrap()
+            .action
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn the_summary_table_lists_percentiles_and_errors() {
+    let up = TestUpstream::respond(|_| {
+        http::Response::builder()
+            .status(500)
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let out = bench(&[&up.url(), "-n", "10", "-c", "1"]).await;
+    assert!(out.summary.contains("p99.9"), "{}", out.summary);
+    assert!(
+        out.summary
+            .contains("errors: connect 0, timeout 0, transport 0, 4xx 0, 5xx 10"),
+        "{}",
+        out.summary
+    );
+    assert!(out.summary.contains("status: 500: 10"), "{}", out.summary);
+    assert_eq!(
+        out.exit_code, 0,
+        "no thresholds: errors alone do not fail the run"
+    );
+}
