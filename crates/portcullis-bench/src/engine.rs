@@ -47,8 +47,14 @@ struct Shared {
     start: Instant,
     end: Instant,
     next: AtomicU64,
+    /// Open model: arrivals sent more than [`LATE`] after their intended time.
+    late: AtomicU64,
     stop: watch::Receiver<bool>,
 }
+
+/// How late an open-model send may start before it counts as behind schedule (every
+/// connection was busy). Timer jitter stays well below it.
+const LATE: Duration = Duration::from_millis(10);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,10 +101,15 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
         shards,
         start,
         next: AtomicU64::new(0),
+        late: AtomicU64::new(0),
         stop,
     });
 
-    let progress = Progress::new(shared.plan.progress, shared.plan.profile.duration());
+    let progress = Progress::new(
+        shared.plan.progress,
+        shared.plan.profile.duration(),
+        shared.plan.max_requests,
+    );
     let workers: Vec<_> = (0..shared.plan.workers())
         .map(|i| tokio::spawn(worker(Arc::clone(&shared), i)))
         .collect();
@@ -111,7 +122,7 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
     let _ = done_tx.send(true);
     let timeline = ticker.await.unwrap_or_default();
 
-    Ok(summary::build(
+    let mut report = summary::build(
         &shared.plan,
         &shared.shards,
         &shared.counted,
@@ -119,7 +130,9 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
         started_unix_ms,
         timeline,
         SCHEMA,
-    ))
+    );
+    report.behind_schedule = shared.late.load(Ordering::Relaxed);
+    Ok(report)
 }
 
 /// Every second: drain the shards' interval data into one sample.
@@ -130,7 +143,7 @@ async fn ticker(
 ) -> Vec<Sample> {
     let mut timeline = Timeline::default();
     let mut acc = histogram(2);
-    let mut total_errors = 0;
+    let (mut total_requests, mut total_errors) = (0, 0);
     let mut last = shared.start;
     let mut tick = tokio::time::interval_at(
         (shared.start + Duration::from_secs(1)).into(),
@@ -144,9 +157,10 @@ async fn ticker(
         };
         let now = Instant::now();
         let sample = drain(&shared, &mut acc, last, now);
+        total_requests += sample.requests;
         total_errors += sample.errors;
         last = now;
-        progress.update(now - shared.start, &sample, total_errors);
+        progress.update(now - shared.start, &sample, total_requests, total_errors);
         if sample.span_s > 0.05 || sample.requests > 0 {
             timeline.push(sample);
         }
@@ -234,17 +248,25 @@ async fn worker(shared: Arc<Shared>, index: usize) {
                     return;
                 };
                 let intended = shared.start + Duration::from_secs_f64(at);
-                if intended > Instant::now() {
+                let now = Instant::now();
+                if intended > now {
                     if !sleep_until(intended, &mut stop).await {
                         return;
                     }
                     Instant::now()
                 } else {
+                    if now - intended > LATE {
+                        shared.late.fetch_add(1, Ordering::Relaxed);
+                    }
                     intended
                 }
             }
         };
-        exchange(&shared, &mut state, origin).await;
+        // Ctrl-C abandons the request in flight (not recorded) instead of waiting for it.
+        tokio::select! {
+            () = exchange(&shared, &mut state, origin) => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
         if let Some(think) = &plan.think_time {
             let pause = think.draw(&mut state.rng);
             if !sleep_until(Instant::now() + pause, &mut stop).await {

@@ -11,28 +11,47 @@ use crate::{duration::format_latency, report::Sample};
 #[derive(Debug)]
 pub(crate) struct Progress {
     bar: ProgressBar,
+    /// Progress counts requests (`-n`) rather than seconds.
+    by_requests: bool,
 }
 
 impl Progress {
-    /// A line for a run of `planned` length; hidden unless `enabled` and stderr is a terminal.
-    pub(crate) fn new(enabled: bool, planned: Duration) -> Self {
+    /// A line for a run of `planned` length (or `requests` requests when set); hidden unless
+    /// `enabled` and stderr is a terminal.
+    pub(crate) fn new(enabled: bool, planned: Duration, requests: Option<u64>) -> Self {
         let target = if enabled && std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(Some(planned.as_secs().max(1)), target);
-        if let Ok(style) =
-            ProgressStyle::with_template("{elapsed_precise} [{bar:24}] {pos}/{len}s  {msg}")
-        {
+        let (len, unit) = match requests {
+            Some(n) => (n, " requests"),
+            None => (planned.as_secs().max(1), "s"),
+        };
+        let bar = ProgressBar::with_draw_target(Some(len), target);
+        let template = format!("{{elapsed_precise}} [{{bar:24}}] {{pos}}/{{len}}{unit}  {{msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        Self { bar }
+        Self {
+            bar,
+            by_requests: requests.is_some(),
+        }
     }
 
     /// Shows the latest interval.
-    pub(crate) fn update(&self, elapsed: Duration, sample: &Sample, total_errors: u64) {
-        self.bar.set_position(elapsed.as_secs());
+    pub(crate) fn update(
+        &self,
+        elapsed: Duration,
+        sample: &Sample,
+        total_requests: u64,
+        total_errors: u64,
+    ) {
+        self.bar.set_position(if self.by_requests {
+            total_requests
+        } else {
+            elapsed.as_secs()
+        });
         let rate = sample.requests as f64 / sample.span_s.max(1e-9);
         self.bar.set_message(format!(
             "{rate:.0} req/s  errors {total_errors}  p99 {}",

@@ -38,6 +38,11 @@ pub struct Report {
     pub overall: Stats,
     /// One entry per request kind, in the scenario's order.
     pub requests: Vec<Stats>,
+    /// Open model: requests that started more than 10 ms after their intended send time
+    /// because every connection was busy (their latency includes that wait). Many of them
+    /// mean the server fell behind, or `-c` is too low for the rate.
+    #[serde(default)]
+    pub behind_schedule: u64,
     /// Per-interval aggregates (one second each, coarsened on long runs).
     pub timeline: Vec<Sample>,
     /// Threshold results, in the order given.

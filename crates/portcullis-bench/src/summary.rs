@@ -109,6 +109,7 @@ pub(crate) fn build(
         connections: plan.workers(),
         started_unix_ms,
         duration_s: round(secs, 6),
+        behind_schedule: 0,
         overall: overall_stats,
         requests: kind_stats,
         timeline,

@@ -30,6 +30,15 @@ pub fn render(report: &Report) -> String {
         o.errors.total(),
         o.error_rate * 100.0
     );
+    if report.behind_schedule > 0 {
+        let share = report.behind_schedule as f64 / o.requests.max(1) as f64 * 100.0;
+        let _ = writeln!(
+            out,
+            "  {} requests ({share:.1}%) started over 10ms behind schedule: every connection \
+             was busy (a slow server, or -c too low for the rate); their latency includes the wait\n",
+            report.behind_schedule
+        );
+    }
     let width = report
         .requests
         .iter()

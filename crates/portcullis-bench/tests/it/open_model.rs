@@ -27,6 +27,11 @@ async fn a_constant_rate_is_held_within_two_percent_over_ten_seconds() {
     let middle = arrivals_between(&arrivals, 0.5, 9.5) as f64;
     assert!((middle - 9000.0).abs() <= 180.0, "{middle} arrivals in 9 s");
     assert_eq!(r.overall.errors.total(), 0);
+    assert!(
+        r.behind_schedule < 100,
+        "the generator kept up: {}",
+        r.behind_schedule
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,4 +64,6 @@ async fn a_one_second_server_stall_shows_up_in_the_percentiles() {
         "{}",
         r.overall.requests
     );
+    // The report says the schedule slipped because every connection was stuck.
+    assert!(r.behind_schedule >= 100, "{}", r.behind_schedule);
 }

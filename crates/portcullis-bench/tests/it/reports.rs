@@ -58,6 +58,7 @@ async fn the_json_report_round_trips_and_keeps_its_schema() {
             "connections",
             "started_unix_ms",
             "duration_s",
+            "behind_schedule",
             "overall",
             "requests",
             "timeline",
