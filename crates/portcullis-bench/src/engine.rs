@@ -189,7 +189,13 @@ fn drain(shared: &Shared, acc: &mut Histogram<u64>, from: Instant, to: Instant) 
     Sample {
         t_s: round(t_s, 6),
         span_s: round((to - from).as_secs_f64(), 6),
-        target: round(shared.plan.profile.level_at(t_s), 3),
+        target: round(
+            shared
+                .plan
+                .profile
+                .mean_level(t_s, (to - shared.start).as_secs_f64()),
+            3,
+        ),
         requests: counts.requests,
         errors: counts.errors,
         p50_ms: q(0.5),

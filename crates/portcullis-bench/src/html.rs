@@ -90,8 +90,12 @@ fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
             y = y(v),
         );
     }
-    for i in 0..=5 {
-        let v = x_max * f64::from(i) / 5.0;
+    let x_step = nice_max(x_max / 6.0);
+    for i in 0..=6 {
+        let v = x_step * f64::from(i);
+        if v > x_max + 1e-9 {
+            break;
+        }
         let _ = write!(
             svg,
             r#"<text x="{:.1}" y="{}" text-anchor="middle" class="tick">{}s</text>"#,

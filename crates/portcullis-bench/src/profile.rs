@@ -120,6 +120,26 @@ impl Profile {
             .map_or(0.0, |s| s.level(t))
     }
 
+    /// The integral of the level from 0 to `t` (arrivals scheduled by then, in the open model).
+    pub fn integral(&self, t: f64) -> f64 {
+        let t = t.clamp(0.0, self.total);
+        self.segments
+            .iter()
+            .find(|s| t <= s.start + s.len)
+            .map_or(self.total_arrivals(), |s| {
+                let tau = t - s.start;
+                s.area_before + (s.from + s.level(t)) / 2.0 * tau
+            })
+    }
+
+    /// The mean level over `[from, to]` seconds (the planned rate or users of an interval).
+    pub fn mean_level(&self, from: f64, to: f64) -> f64 {
+        if to <= from {
+            return self.level_at(from);
+        }
+        (self.integral(to) - self.integral(from)) / (to - from)
+    }
+
     /// Total arrivals the profile schedules (its integral over the whole run).
     pub fn total_arrivals(&self) -> f64 {
         self.segments
@@ -225,6 +245,18 @@ mod tests {
         let want = 1.0 + 2.0 - 2f64.sqrt();
         assert!((p.arrival(15).unwrap() - want).abs() < 1e-6);
         assert!((p.level_at(2.0) - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_integral_gives_mean_levels_of_intervals() {
+        let p = Profile::new(0.0, &[stage(2, 200.0), stage(1, 200.0)]).unwrap();
+        assert!((p.integral(1.0) - 50.0).abs() < 1e-9);
+        assert!((p.integral(3.0) - 400.0).abs() < 1e-9);
+        assert!((p.mean_level(1.0, 2.0) - 150.0).abs() < 1e-9);
+        assert!(
+            (p.mean_level(2.5, 3.5) - 100.0).abs() < 1e-9,
+            "0 after the end"
+        );
     }
 
     #[test]

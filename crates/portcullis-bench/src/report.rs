@@ -155,7 +155,7 @@ pub struct Sample {
     pub t_s: f64,
     /// Interval length in seconds.
     pub span_s: f64,
-    /// The profile's level at the interval start (rate or users).
+    /// The planned level over the interval: mean rate (open model) or users (closed).
     pub target: f64,
     /// Requests finished in the interval.
     pub requests: u64,
