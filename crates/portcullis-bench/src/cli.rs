@@ -51,7 +51,7 @@ pub struct CompareArgs {
     /// The report to compare with it.
     pub candidate: PathBuf,
     /// Exit 99 when p50, p95 or p99 grew, or req/s fell, by more than this (e.g. `10%`).
-    #[arg(long, value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_regression: Option<f64>,
 }
 
@@ -61,19 +61,19 @@ pub struct RunArgs {
     /// Target URL (with `--scenario`, replaces the scenario's `base_url`).
     pub url: Option<String>,
     /// A scenario file (TOML): stages, weighted requests, checks, thresholds.
-    #[arg(long, short = 's')]
+    #[arg(long, short = 's', value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Connections: users in the closed model, the most in flight with --rate.
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', value_name = "N")]
     pub connections: Option<usize>,
     /// Run length (`30s`, `5m`); 10s when neither -d nor -n is given.
-    #[arg(long, short = 'd', value_parser = parse_duration_arg)]
+    #[arg(long, short = 'd', value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
     /// Stop after this many requests.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_name = "N")]
     pub requests: Option<u64>,
     /// Open model: this many requests per second, whatever the responses do.
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'r', value_name = "PER_SECOND")]
     pub rate: Option<f64>,
     /// A load shape scaled to --rate (or -c) and -d: smoke, load, stress, spike, soak.
     #[arg(long)]
@@ -82,37 +82,37 @@ pub struct RunArgs {
     #[arg(long, short = 'm', default_value = "GET")]
     pub method: String,
     /// A request header, `Name: value` (repeatable).
-    #[arg(long = "header", short = 'H')]
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
     /// Request body.
-    #[arg(long, short = 'b', conflicts_with = "body_file")]
+    #[arg(long, short = 'b', value_name = "TEXT", conflicts_with = "body_file")]
     pub body: Option<String>,
     /// Request body from a file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub body_file: Option<PathBuf>,
     /// HTTP/2 (prior knowledge over http://, ALPN over https://).
     #[arg(long)]
     pub http2: bool,
     /// Per-request timeout, from the send to the end of the body (default 30s).
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
     /// Count the values of this response header (repeatable; X-Cache always is).
-    #[arg(long = "count-header")]
+    #[arg(long = "count-header", value_name = "NAME")]
     pub count_headers: Vec<String>,
     /// A threshold, e.g. `p95 < 200ms`, `error_rate < 1%`, `p99{login} < 1s` (repeatable).
-    #[arg(long = "threshold", short = 't', value_parser = parse_threshold)]
+    #[arg(long = "threshold", short = 't', value_name = "EXPR", value_parser = parse_threshold)]
     pub thresholds: Vec<Threshold>,
     /// Write the JSON report here.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write the HTML report here.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Skip TLS certificate verification.
     #[arg(long, short = 'k')]
     pub insecure: bool,
     /// Trust the CA certificates in this PEM file instead of the system's.
-    #[arg(long, conflicts_with = "insecure")]
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub cacert: Option<PathBuf>,
     /// No live progress line.
     #[arg(long, short = 'q')]

@@ -209,6 +209,7 @@ fn drain(shared: &Shared, acc: &mut Histogram<u64>, from: Instant, to: Instant) 
 async fn worker(shared: Arc<Shared>, index: usize) {
     let mut state = WorkerState {
         conn: None,
+        timer: Box::pin(tokio::time::sleep(shared.plan.timeout)),
         rng: fastrand::Rng::with_seed(0x5eed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         scratch: Scratch::default(),
         checks: Vec::new(),
@@ -271,7 +272,7 @@ async fn worker(shared: Arc<Shared>, index: usize) {
         // Ctrl-C abandons the request in flight (not recorded) instead of waiting for it.
         tokio::select! {
             () = exchange(&shared, &mut state, origin) => {}
-            _ = stop.wait_for(|&s| s) => return,
+            () = stopped(&mut stop) => return,
         }
         if let Some(think) = &plan.think_time {
             let pause = think.draw(&mut state.rng);
@@ -282,16 +283,24 @@ async fn worker(shared: Arc<Shared>, index: usize) {
     }
 }
 
+/// Completes when the run is asked to stop; never, when nobody can ask any more.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|&s| s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Sleeps until `at`; false when stopped first.
 async fn sleep_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         () = tokio::time::sleep_until(at.into()) => true,
-        _ = stop.wait_for(|&s| s) => false,
+        () = stopped(stop) => false,
     }
 }
 
 struct WorkerState {
     conn: Option<Conn>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     rng: fastrand::Rng,
     scratch: Scratch,
     checks: Vec<bool>,
@@ -326,17 +335,17 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
         }
     };
     let keep_body = kind.kind.needs_body();
-    let result = tokio::time::timeout(
-        shared.plan.timeout,
-        send(
-            &shared.endpoint,
-            &mut state.conn,
-            state.index,
-            req,
-            keep_body,
-        ),
-    )
-    .await;
+    // One timer per worker, pushed forward for each request: tokio only moves a timer entry
+    // in its wheel when it fires early, so this costs far less than a new timeout each time.
+    state
+        .timer
+        .as_mut()
+        .reset((Instant::now() + shared.plan.timeout).into());
+    let result = tokio::select! {
+        biased;
+        r = send(&shared.endpoint, &mut state.conn, state.index, req, keep_body) => Ok(r),
+        () = state.timer.as_mut() => Err(()),
+    };
     let latency_us = origin.elapsed().as_micros() as u64;
     match result {
         Ok(Ok(resp)) => {
@@ -364,7 +373,7 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
                 .lock()
                 .failure(kind_index, failure, latency_us, || message);
         }
-        Err(_elapsed) => {
+        Err(()) => {
             state.conn = None;
             let timeout = shared.plan.timeout;
             shard

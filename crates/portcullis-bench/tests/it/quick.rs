@@ -22,6 +22,26 @@ async fn a_request_count_sends_exactly_that_many_over_fixed_connections() {
     assert!(r.overall.latency_ms.p50 <= r.overall.latency_ms.p99);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_closes_are_replaced_without_errors() {
+    let up = TestUpstream::respond(|_| {
+        http::Response::builder()
+            .header("connection", "close")
+            .body(full("bye"))
+            .unwrap()
+    })
+    .await;
+    let r = report(&[&up.url(), "-n", "20", "-c", "1"]).await;
+    assert_eq!(
+        r.overall.errors.total(),
+        0,
+        "{:?}",
+        r.overall.error_examples
+    );
+    assert_eq!(r.overall.status.get(&200), Some(&20));
+    assert_eq!(up.connections(), 20);
+}
+
 #[tokio::test]
 async fn method_headers_and_body_reach_the_server() {
     let up = TestUpstream::start(echo()).await;
