@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::{
     error::BenchError,
+    http1_wire::WireConn,
     request::{HttpVersion, Target},
     tls::{self, Verification},
 };
@@ -42,6 +43,7 @@ impl std::fmt::Debug for Endpoint {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Conn::Wire(_) => "Conn::Wire",
             Conn::H1(_) => "Conn::H1",
             Conn::H2(_) => "Conn::H2",
         })
@@ -50,6 +52,8 @@ impl std::fmt::Debug for Conn {
 
 /// A live client connection.
 pub(crate) enum Conn {
+    /// HTTP/1.1 over plain TCP, with the generator's own client.
+    Wire(WireConn),
     /// HTTP/1.1.
     H1(http1::SendRequest<Full<Bytes>>),
     /// HTTP/2.
@@ -57,6 +61,11 @@ pub(crate) enum Conn {
 }
 
 impl Endpoint {
+    /// Whether requests go through [`crate::http1_wire`] (HTTP/1.1 over plain TCP).
+    pub(crate) fn uses_wire(&self) -> bool {
+        self.version == HttpVersion::Http1 && self.tls.is_none()
+    }
+
     /// Resolves the target's host once, and prepares TLS.
     pub(crate) async fn resolve(
         target: &Target,
@@ -99,6 +108,7 @@ impl Endpoint {
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
+            None if self.version == HttpVersion::Http1 => Ok(Conn::Wire(WireConn::new(tcp))),
             None => self.handshake(TokioIo::new(tcp)).await,
             Some((connector, name)) => {
                 let tls = connector
@@ -135,27 +145,33 @@ impl Endpoint {
 
 impl Conn {
     /// Whether the connection can no longer be used.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&mut self) -> bool {
         match self {
+            Conn::Wire(w) => w.is_closed(),
             Conn::H1(s) => s.is_closed(),
             Conn::H2(s) => s.is_closed(),
         }
     }
 
-    /// Sends a request and returns the response head (the body streams on).
+    /// Sends a request (hyper connections) and returns the response head (the body streams
+    /// on).
     pub(crate) async fn send(
         &mut self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
-        match self {
-            Conn::H1(s) => {
-                s.ready().await?;
-                s.send_request(req).await
+    ) -> Result<Response<Incoming>, String> {
+        let result = match self {
+            Conn::Wire(_) => {
+                return Err("internal: a hyper request on a wire connection".to_owned());
             }
-            Conn::H2(s) => {
-                s.ready().await?;
-                s.send_request(req).await
-            }
-        }
+            Conn::H1(s) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
+            Conn::H2(s) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
+        };
+        result.map_err(|e| crate::engine::error_chain(&e))
     }
 }

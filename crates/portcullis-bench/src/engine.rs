@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::{
+    check::Check,
     connection::{Conn, Endpoint},
     error::BenchError,
     plan::{Model, Plan},
@@ -43,6 +44,8 @@ struct Shared {
     mix: Mix,
     endpoint: Endpoint,
     counted: Vec<HeaderName>,
+    /// Response headers the run reads: counted ones and those checks look for.
+    wanted: Vec<HeaderName>,
     shards: Vec<Mutex<Recorder>>,
     start: Instant,
     end: Instant,
@@ -83,6 +86,16 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
             counted.push(h.clone());
         }
     }
+    let mut wanted = counted.clone();
+    for kind in &plan.kinds {
+        for check in &kind.checks {
+            if let Check::HeaderPresent(name) = check
+                && !wanted.contains(name)
+            {
+                wanted.push(name.clone());
+            }
+        }
+    }
     let checks: Vec<usize> = plan.kinds.iter().map(|k| k.checks.len()).collect();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let shards = (0..threads * 4)
@@ -98,6 +111,7 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
         mix,
         endpoint,
         counted,
+        wanted,
         shards,
         start,
         next: AtomicU64::new(0),
@@ -209,6 +223,7 @@ fn drain(shared: &Shared, acc: &mut Histogram<u64>, from: Instant, to: Instant) 
 async fn worker(shared: Arc<Shared>, index: usize) {
     let mut state = WorkerState {
         conn: None,
+        wire: Vec::new(),
         timer: Box::pin(tokio::time::sleep(shared.plan.timeout)),
         rng: fastrand::Rng::with_seed(0x5eed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         scratch: Scratch::default(),
@@ -300,6 +315,8 @@ async fn sleep_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
 
 struct WorkerState {
     conn: Option<Conn>,
+    /// Encoding buffer for templated HTTP/1.1 requests.
+    wire: Vec<u8>,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     rng: fastrand::Rng,
     scratch: Scratch,
@@ -320,20 +337,6 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
     let kind_index = shared.mix.pick(&mut state.rng);
     let kind = &shared.mix.kinds[kind_index];
     let shard = &shared.shards[state.index % shared.shards.len()];
-    let req = match kind.build(
-        &shared.plan.target,
-        &shared.plan.variables,
-        &mut state.scratch,
-        &mut state.rng,
-    ) {
-        Ok(req) => req,
-        Err(e) => {
-            shard
-                .lock()
-                .failure(kind_index, Failure::Transport, 0, || e);
-            return;
-        }
-    };
     let keep_body = kind.kind.needs_body();
     // One timer per worker, pushed forward for each request: tokio only moves a timer entry
     // in its wheel when it fires early, so this costs far less than a new timeout each time.
@@ -341,9 +344,39 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
         .timer
         .as_mut()
         .reset((Instant::now() + shared.plan.timeout).into());
+    let (target, vars) = (&shared.plan.target, &shared.plan.variables);
+    let request = if shared.endpoint.uses_wire() {
+        kind.wire(
+            target,
+            vars,
+            &mut state.scratch,
+            &mut state.rng,
+            &mut state.wire,
+        )
+        .map(Outgoing::Wire)
+    } else {
+        kind.build(target, vars, &mut state.scratch, &mut state.rng)
+            .map(Outgoing::Hyper)
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => {
+            shard
+                .lock()
+                .failure(kind_index, Failure::Transport, 0, || e);
+            return;
+        }
+    };
+    let exchange = Exchange {
+        endpoint: &shared.endpoint,
+        index: state.index,
+        head_only: kind.kind.method == http::Method::HEAD,
+        wanted: &shared.wanted,
+        keep_body,
+    };
     let result = tokio::select! {
         biased;
-        r = send(&shared.endpoint, &mut state.conn, state.index, req, keep_body) => Ok(r),
+        r = exchange.send(&mut state.conn, request) => Ok(r),
         () = state.timer.as_mut() => Err(()),
     };
     let latency_us = origin.elapsed().as_micros() as u64;
@@ -385,48 +418,84 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
     }
 }
 
-async fn send(
-    endpoint: &Endpoint,
-    conn: &mut Option<Conn>,
+/// A request ready to go out.
+// Lives on the stack for one exchange; boxing the large variant would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing<'a> {
+    /// Encoded bytes for [`crate::http1_wire`].
+    Wire(&'a [u8]),
+    /// A request for hyper.
+    Hyper(http::Request<http_body_util::Full<Bytes>>),
+}
+
+/// What one exchange needs besides the request.
+struct Exchange<'a> {
+    endpoint: &'a Endpoint,
     index: usize,
-    req: http::Request<http_body_util::Full<Bytes>>,
+    head_only: bool,
+    wanted: &'a [HeaderName],
     keep_body: bool,
-) -> Result<Response, (Failure, String)> {
-    if conn.as_ref().is_none_or(Conn::is_closed) {
-        *conn = Some(
-            endpoint
-                .connect(index)
-                .await
-                .map_err(|e| (Failure::Connect, e))?,
-        );
-    }
-    let Some(live) = conn.as_mut() else {
-        return Err((Failure::Connect, "no connection".to_owned()));
-    };
-    let transport = |e: hyper::Error| (Failure::Transport, error_chain(&e));
-    let resp = live.send(req).await.map_err(transport)?;
-    let (parts, mut body) = resp.into_parts();
-    let mut bytes = 0u64;
-    let mut kept = keep_body.then(BytesMut::new);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(transport)?;
-        if let Some(data) = frame.data_ref() {
-            bytes += data.len() as u64;
-            if let Some(buf) = kept.as_mut() {
-                buf.extend_from_slice(data);
+}
+
+impl Exchange<'_> {
+    async fn send(
+        &self,
+        conn: &mut Option<Conn>,
+        request: Outgoing<'_>,
+    ) -> Result<Response, (Failure, String)> {
+        if conn.as_mut().is_none_or(Conn::is_closed) {
+            *conn = Some(
+                self.endpoint
+                    .connect(self.index)
+                    .await
+                    .map_err(|e| (Failure::Connect, e))?,
+            );
+        }
+        let transport = |e: String| (Failure::Transport, e);
+        match (conn.as_mut(), request) {
+            (Some(Conn::Wire(wire)), Outgoing::Wire(bytes)) => {
+                let r = wire
+                    .exchange(bytes, self.head_only, self.wanted, self.keep_body)
+                    .await
+                    .map_err(transport)?;
+                Ok(Response {
+                    status: r.status,
+                    headers: r.headers,
+                    bytes: r.bytes,
+                    body: r.body,
+                })
             }
+            (Some(live), Outgoing::Hyper(req)) => {
+                let resp = live.send(req).await.map_err(transport)?;
+                let (parts, mut body) = resp.into_parts();
+                let mut bytes = 0u64;
+                let mut kept = self.keep_body.then(BytesMut::new);
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| transport(error_chain(&e)))?;
+                    if let Some(data) = frame.data_ref() {
+                        bytes += data.len() as u64;
+                        if let Some(buf) = kept.as_mut() {
+                            buf.extend_from_slice(data);
+                        }
+                    }
+                }
+                Ok(Response {
+                    status: parts.status,
+                    headers: parts.headers,
+                    bytes,
+                    body: kept.map(BytesMut::freeze),
+                })
+            }
+            _ => Err((
+                Failure::Transport,
+                "internal: request and connection kinds differ".to_owned(),
+            )),
         }
     }
-    Ok(Response {
-        status: parts.status,
-        headers: parts.headers,
-        bytes,
-        body: kept.map(BytesMut::freeze),
-    })
 }
 
 /// An error and its sources, `: `-separated (hyper's top-level messages are terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -23,6 +23,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod html;
+mod http1_wire;
 pub mod plan;
 pub mod preset;
 pub mod profile;

@@ -15,6 +15,7 @@ use http_body_util::Full;
 
 use crate::{
     check::Check,
+    http1_wire,
     template::{Template, Variables},
 };
 
@@ -146,6 +147,8 @@ impl RequestKind {
 pub(crate) struct PreparedKind {
     pub(crate) kind: RequestKind,
     fixed: Option<(Uri, HeaderMap, Bytes)>,
+    /// The fixed request encoded for [`crate::http1_wire`].
+    fixed_wire: Option<Vec<u8>>,
     host: HeaderValue,
 }
 
@@ -168,6 +171,7 @@ impl PreparedKind {
         let mut prepared = Self {
             kind,
             fixed: None,
+            fixed_wire: None,
             host,
         };
         let mut scratch = Scratch::default();
@@ -187,9 +191,37 @@ impl PreparedKind {
                 .as_ref()
                 .is_none_or(|b| b.as_literal().is_some());
         if literal {
+            let mut wire = Vec::new();
+            http1_wire::encode(
+                &prepared.kind.method,
+                &uri.to_string(),
+                &headers,
+                &body,
+                &mut wire,
+            );
+            prepared.fixed_wire = Some(wire);
             prepared.fixed = Some((uri, headers, body));
         }
         Ok(prepared)
+    }
+
+    /// The request encoded for HTTP/1.1 on the wire (target HTTP/1.1): the pre-encoded bytes
+    /// of a fixed kind, or a rendering into `out`.
+    pub(crate) fn wire<'a>(
+        &'a self,
+        target: &Target,
+        vars: &Variables,
+        scratch: &mut Scratch,
+        rng: &mut fastrand::Rng,
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], String> {
+        if let Some(bytes) = &self.fixed_wire {
+            return Ok(bytes);
+        }
+        let (uri, headers, body) = self.render(target, vars, scratch, rng)?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        http1_wire::encode(&self.kind.method, path, &headers, &body, out);
+        Ok(out)
     }
 
     /// Builds one request.

@@ -42,6 +42,65 @@ async fn connections_the_server_closes_are_replaced_without_errors() {
     assert_eq!(up.connections(), 20);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_and_head_responses_are_framed_right() {
+    use http_body_util::BodyExt;
+    let up = TestUpstream::respond(|req| {
+        if req.method() == http::Method::HEAD {
+            // A HEAD response announces a length but sends no body.
+            return http::Response::builder()
+                .header("content-length", "100")
+                .body(full(""))
+                .unwrap();
+        }
+        // No length: the server streams the body chunked.
+        let (mut tx, body) =
+            http_body_util::Channel::<bytes::Bytes, std::convert::Infallible>::new(4);
+        tokio::spawn(async move {
+            for part in ["hello ", "chunked ", "world"] {
+                if tx.send_data(bytes::Bytes::from(part)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        http::Response::new(body.map_err(|never| match never {}).boxed_unsync())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    let text = "base_url = \"BASE\"\n[[stages]]\nduration = \"10s\"\nusers = 2\n\n\
+                [[requests]]\nurl = \"/\"\nchecks = { body_contains = \"chunked world\" }\n";
+    std::fs::write(&path, text.replace("BASE", &up.url())).unwrap();
+    let r = report(&["--scenario", path.to_str().unwrap(), "-n", "50"]).await;
+    assert_eq!(
+        r.overall.errors.total(),
+        0,
+        "{:?}",
+        r.overall.error_examples
+    );
+    assert_eq!(r.overall.bytes_received, 50 * 19);
+    assert_eq!(r.requests[0].checks[0].passed, 50);
+    assert!(
+        up.connections() <= 2,
+        "chunked responses keep the connection"
+    );
+
+    let r = report(&[
+        &up.url(),
+        "-m",
+        "HEAD",
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "--timeout",
+        "2s",
+    ])
+    .await;
+    assert_eq!(r.overall.status.get(&200), Some(&20));
+    assert_eq!((r.overall.errors.total(), r.overall.bytes_received), (0, 0));
+}
+
 #[tokio::test]
 async fn method_headers_and_body_reach_the_server() {
     let up = TestUpstream::start(echo()).await;
