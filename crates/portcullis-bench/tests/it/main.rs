@@ -12,6 +12,7 @@ mod reports;
 mod scenarios;
 mod stages;
 mod thresholds;
+mod wire;
 
 use std::{sync::Arc, time::Instant};
 
