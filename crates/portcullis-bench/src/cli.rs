@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// HTTP/2 (prior knowledge over http://, ALPN over https://).
     #[arg(long)]
     pub http2: bool,
+    /// HTTP/2: requests in flight per connection (-c users share -c/N connections).
+    #[arg(long, value_name = "N")]
+    pub streams: Option<usize>,
     /// Per-request timeout, from the send to the end of the body (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
@@ -258,6 +261,7 @@ impl RunArgs {
             model,
             profile,
             connections,
+            streams: self.streams.unwrap_or(1),
             max_requests: self.requests,
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             think_time: None,

@@ -153,6 +153,14 @@ impl Conn {
         }
     }
 
+    /// Another handle on the same HTTP/2 connection (`None` for HTTP/1.1).
+    pub(crate) fn share(&self) -> Option<Conn> {
+        match self {
+            Conn::H2(s) => Some(Conn::H2(s.clone())),
+            Conn::Wire(_) | Conn::H1(_) => None,
+        }
+    }
+
     /// Sends a request (hyper connections) and returns the response head (the body streams
     /// on).
     pub(crate) async fn send(

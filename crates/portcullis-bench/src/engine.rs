@@ -46,6 +46,8 @@ struct Shared {
     counted: Vec<HeaderName>,
     /// Response headers the run reads: counted ones and those checks look for.
     wanted: Vec<HeaderName>,
+    /// HTTP/2 with several streams per connection: one connection slot per group of workers.
+    h2_slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
     shards: Vec<Mutex<Recorder>>,
     start: Instant,
     end: Instant,
@@ -101,6 +103,13 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
     let shards = (0..threads * 4)
         .map(|_| Mutex::new(Recorder::new(&checks, counted.len())))
         .collect();
+    let h2_slots = if plan.streams > 1 {
+        (0..plan.connection_count())
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -112,6 +121,7 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
         endpoint,
         counted,
         wanted,
+        h2_slots,
         shards,
         start,
         next: AtomicU64::new(0),
@@ -373,6 +383,8 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
         head_only: kind.kind.method == http::Method::HEAD,
         wanted: &shared.wanted,
         keep_body,
+        h2_slots: &shared.h2_slots,
+        streams: shared.plan.streams,
     };
     let result = tokio::select! {
         biased;
@@ -435,6 +447,8 @@ struct Exchange<'a> {
     head_only: bool,
     wanted: &'a [HeaderName],
     keep_body: bool,
+    h2_slots: &'a [tokio::sync::Mutex<Option<Conn>>],
+    streams: usize,
 }
 
 impl Exchange<'_> {
@@ -443,17 +457,43 @@ impl Exchange<'_> {
         conn: &mut Option<Conn>,
         request: Outgoing<'_>,
     ) -> Result<Response, (Failure, String)> {
-        if conn.as_mut().is_none_or(Conn::is_closed) {
-            *conn = Some(
-                self.endpoint
-                    .connect(self.index)
-                    .await
-                    .map_err(|e| (Failure::Connect, e))?,
-            );
-        }
+        let connect = |n: usize| async move {
+            self.endpoint
+                .connect(n)
+                .await
+                .map_err(|e| (Failure::Connect, e))
+        };
+        let mut shared_conn;
+        let live: &mut Conn = if self.h2_slots.is_empty() {
+            if conn.as_mut().is_none_or(Conn::is_closed) {
+                *conn = Some(connect(self.index).await?);
+            }
+            conn.as_mut()
+                .ok_or_else(|| (Failure::Connect, "no connection".to_owned()))?
+        } else {
+            let group = self.index / self.streams.max(1);
+            let slot = self
+                .h2_slots
+                .get(group)
+                .ok_or_else(|| (Failure::Connect, "internal: no connection slot".to_owned()))?;
+            // tokio's async mutex on purpose: one worker of the group (re)connects while the
+            // others wait for that connection instead of opening their own.
+            let mut guard = slot.lock().await;
+            if guard.as_mut().is_none_or(Conn::is_closed) {
+                *guard = Some(connect(group).await?);
+            }
+            shared_conn = guard.as_ref().and_then(Conn::share).ok_or_else(|| {
+                (
+                    Failure::Connect,
+                    "internal: not an HTTP/2 connection".to_owned(),
+                )
+            })?;
+            drop(guard);
+            &mut shared_conn
+        };
         let transport = |e: String| (Failure::Transport, e);
-        match (conn.as_mut(), request) {
-            (Some(Conn::Wire(wire)), Outgoing::Wire(bytes)) => {
+        match (live, request) {
+            (Conn::Wire(wire), Outgoing::Wire(bytes)) => {
                 let r = wire
                     .exchange(bytes, self.head_only, self.wanted, self.keep_body)
                     .await
@@ -465,7 +505,7 @@ impl Exchange<'_> {
                     body: r.body,
                 })
             }
-            (Some(live), Outgoing::Hyper(req)) => {
+            (live, Outgoing::Hyper(req)) => {
                 let resp = live.send(req).await.map_err(transport)?;
                 let (parts, mut body) = resp.into_parts();
                 let mut bytes = 0u64;

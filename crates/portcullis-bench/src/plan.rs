@@ -7,7 +7,7 @@ use http::HeaderName;
 
 use crate::{
     profile::Profile,
-    request::{RequestKind, Target},
+    request::{HttpVersion, RequestKind, Target},
     template::Variables,
     threshold::Threshold,
     tls::Verification,
@@ -67,8 +67,11 @@ pub struct Plan {
     pub model: Model,
     /// Level over time (requests per second or users).
     pub profile: Profile,
-    /// Open model: the most connections used at once. Closed model: ignored (one per user).
+    /// Open model: the most requests in flight at once. Closed model: ignored (the users).
     pub connections: usize,
+    /// HTTP/2: requests in flight per connection; users (or `connections`) share connections
+    /// in groups of this size. 1 for HTTP/1.1.
+    pub streams: usize,
     /// Stop after this many requests, if set.
     pub max_requests: Option<u64>,
     /// Per-request timeout (from the actual send to the end of the body).
@@ -107,6 +110,12 @@ impl Plan {
         if self.model == Model::Open && self.think_time.is_some() {
             return Err("think time applies to users (closed model), not to a rate".to_owned());
         }
+        if self.streams == 0 {
+            return Err("streams must be at least 1".to_owned());
+        }
+        if self.streams > 1 && self.target.version != HttpVersion::Http2 {
+            return Err("several streams per connection need HTTP/2 (--http2)".to_owned());
+        }
         if self.connections == 0 {
             return Err("connections must be at least 1".to_owned());
         }
@@ -119,7 +128,13 @@ impl Plan {
         Ok(())
     }
 
-    /// Workers to spawn: one per user at the peak (closed), or one per connection (open).
+    /// TCP connections at most: one per worker, or one per group of `streams` workers.
+    pub fn connection_count(&self) -> usize {
+        self.workers().div_ceil(self.streams.max(1))
+    }
+
+    /// Workers to spawn: one per user at the peak (closed), or one per request in flight
+    /// (open).
     pub fn workers(&self) -> usize {
         match self.model {
             Model::Closed => (self.profile.peak().ceil() as usize).max(1),

@@ -28,7 +28,8 @@ pub struct Report {
     pub model: String,
     /// `1.1` or `2`.
     pub http_version: String,
-    /// Connections (closed model: users at the peak; open model: the maximum).
+    /// Connections at most (one per user or request in flight, or per group of HTTP/2
+    /// streams).
     pub connections: usize,
     /// Start, in milliseconds since the Unix epoch.
     pub started_unix_ms: u64,

@@ -122,6 +122,7 @@ struct ScenarioFile {
     http: Option<HttpSpec>,
     timeout: Option<Parsed<Span>>,
     connections: Option<usize>,
+    streams: Option<usize>,
     think_time: Option<Parsed<ThinkTime>>,
     start: Option<f64>,
     preset: Option<Parsed<Preset>>,
@@ -422,6 +423,7 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
             .connections
             .or(file.connections)
             .unwrap_or(DEFAULT_CONNECTIONS),
+        streams: args.streams.or(file.streams).unwrap_or(1),
         max_requests: args.requests,
         timeout: args
             .timeout

@@ -106,7 +106,7 @@ pub(crate) fn build(
         target: plan.target.origin(),
         model: plan.model.label().to_owned(),
         http_version: plan.target.version.label().to_owned(),
-        connections: plan.workers(),
+        connections: plan.connection_count(),
         started_unix_ms,
         duration_s: round(secs, 6),
         behind_schedule: 0,

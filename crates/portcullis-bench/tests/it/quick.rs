@@ -143,6 +143,43 @@ async fn http2_uses_prior_knowledge_over_plain_http() {
     assert!(up.requests().iter().all(|s| s.version == Version::HTTP_2));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_share_connections() {
+    // Each request waits 20 ms, so the 8 users overlap and need their streams at once.
+    let up = TestUpstream::start(std::sync::Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            http::Response::new(full("ok"))
+        })
+    }))
+    .await;
+    let r = report(&[
+        &up.url(),
+        "--http2",
+        "--streams",
+        "4",
+        "-c",
+        "8",
+        "-n",
+        "80",
+    ])
+    .await;
+    assert_eq!(
+        r.overall.status.get(&200),
+        Some(&80),
+        "{:?}",
+        r.overall.error_examples
+    );
+    assert_eq!(r.connections, 2);
+    assert_eq!(up.connections(), 2, "8 users in groups of 4 streams");
+    assert!(up.requests().iter().all(|s| s.version == Version::HTTP_2));
+    // 8 in flight at 20 ms each: about 400 req/s; one stream per connection would be 100.
+    assert!(r.overall.rps > 150.0, "{} req/s", r.overall.rps);
+
+    let err = crate::bench_error(&[&up.url(), "--streams", "4", "-n", "1"]).await;
+    assert!(err.contains("need HTTP/2"), "{err}");
+}
+
 #[tokio::test]
 async fn https_targets_are_verified_against_a_given_ca_and_speak_both_versions() {
     let up = TestUpstream::start(echo()).await;
