@@ -237,9 +237,9 @@ impl RunArgs {
         let body = match (&self.body, &self.body_file) {
             (Some(b), _) => Some(literal(b)?),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+                let text = std::fs::read_to_string(path).map_err(|error| BenchError::Io {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 Some(literal(&text)?)
             }

@@ -18,12 +18,12 @@ pub enum BenchError {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A JSON report could not be read (for `compare`).
     #[error("{path}: not a portcullis bench report: {message}")]

@@ -91,9 +91,9 @@ async fn load_test(args: &RunArgs) -> Result<Outcome, BenchError> {
         report.write_json(path)?;
     }
     if let Some(path) = &args.html {
-        std::fs::write(path, html::render(&report)).map_err(|source| BenchError::Io {
+        std::fs::write(path, html::render(&report)).map_err(|error| BenchError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
     }
     let summary = table::render(&report);

@@ -198,17 +198,17 @@ impl Report {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        std::fs::write(path, text + "\n").map_err(|source| BenchError::Io {
+        std::fs::write(path, text + "\n").map_err(|error| BenchError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })
     }
 
     /// Reads a report written by [`Report::write_json`], checking the schema version.
     pub fn read_json(path: &Path) -> Result<Self, BenchError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| BenchError::Io {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let report: Report = serde_json::from_str(&text).map_err(|e| BenchError::Report {
             path: path.to_owned(),

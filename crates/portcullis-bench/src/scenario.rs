@@ -221,9 +221,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Loads a scenario and merges the command line into it (URL, -c, --http2, thresholds...).
 pub(crate) fn load(path: &Path, args: &RunArgs) -> Result<Plan, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| BenchError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     parse(&text, path, args)
 }
