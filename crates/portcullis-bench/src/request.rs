@@ -281,7 +281,12 @@ impl PreparedKind {
             template.render(&scratch.values, text);
             let value = HeaderValue::from_str(text)
                 .map_err(|_| format!("header {name}: invalid value {text:?}"))?;
-            headers.append(name.clone(), value);
+            if name == http::header::HOST {
+                // A Host given by the user replaces the one derived from the URL.
+                headers.insert(name.clone(), value);
+            } else {
+                headers.append(name.clone(), value);
+            }
         }
         let body = match &self.kind.body {
             Some(template) => {

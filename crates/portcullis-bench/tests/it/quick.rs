@@ -105,6 +105,12 @@ async fn chunked_bodies_and_head_responses_are_framed_right() {
 async fn method_headers_and_body_reach_the_server() {
     let up = TestUpstream::start(echo()).await;
     let url = format!("{}/submit?x=1", up.url());
+    // A Host header replaces the URL's.
+    report(&[&up.url(), "-n", "1", "-H", "Host: api.example.test"]).await;
+    let seen = up.requests();
+    assert_eq!(seen[0].headers.get_all("host").iter().count(), 1);
+    assert_eq!(seen[0].headers["host"], "api.example.test");
+
     let r = report(&[
         &url,
         "-n",
@@ -122,9 +128,9 @@ async fn method_headers_and_body_reach_the_server() {
     ])
     .await;
     assert_eq!(r.overall.requests, 3);
-    let seen = up.requests();
+    let seen = &up.requests()[1..];
     assert_eq!(seen.len(), 3);
-    for s in &seen {
+    for s in seen {
         assert_eq!(s.method, http::Method::PUT);
         assert_eq!(s.uri.to_string(), "/submit?x=1");
         assert_eq!(s.headers["x-api-key"], "k1");
