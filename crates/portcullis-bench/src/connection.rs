@@ -180,6 +180,6 @@ impl Conn {
                 Err(e) => Err(e),
             },
         };
-        result.map_err(|e| crate::engine::error_chain(&e))
+        result.map_err(|e| crate::exchange::error_chain(&e))
     }
 }

@@ -4,11 +4,12 @@
 //! - Closed model: worker `i` is user `i`; it runs while the profile's level is above `i`
 //!   (so users ramp up and down with the stages) and measures latency from the actual send.
 //! - Open model: a shared counter hands out arrival numbers; a free worker takes the next one
-//!   and sends at its scheduled time ([`Profile::arrival`]). When every connection is busy the
-//!   arrival is taken late and its latency counts from the intended time, so a stall shows up
-//!   in the percentiles instead of being omitted (coordinated omission, wrk2's correction).
-//!   When the worker is early and waits on the timer, the clock starts at the actual send:
-//!   the timer's millisecond granularity is the generator's, not the server's.
+//!   and sends at its scheduled time ([`crate::profile::Profile::arrival`]). When every
+//!   connection is busy the arrival is taken late and its latency counts from the intended
+//!   time, so a stall shows up in the percentiles instead of being omitted (coordinated
+//!   omission, wrk2's correction). When the worker is early and waits on the timer, the clock
+//!   starts at the actual send: the timer's millisecond granularity is the generator's, not
+//!   the server's.
 
 use std::{
     sync::{
@@ -18,10 +19,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use http::HeaderName;
-use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -29,6 +28,7 @@ use crate::{
     check::Check,
     connection::{Conn, Endpoint},
     error::BenchError,
+    exchange::{Exchange, Outgoing},
     plan::{Model, Plan},
     progress::Progress,
     recorder::{Failure, IntervalCounts, Recorder, histogram},
@@ -334,14 +334,6 @@ struct WorkerState {
     index: usize,
 }
 
-/// The outcome of one exchange, before it is recorded.
-struct Response {
-    status: http::StatusCode,
-    headers: http::HeaderMap,
-    bytes: u64,
-    body: Option<Bytes>,
-}
-
 /// Sends one request of a kind drawn from the mix, measuring from `origin`.
 async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
     let kind_index = shared.mix.pick(&mut state.rng);
@@ -428,120 +420,4 @@ async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
                 });
         }
     }
-}
-
-/// A request ready to go out.
-// Lives on the stack for one exchange; boxing the large variant would allocate per request.
-#[allow(clippy::large_enum_variant)]
-enum Outgoing<'a> {
-    /// Encoded bytes for [`crate::http1_wire`].
-    Wire(&'a [u8]),
-    /// A request for hyper.
-    Hyper(http::Request<http_body_util::Full<Bytes>>),
-}
-
-/// What one exchange needs besides the request.
-struct Exchange<'a> {
-    endpoint: &'a Endpoint,
-    index: usize,
-    head_only: bool,
-    wanted: &'a [HeaderName],
-    keep_body: bool,
-    h2_slots: &'a [tokio::sync::Mutex<Option<Conn>>],
-    streams: usize,
-}
-
-impl Exchange<'_> {
-    async fn send(
-        &self,
-        conn: &mut Option<Conn>,
-        request: Outgoing<'_>,
-    ) -> Result<Response, (Failure, String)> {
-        let connect = |n: usize| async move {
-            self.endpoint
-                .connect(n)
-                .await
-                .map_err(|e| (Failure::Connect, e))
-        };
-        let mut shared_conn;
-        let live: &mut Conn = if self.h2_slots.is_empty() {
-            if conn.as_mut().is_none_or(Conn::is_closed) {
-                *conn = Some(connect(self.index).await?);
-            }
-            conn.as_mut()
-                .ok_or_else(|| (Failure::Connect, "no connection".to_owned()))?
-        } else {
-            let group = self.index / self.streams.max(1);
-            let slot = self
-                .h2_slots
-                .get(group)
-                .ok_or_else(|| (Failure::Connect, "internal: no connection slot".to_owned()))?;
-            // tokio's async mutex on purpose: one worker of the group (re)connects while the
-            // others wait for that connection instead of opening their own.
-            let mut guard = slot.lock().await;
-            if guard.as_mut().is_none_or(Conn::is_closed) {
-                *guard = Some(connect(group).await?);
-            }
-            shared_conn = guard.as_ref().and_then(Conn::share).ok_or_else(|| {
-                (
-                    Failure::Connect,
-                    "internal: not an HTTP/2 connection".to_owned(),
-                )
-            })?;
-            drop(guard);
-            &mut shared_conn
-        };
-        let transport = |e: String| (Failure::Transport, e);
-        match (live, request) {
-            (Conn::Wire(wire), Outgoing::Wire(bytes)) => {
-                let r = wire
-                    .exchange(bytes, self.head_only, self.wanted, self.keep_body)
-                    .await
-                    .map_err(transport)?;
-                Ok(Response {
-                    status: r.status,
-                    headers: r.headers,
-                    bytes: r.bytes,
-                    body: r.body,
-                })
-            }
-            (live, Outgoing::Hyper(req)) => {
-                let resp = live.send(req).await.map_err(transport)?;
-                let (parts, mut body) = resp.into_parts();
-                let mut bytes = 0u64;
-                let mut kept = self.keep_body.then(BytesMut::new);
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| transport(error_chain(&e)))?;
-                    if let Some(data) = frame.data_ref() {
-                        bytes += data.len() as u64;
-                        if let Some(buf) = kept.as_mut() {
-                            buf.extend_from_slice(data);
-                        }
-                    }
-                }
-                Ok(Response {
-                    status: parts.status,
-                    headers: parts.headers,
-                    bytes,
-                    body: kept.map(BytesMut::freeze),
-                })
-            }
-            _ => Err((
-                Failure::Transport,
-                "internal: request and connection kinds differ".to_owned(),
-            )),
-        }
-    }
-}
-
-/// An error and its sources, `: `-separated (hyper's top-level messages are terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

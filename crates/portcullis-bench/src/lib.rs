@@ -22,6 +22,7 @@ mod connection;
 pub mod duration;
 pub mod engine;
 pub mod error;
+mod exchange;
 pub mod html;
 mod http1_wire;
 pub mod plan;
