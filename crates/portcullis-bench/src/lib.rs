@@ -6,6 +6,9 @@
 //! - Scenario files ([`scenario`]): stages that ramp rate or users linearly ([`profile`]),
 //!   presets ([`preset`]), weighted requests with templates ([`template`]), think time,
 //!   checks ([`check`]).
+//! - Sending: one connection per worker (HTTP/2 streams can share one); HTTP/1.1 over plain
+//!   TCP through a small client of its own (`http1_wire.rs`, for wrk-level efficiency),
+//!   HTTP/2 and TLS through hyper (`connection.rs`, `exchange.rs`).
 //! - Measurement ([`recorder`]): HdrHistograms per request kind in a few shards, merged at
 //!   the end; errors by kind; counted response headers (`X-Cache` → cache hit rate); a bounded
 //!   per-second timeline ([`timeline`]).

@@ -42,6 +42,17 @@ impl Segment {
 }
 
 /// A piecewise-linear level over time, starting at `start` and following the stages.
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis_bench::profile::{Profile, Stage};
+///
+/// // Ramp from 0 to 100 requests/s over 10 s: 500 requests, the k-th at sqrt(k / 5) s.
+/// let ramp = Stage { duration: Duration::from_secs(10), target: 100.0 };
+/// let p = Profile::new(0.0, &[ramp]).unwrap();
+/// assert!((p.total_arrivals() - 500.0).abs() < 1e-9);
+/// assert!((p.arrival(125).unwrap() - 5.0).abs() < 1e-9);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Profile {
     segments: Vec<Segment>,

@@ -97,6 +97,15 @@ impl Op {
 }
 
 /// A parsed threshold.
+///
+/// ```
+/// use portcullis_bench::threshold::{Metric, Threshold};
+///
+/// let t: Threshold = "p95{login} < 300ms".parse().unwrap();
+/// assert_eq!(t.metric, Metric::Percentile(95.0));
+/// assert_eq!((t.scope.as_deref(), t.limit), (Some("login"), 300.0));
+/// assert!(t.holds(Some(250.0)) && !t.holds(Some(300.0)) && !t.holds(None));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     /// The expression as written.
