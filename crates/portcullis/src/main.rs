@@ -1,7 +1,8 @@
 //! `portcullis`: the gateway binary.
 //!
 //! Sub-commands: `serve --config FILE` runs the gateway, `check --config FILE` validates a config
-//! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it.
+//! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it,
+//! `bench` load-tests a URL or a scenario (`portcullis-bench`; exit 99 when a threshold fails).
 
 mod demo_origin;
 mod handover;
@@ -52,6 +53,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// Load-test a URL or a scenario file; `bench compare A.json B.json` compares reports.
+    Bench(Box<portcullis_bench::BenchCommand>),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,17 @@ fn main() -> ExitCode {
             origins,
             admin,
         } => runtime().and_then(|rt| rt.block_on(quickstart(listen, admin, &origins))),
+        Command::Bench(command) => {
+            let outcome =
+                runtime().and_then(|rt| Ok(rt.block_on(portcullis_bench::run(*command))?));
+            return match outcome {
+                Ok(outcome) => ExitCode::from(outcome.exit_code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
