@@ -216,3 +216,37 @@ async fn the_html_report_is_one_self_contained_page_with_charts_and_percentiles(
     assert!(!html.contains("https://"));
     assert!(r.timeline.len() >= 2, "{:?}", r.timeline);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_renders_in_a_headless_browser() {
+    let up = TestUpstream::respond(|_| http::Response::new(full("ok"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.html");
+    report(&[
+        &up.url(),
+        "--rate",
+        "100",
+        "-d",
+        "2s",
+        "--html",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/report-render-check"
+    );
+    let shot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-report.png");
+    let out = std::process::Command::new(script)
+        .args([path.to_str().unwrap(), shot])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
+}
