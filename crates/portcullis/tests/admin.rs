@@ -430,10 +430,9 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 async fn every_metric_in_the_alert_rules_and_the_dashboard_exists() {
     let up = TestUpstream::start(echo()).await;
     // A breaker, so its state series exists.
-    let gw = TestGateway::start(&config(&up, "").replace(
-        "targets = [{ url",
-        "breaker = {}\ntargets = [{ url",
-    ))
+    let gw = TestGateway::start(
+        &config(&up, "").replace("targets = [{ url", "breaker = {}\ntargets = [{ url"),
+    )
     .await;
     let client = Client::http1();
     client.get(&gw.url("/api/a")).await;
