@@ -50,13 +50,19 @@ impl<B> GuardedBody<B> {
     }
 
     fn finish(&mut self) {
-        release(&mut self.guard, &mut self.lease);
-        self.permit.take();
+        release(&mut self.guard, &mut self.lease, &mut self.permit);
     }
 }
 
-fn release(guard: &mut Option<InFlight>, lease: &mut Option<Lease>) {
+/// The body ended: the target is no longer in flight, the connection goes back to the pool,
+/// the upstream's concurrency slot frees.
+fn release(
+    guard: &mut Option<InFlight>,
+    lease: &mut Option<Lease>,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     guard.take();
+    permit.take();
     if let Some(lease) = lease.take() {
         lease.release();
     }
@@ -74,13 +80,9 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             // The end, or the last data frame (hyper stops polling once `is_end_stream`).
-            Poll::Ready(None) => {
-                release(this.guard, this.lease);
-                this.permit.take();
-            }
+            Poll::Ready(None) => release(this.guard, this.lease, this.permit),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                release(this.guard, this.lease);
-                this.permit.take();
+                release(this.guard, this.lease, this.permit)
             }
             Poll::Ready(Some(Err(_))) => {
                 this.guard.take();

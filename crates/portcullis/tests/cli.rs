@@ -194,6 +194,16 @@ impl GatewayProcess {
         }
     }
 
+    /// The admin listener's address, from its log line.
+    fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_log(&["admin listener on http://"]);
+        line.split("admin listener on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Replaces the config file the way editors do: write a new file, rename it over.
     fn rewrite_config(&self, text: &str) {
         let tmp = self.path.with_extension("tmp");
@@ -462,16 +472,7 @@ fn routes_config(up: &TestUpstream, prefixes: &[&str], admin: bool) -> String {
 async fn file_changes_sighup_and_the_admin_api_reload_the_config() {
     let up = TestUpstream::start(echo()).await;
     let gw = GatewayProcess::start(&routes_config(&up, &["/a"], true));
-    let admin_line = gw.wait_log(&["admin listener on http://"]);
-    let admin: SocketAddr = admin_line
-        .split("admin listener on http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let admin = gw.admin_addr();
     let client = Client::http1();
     assert_eq!(
         client.get(&gw.url("/b/1")).await.status(),
@@ -526,7 +527,7 @@ async fn a_new_process_takes_the_sockets_over_with_no_failed_request() {
         up.url()
     );
     let mut old = GatewayProcess::start(&config);
-    let admin_line = old.wait_log(&["admin listener on http://"]);
+    let admin = old.admin_addr();
     let url = old.url("/x");
 
     // Constant load over fresh and kept-alive connections.
@@ -585,14 +586,6 @@ async fn a_new_process_takes_the_sockets_over_with_no_failed_request() {
         failures.lock()
     );
     assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 100);
-    let admin = admin_line
-        .split("admin listener on http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
     let ready = Client::http1()
         .get(&format!("http://{admin}/health/ready"))
         .await;

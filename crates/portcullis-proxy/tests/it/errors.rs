@@ -5,19 +5,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo, full};
-use tokio::net::TcpListener;
 
-use crate::{json, single_route};
+use crate::{json, refused_port, single_route};
 
 #[tokio::test]
 async fn refused_upstream_gives_502_json() {
-    // Bind then drop a listener: nothing listens on that port any more.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = refused_port().await;
     let config = format!(
         "[[upstreams]]\nname = \"gone\"\ntargets = [{{ url = \"http://127.0.0.1:{port}\" }}]\n\n\
          [[routes]]\nname = \"all\"\nupstream = \"gone\"\n"

@@ -9,6 +9,8 @@ use std::sync::{
 use http::StatusCode;
 use portcullis_test_support::{Client, TestGateway, TestUpstream, full};
 
+use crate::answering;
+
 /// A target whose `/health` answers 200 or 503 as `up` says; other paths answer 200.
 async fn switchable(up: Arc<AtomicBool>) -> TestUpstream {
     TestUpstream::respond(move |req| {
@@ -113,16 +115,6 @@ async fn all_unhealthy_fails_open_by_default_and_closed_when_configured() {
             .contains("no healthy target"),
         "{body}"
     );
-}
-
-/// A target that answers every request with `status`.
-async fn answering(status: StatusCode) -> TestUpstream {
-    TestUpstream::respond(move |_| {
-        let mut resp = http::Response::new(full("x"));
-        *resp.status_mut() = status;
-        resp
-    })
-    .await
 }
 
 fn outlier_config(targets: &[&TestUpstream], outlier: &str) -> String {

@@ -21,7 +21,28 @@ mod streaming;
 mod upgrade;
 mod watchdog;
 
-use portcullis_test_support::TestUpstream;
+use http::StatusCode;
+use portcullis_test_support::{TestUpstream, full};
+
+/// A target that answers every request with `status`.
+pub(crate) async fn answering(status: StatusCode) -> TestUpstream {
+    TestUpstream::respond(move |_| {
+        let mut resp = http::Response::new(full("x"));
+        *resp.status_mut() = status;
+        resp
+    })
+    .await
+}
+
+/// A local port nothing listens on (bound, then released), so connecting is refused.
+pub(crate) async fn refused_port() -> u16 {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// A config with one upstream over `targets` and one catch-all route, plus `extra` route keys.
 pub(crate) fn single_route(

@@ -3,17 +3,9 @@
 
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use portcullis_test_support::{Client, TestGateway, TestUpstream, full};
-use tokio::net::TcpListener;
+use portcullis_test_support::{Client, TestGateway};
 
-async fn answering(status: StatusCode) -> TestUpstream {
-    TestUpstream::respond(move |_| {
-        let mut resp = http::Response::new(full("x"));
-        *resp.status_mut() = status;
-        resp
-    })
-    .await
-}
+use crate::{answering, refused_port};
 
 fn config(urls: &[String], retry: &str) -> String {
     let targets: Vec<String> = urls
@@ -51,12 +43,7 @@ async fn idempotent_requests_move_to_a_healthy_target() {
 
 #[tokio::test]
 async fn refused_connections_are_retried_elsewhere() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = refused_port().await;
     let good = answering(StatusCode::OK).await;
     let gw = TestGateway::start(&config(
         &[format!("http://127.0.0.1:{port}"), good.url()],
