@@ -11,6 +11,6 @@ pub mod headers;
 pub mod request_id;
 
 pub use body::{Body, BoxError};
-pub use consumer::ConsumerId;
+pub use consumer::{ConsumerId, ConsumerTier};
 pub use error::{ErrorBody, error_response};
 pub use request_id::RequestId;
