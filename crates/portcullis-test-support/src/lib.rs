@@ -1,6 +1,7 @@
-//! Test harness over real sockets: upstream HTTP servers with scripted behaviour, the gateway
-//! started in-process from a TOML string, and small clients. Everything binds `127.0.0.1:0` and
-//! stops when its handle is dropped.
+//! Test harness over real sockets: upstream HTTP servers with scripted behaviour, real
+//! `redis-server` processes (one, or a 3-node cluster), the gateway started in-process from a
+//! TOML string, and small clients. Everything binds loopback ports and stops when its handle is
+//! dropped.
 
 // A harness: a failed setup step is a failed test, so panicking with a message is the right
 // behaviour here (and only here).
@@ -8,10 +9,12 @@
 
 mod client;
 mod gateway;
+mod redis;
 mod tls;
 mod upstream;
 
 pub use client::{Client, RawConn};
 pub use gateway::TestGateway;
+pub use redis::{RedisCluster, RedisServer};
 pub use tls::{SelfSigned, tls_get};
 pub use upstream::{Handler, Seen, TestBody, TestUpstream, echo, full};

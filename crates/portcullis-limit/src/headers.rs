@@ -1,0 +1,58 @@
+//! The response headers of a limited route: `RateLimit-Limit`, `RateLimit-Remaining`,
+//! `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers, the form most clients read), the
+//! newer structured `RateLimit-Policy` / `RateLimit` pair when asked, and `Retry-After` on 429.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER};
+
+use crate::Decision;
+
+/// `RateLimit-Limit`.
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+/// `RateLimit-Remaining`.
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+/// `RateLimit-Reset`.
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Whole seconds, rounded up (a client waiting the advertised time must then succeed).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Decision {
+    /// Writes the rate-limit headers (and `Retry-After` when refused) into `headers`.
+    /// `structured` adds `RateLimit-Policy` and `RateLimit`.
+    pub fn write_headers(&self, headers: &mut HeaderMap, structured: bool) {
+        let b = &self.verdict.binding;
+        let reset = ceil_secs(b.reset);
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(b.limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(b.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+        if !self.verdict.allowed {
+            headers.insert(
+                RETRY_AFTER,
+                HeaderValue::from(ceil_secs(b.retry_after).max(1)),
+            );
+        }
+        if structured {
+            let name = &self.name;
+            let policy = format!(
+                "\"{name}\";q={};w={}",
+                b.limit,
+                ceil_secs(self.window).max(1)
+            );
+            let current = format!("\"{name}\";r={};t={reset}", b.remaining);
+            if let Ok(v) = HeaderValue::try_from(policy) {
+                headers.insert(RATELIMIT_POLICY, v);
+            }
+            if let Ok(v) = HeaderValue::try_from(current) {
+                headers.insert(RATELIMIT, v);
+            }
+        }
+    }
+}

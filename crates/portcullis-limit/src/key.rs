@@ -1,0 +1,118 @@
+//! What identifies the caller for a limit: client IP, API key, consumer, tier, a header, or a
+//! combination; no parts at all makes the limit global to its scope.
+
+use std::net::IpAddr;
+
+use http::{HeaderName, request::Parts};
+use portcullis_http::{ConsumerId, ConsumerTier};
+use xxhash_rust::xxh3::Xxh3;
+
+/// One part of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client IP, as resolved with the gateway's trusted-proxy rules.
+    ClientIp,
+    /// The API key sent in this header (hashed; never stored or logged); the client IP when
+    /// absent.
+    ApiKey(HeaderName),
+    /// The authenticated consumer id; without one, the API key header, then the client IP.
+    Consumer(HeaderName),
+    /// The consumer's tier (everyone of a tier shares the limit); `anonymous` when absent.
+    Tier,
+    /// The value of a request header; the client IP when absent.
+    Header(HeaderName),
+}
+
+/// Hashes the request's identity under `parts` into a 128-bit digest.
+pub(crate) fn identity(parts: &[KeyPart], req: &Parts, client_ip: IpAddr) -> u128 {
+    let mut h = Xxh3::new();
+    for part in parts {
+        match part {
+            KeyPart::ClientIp => ip(&mut h, client_ip),
+            KeyPart::ApiKey(name) | KeyPart::Header(name) => match req.headers.get(name) {
+                Some(v) => tagged(&mut h, b'h', v.as_bytes()),
+                None => ip(&mut h, client_ip),
+            },
+            KeyPart::Consumer(api_key) => {
+                if let Some(ConsumerId(id)) = req.extensions.get::<ConsumerId>() {
+                    tagged(&mut h, b'c', id.as_bytes());
+                } else if let Some(v) = req.headers.get(api_key) {
+                    tagged(&mut h, b'h', v.as_bytes());
+                } else {
+                    ip(&mut h, client_ip);
+                }
+            }
+            KeyPart::Tier => {
+                let tier = req
+                    .extensions
+                    .get::<ConsumerTier>()
+                    .map_or("anonymous", |t| &t.0);
+                tagged(&mut h, b't', tier.as_bytes());
+            }
+        }
+    }
+    h.digest128()
+}
+
+fn tagged(h: &mut Xxh3, tag: u8, bytes: &[u8]) {
+    // Tag and length first, so ("ab", "c") and ("a", "bc") never hash alike.
+    h.update(&[tag]);
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn ip(h: &mut Xxh3, ip: IpAddr) {
+    // IPv4-mapped IPv6 addresses are the same client as their IPv4 form.
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => tagged(h, b'4', &v4.octets()),
+        IpAddr::V6(v6) => tagged(h, b'6', &v6.octets()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder();
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn missing_values_fall_back_to_the_client_ip() {
+        let ip1: IpAddr = "10.0.0.1".parse().expect("ip");
+        let ip2: IpAddr = "10.0.0.2".parse().expect("ip");
+        let key = [KeyPart::ApiKey(HeaderName::from_static("x-api-key"))];
+        let none = parts(&[]);
+        assert_ne!(identity(&key, &none, ip1), identity(&key, &none, ip2));
+        let with = parts(&[("x-api-key", "k1")]);
+        assert_eq!(identity(&key, &with, ip1), identity(&key, &with, ip2));
+    }
+
+    #[test]
+    fn the_consumer_wins_over_the_api_key() {
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let key = [KeyPart::Consumer(HeaderName::from_static("x-api-key"))];
+        let mut a = parts(&[("x-api-key", "k1")]);
+        let b = parts(&[("x-api-key", "k2")]);
+        assert_ne!(identity(&key, &a, ip), identity(&key, &b, ip));
+        a.extensions.insert(ConsumerId(Arc::from("acme")));
+        let mut b = b;
+        b.extensions.insert(ConsumerId(Arc::from("acme")));
+        assert_eq!(identity(&key, &a, ip), identity(&key, &b, ip));
+    }
+
+    #[test]
+    fn mapped_ipv4_is_the_same_client() {
+        let key = [KeyPart::ClientIp];
+        let p = parts(&[]);
+        let v4: IpAddr = "192.0.2.7".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(identity(&key, &p, v4), identity(&key, &p, mapped));
+    }
+}

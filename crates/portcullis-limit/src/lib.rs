@@ -1,0 +1,46 @@
+//! Rate limiting: GCRA (the default: smooth, with bursts) and sliding-window limits, several
+//! per route, keyed by client IP, API key, consumer, tier, a header or nothing (global), with a
+//! cost per method.
+//!
+//! Two backends decide: this process ([`RateLimiter::local`]), or Redis
+//! ([`RateLimiter::shared`]), where one atomic script per decision, timed by Redis' clock, makes
+//! limits exact across every gateway instance. When Redis fails or misses its time budget, the
+//! decision falls back to local limits, each instance enforcing its share
+//! ([`Policy::instances`]), and returns to Redis by itself. A refused request never consumes
+//! quota, so a client that keeps hammering gets through as soon as its limit allows.
+//!
+//! ```
+//! use std::time::Duration;
+//! use portcullis_limit::{KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
+//!
+//! let limiter = RateLimiter::local(Policy {
+//!     scope: "api".into(),
+//!     limits: vec![Limit {
+//!         name: "per-ip".into(),
+//!         quota: Quota::gcra(Rate::new(2, Duration::from_secs(60))),
+//!         key: vec![KeyPart::ClientIp],
+//!     }],
+//!     ..Policy::default()
+//! });
+//! let (req, ()) = http::Request::new(()).into_parts();
+//! let ip = "192.0.2.1".parse().unwrap();
+//! let decide = || limiter.decide_local(&limiter.prepare(&req, ip).unwrap()).unwrap();
+//! assert!(decide().verdict.allowed);
+//! assert!(decide().verdict.allowed);
+//! assert!(!decide().verdict.allowed);
+//! ```
+
+mod headers;
+mod key;
+mod limiter;
+mod local;
+mod quota;
+mod redis_script;
+
+pub use headers::{
+    RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
+};
+pub use key::KeyPart;
+pub use limiter::{Backend, Cost, Decision, Limit, LimitStats, Pending, Policy, RateLimiter};
+pub use local::Verdict;
+pub use quota::{Algorithm, Outcome, Quota, Rate};

@@ -1,0 +1,364 @@
+//! A route's rate limiter: its policy (limits, tiers, cost, exemptions), the backend that
+//! decides, and the fallback when Redis cannot.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use http::{Method, request::Parts};
+use ipnet::IpNet;
+use portcullis_http::{ConsumerId, ConsumerTier};
+use portcullis_redis::Redis;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::{
+    key::{KeyPart, identity},
+    local::{Check, LocalStore, Verdict},
+    quota::Quota,
+    redis_script,
+};
+
+/// One limit of a policy.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// Names the limit in keys and in the `RateLimit-Policy` header.
+    pub name: Arc<str>,
+    /// What it allows.
+    pub quota: Quota,
+    /// What identifies the caller; empty: one limit for the whole scope.
+    pub key: Vec<KeyPart>,
+}
+
+/// The cost of a request: a default and per-method overrides.
+#[derive(Debug, Clone)]
+pub struct Cost {
+    /// Cost of methods not listed.
+    pub default: u64,
+    /// Per-method costs.
+    pub methods: Vec<(Method, u64)>,
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Self {
+            default: 1,
+            methods: Vec::new(),
+        }
+    }
+}
+
+impl Cost {
+    fn of(&self, method: &Method) -> u64 {
+        self.methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map_or(self.default, |(_, c)| *c)
+    }
+}
+
+/// Everything a route's limiter enforces.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Names the state: routes with the same scope share their limits' counts.
+    pub scope: Arc<str>,
+    /// Limits for callers without a tier listed in `tiers`.
+    pub limits: Vec<Limit>,
+    /// Limits per consumer tier; they replace `limits` for consumers of that tier.
+    pub tiers: HashMap<Arc<str>, Vec<Limit>>,
+    /// Cost per request.
+    pub cost: Cost,
+    /// Client networks never limited.
+    pub exempt_cidrs: Vec<IpNet>,
+    /// Consumers never limited.
+    pub exempt_consumers: Vec<Arc<str>>,
+    /// Gateway instances sharing the limits, for the local fallback (each enforces its share).
+    pub instances: u64,
+}
+
+/// Which backend decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In this process (no Redis configured).
+    Local,
+    /// On Redis, shared by all instances.
+    Redis,
+    /// In this process, with each instance's share, because Redis was unavailable.
+    Fallback,
+}
+
+impl Backend {
+    /// `local`, `redis` or `fallback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Redis => "redis",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+/// A request's decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The verdict over all limits.
+    pub verdict: Verdict,
+    /// The binding limit's name.
+    pub name: Arc<str>,
+    /// The binding limit's window, for `RateLimit-Policy`.
+    pub window: std::time::Duration,
+    /// Who decided.
+    pub backend: Backend,
+}
+
+/// A request's limits, resolved from the request once (keys hashed, cost known).
+#[derive(Debug)]
+pub struct Pending {
+    set: usize,
+    digests: Vec<u128>,
+    identities: Vec<u128>,
+    cost: u64,
+}
+
+/// Counts of decisions, for metrics.
+#[derive(Debug, Default)]
+pub struct LimitStats {
+    counts: [[AtomicU64; 2]; 3],
+}
+
+impl LimitStats {
+    fn record(&self, backend: Backend, allowed: bool) {
+        self.counts[backend as usize][usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(backend, allowed, limited)` for each backend.
+    pub fn snapshot(&self) -> [(Backend, u64, u64); 3] {
+        [Backend::Local, Backend::Redis, Backend::Fallback].map(|b| {
+            let c = &self.counts[b as usize];
+            (
+                b,
+                c[0].load(Ordering::Relaxed),
+                c[1].load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+#[derive(Debug)]
+struct LimitSet {
+    /// `""` for the default limits, `tier:NAME` for a tier's.
+    label: Arc<str>,
+    limits: Vec<Limit>,
+    /// Their quotas divided among the instances, for the fallback.
+    fallback: Vec<Quota>,
+    /// Every limit keys on the same parts: one Redis hash tag per caller spreads them over a
+    /// cluster; otherwise the scope is the tag, so one script sees all keys in one slot.
+    same_key: bool,
+}
+
+/// A route's limiter.
+#[derive(Debug)]
+pub struct RateLimiter {
+    scope: Arc<str>,
+    sets: Vec<LimitSet>,
+    tiers: HashMap<Arc<str>, usize>,
+    cost: Cost,
+    exempt_cidrs: Vec<IpNet>,
+    exempt_consumers: Vec<Arc<str>>,
+    redis: Option<Redis>,
+    local: LocalStore,
+    fallback: LocalStore,
+    stats: LimitStats,
+}
+
+impl RateLimiter {
+    /// A limiter deciding in this process.
+    pub fn local(policy: Policy) -> Self {
+        Self::build(policy, None)
+    }
+
+    /// A limiter deciding on Redis, exact across every instance sharing it, falling back to
+    /// local limits (each instance's share) while Redis is unavailable.
+    pub fn shared(policy: Policy, redis: Redis) -> Self {
+        Self::build(policy, Some(redis))
+    }
+
+    fn build(policy: Policy, redis: Option<Redis>) -> Self {
+        let instances = policy.instances.max(1);
+        let set = |label: Arc<str>, limits: Vec<Limit>| LimitSet {
+            label,
+            fallback: limits.iter().map(|l| l.quota.divided(instances)).collect(),
+            same_key: limits.windows(2).all(|w| w[0].key == w[1].key),
+            limits,
+        };
+        let mut sets = vec![set(Arc::from(""), policy.limits)];
+        let mut tiers = HashMap::new();
+        for (tier, limits) in policy.tiers {
+            tiers.insert(Arc::clone(&tier), sets.len());
+            sets.push(set(Arc::from(format!("tier:{tier}")), limits));
+        }
+        Self {
+            scope: policy.scope,
+            sets,
+            tiers,
+            cost: policy.cost,
+            exempt_cidrs: policy.exempt_cidrs,
+            exempt_consumers: policy.exempt_consumers,
+            redis,
+            local: LocalStore::default(),
+            fallback: LocalStore::default(),
+            stats: LimitStats::default(),
+        }
+    }
+
+    /// Whether decisions need Redis (and so an `.await`).
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Decision counts.
+    pub fn stats(&self) -> &LimitStats {
+        &self.stats
+    }
+
+    /// Resolves the request's limits; `None` when it is exempt or nothing applies.
+    pub fn prepare(&self, req: &Parts, client_ip: IpAddr) -> Option<Pending> {
+        if self
+            .exempt_cidrs
+            .iter()
+            .any(|n| n.contains(&client_ip.to_canonical()))
+        {
+            return None;
+        }
+        if !self.exempt_consumers.is_empty()
+            && let Some(ConsumerId(id)) = req.extensions.get::<ConsumerId>()
+            && self.exempt_consumers.contains(id)
+        {
+            return None;
+        }
+        let set = req
+            .extensions
+            .get::<ConsumerTier>()
+            .and_then(|t| self.tiers.get(&t.0).copied())
+            .unwrap_or(0);
+        let limits = &self.sets[set];
+        if limits.limits.is_empty() {
+            return None;
+        }
+        let mut identities = Vec::with_capacity(limits.limits.len());
+        let mut digests = Vec::with_capacity(limits.limits.len());
+        for limit in &limits.limits {
+            let id = identity(&limit.key, req, client_ip);
+            let mut h = Xxh3::new();
+            for part in [&*self.scope, &*limits.label, &*limit.name] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            h.update(&id.to_le_bytes());
+            identities.push(id);
+            digests.push(h.digest128());
+        }
+        Some(Pending {
+            set,
+            digests,
+            identities,
+            cost: self.cost.of(&req.method),
+        })
+    }
+
+    /// Decides in this process (for limiters that are not [shared](Self::is_shared)).
+    pub fn decide_local(&self, pending: &Pending) -> Option<Decision> {
+        let set = &self.sets[pending.set];
+        let quotas: Vec<&Quota> = set.limits.iter().map(|l| &l.quota).collect();
+        self.decide_in(&self.local, set, &quotas, pending, Backend::Local)
+    }
+
+    /// Decides on Redis when shared (falling back to local shares when Redis is unavailable),
+    /// else in this process.
+    pub async fn decide(&self, pending: &Pending) -> Option<Decision> {
+        let Some(redis) = &self.redis else {
+            return self.decide_local(pending);
+        };
+        let set = &self.sets[pending.set];
+        let quotas: Vec<&Quota> = set.limits.iter().map(|l| &l.quota).collect();
+        let keys = self.redis_keys(redis.prefix(), set, pending);
+        match redis_script::decide(redis, &keys, &quotas, pending.cost).await {
+            Ok(verdict) => {
+                self.stats.record(Backend::Redis, verdict.allowed);
+                let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
+                Some(Decision {
+                    verdict,
+                    name: Arc::clone(&limit.name),
+                    window: limit.quota.rate.period,
+                    backend: Backend::Redis,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(scope = %self.scope, error = %e, "rate limit decided locally");
+                let quotas: Vec<&Quota> = set.fallback.iter().collect();
+                self.decide_in(&self.fallback, set, &quotas, pending, Backend::Fallback)
+            }
+        }
+    }
+
+    fn decide_in(
+        &self,
+        store: &LocalStore,
+        set: &LimitSet,
+        quotas: &[&Quota],
+        pending: &Pending,
+        backend: Backend,
+    ) -> Option<Decision> {
+        let checks: Vec<Check<'_>> = pending
+            .digests
+            .iter()
+            .zip(quotas)
+            .map(|(&key, quota)| Check { key, quota })
+            .collect();
+        let verdict = store.decide(&checks, pending.cost, store.now())?;
+        self.stats.record(backend, verdict.allowed);
+        let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
+        Some(Decision {
+            verdict,
+            name: Arc::clone(&limit.name),
+            window: limit.quota.rate.period,
+            backend,
+        })
+    }
+
+    /// `{prefix}rl:{TAG}:...`: every key of one decision shares the hash tag, so the script's
+    /// keys live in one Redis Cluster slot.
+    fn redis_keys(&self, prefix: &str, set: &LimitSet, pending: &Pending) -> Vec<String> {
+        set.limits
+            .iter()
+            .zip(&pending.identities)
+            .map(|(limit, id)| {
+                let mut key = String::with_capacity(64);
+                let label = if set.label.is_empty() {
+                    "-"
+                } else {
+                    &set.label
+                };
+                if set.same_key {
+                    let _ = write!(
+                        key,
+                        "{prefix}rl:{{{}:{id:032x}}}:{label}:{}",
+                        self.scope, limit.name
+                    );
+                } else {
+                    let _ = write!(
+                        key,
+                        "{prefix}rl:{{{}}}:{label}:{}:{id:032x}",
+                        self.scope, limit.name
+                    );
+                }
+                key
+            })
+            .collect()
+    }
+}
