@@ -187,7 +187,35 @@ fn redact(line: &str) -> std::borrow::Cow<'_, str> {
             from = pos + key.len();
         }
     }
-    std::borrow::Cow::Borrowed(line)
+    redact_userinfo(line)
+}
+
+/// `scheme://user:password@host` → `scheme://<redacted>@host` (Redis URLs carry passwords).
+fn redact_userinfo(line: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(scheme_end) = rest.find("://") {
+        let after = &rest[scheme_end + 3..];
+        let authority_end = after
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str(&rest[..scheme_end + 3]);
+                out.push_str("<redacted>");
+                rest = &after[at..];
+            }
+            None => {
+                out.push_str(&rest[..scheme_end + 3]);
+                rest = after;
+            }
+        }
+    }
+    if out.is_empty() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 fn snippet(text: &str, span: &Range<usize>, line: usize, column: usize) -> String {
@@ -218,6 +246,10 @@ mod redact_tests {
         );
         assert_eq!(redact("tokens_seen = 3"), "tokens_seen = 3");
         assert_eq!(redact("key = \"tls.key\""), "key = \"tls.key\"");
+        assert_eq!(
+            redact("url = \"rediss://gw:pw@r:6380/0\", b = \"http://h/x@y\""),
+            "url = \"rediss://<redacted>@r:6380/0\", b = \"http://h/x@y\""
+        );
     }
 }
 

@@ -35,6 +35,11 @@ pub struct Config {
     /// SLO alert evaluation and notification.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Redis shared by every instance; absent: memory only and local limits.
+    pub redis: Option<crate::RedisTable>,
+    /// Settings for every rate-limited route.
+    #[serde(default)]
+    pub rate_limit: crate::RateLimitDefaults,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -561,6 +566,9 @@ pub struct RouteConfig {
     /// Service-level objectives, evaluated over a sliding window (see `[alerts]`).
     #[serde(default)]
     pub slo: Option<Spanned<SloConfig>>,
+    /// Rate limits (see `[rate_limit]`).
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<crate::RouteRateLimit>>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

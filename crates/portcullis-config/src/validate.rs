@@ -47,6 +47,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_cache(&mut c, config);
     check_admin(&mut c, config);
     check_slos(&mut c, config);
+    check_rate_limits(&mut c, config);
     if let Some(level) = &config.log.level {
         c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
     }
@@ -54,6 +55,191 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
         Ok(())
     } else {
         Err(ConfigErrors(c.errors))
+    }
+}
+
+fn check_redis_url(c: &mut Checker<'_>, url: &Spanned<crate::Secret>, key: String) {
+    let text = url.get_ref().expose();
+    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        // The URL may hold a password: the message never repeats it.
+        c.error(
+            url,
+            key,
+            "expected a URL like \"redis://127.0.0.1:6379\" (or rediss:// for TLS)".into(),
+        );
+    }
+}
+
+fn check_rate_limits(c: &mut Checker<'_>, config: &Config) {
+    if let Some(redis) = &config.redis {
+        if let Some(url) = &redis.url {
+            check_redis_url(c, url, "redis.url".into());
+        }
+        for (i, url) in redis.cluster.iter().enumerate() {
+            check_redis_url(c, url, format!("redis.cluster[{i}]"));
+        }
+        if redis.url.is_some() && !redis.cluster.is_empty() {
+            c.error(
+                &redis.cluster[0],
+                "redis.cluster".into(),
+                "give either `url` or `cluster`, not both".into(),
+            );
+        }
+    }
+    let d = &config.rate_limit;
+    c.check(
+        &d.api_key_header,
+        "rate_limit.api_key_header".into(),
+        values::parse_header_name(d.api_key_header.get_ref()),
+    );
+    for (i, cidr) in d.exempt_cidrs.iter().enumerate() {
+        c.check(
+            cidr,
+            format!("rate_limit.exempt_cidrs[{i}]"),
+            values::parse_cidr(cidr.get_ref()),
+        );
+    }
+    for (tier, limits) in &d.tiers {
+        check_tier(c, limits, &format!("rate_limit.tiers.{tier}"));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(rl) = &route.rate_limit else {
+            continue;
+        };
+        let key = format!("routes[{i}].rate_limit");
+        let r = rl.get_ref();
+        if d.backend == crate::LimitBackend::Redis && config.redis.is_none() {
+            c.error(
+                rl,
+                key.clone(),
+                "[rate_limit] backend = \"redis\" needs a [redis] table".into(),
+            );
+        }
+        if r.rate.is_none() && r.limits.is_empty() && r.tiers.is_empty() && d.tiers.is_empty() {
+            c.error(
+                rl,
+                key.clone(),
+                "needs a limit: `rate`, `limits` or `tiers` (or [rate_limit.tiers])".into(),
+            );
+        }
+        if let Some(by) = &r.by {
+            check_by(c, by, &format!("{key}.by"));
+        }
+        let mut capacities = Vec::new();
+        if let Some(rate) = &r.rate {
+            capacities.extend(check_rate(
+                c,
+                rate,
+                r.burst.as_ref(),
+                &format!("{key}.rate"),
+            ));
+        } else if let Some(burst) = &r.burst {
+            c.error(
+                burst,
+                format!("{key}.burst"),
+                "`burst` goes with `rate`".into(),
+            );
+        }
+        for (j, limit) in r.limits.iter().enumerate() {
+            capacities.extend(check_limit(c, limit, &format!("{key}.limits[{j}]")));
+        }
+        for (tier, limits) in &r.tiers {
+            capacities.extend(check_tier(c, limits, &format!("{key}.tiers.{tier}")));
+        }
+        for (method, cost) in &r.cost {
+            let valid = method == "default"
+                || (!method.is_empty()
+                    && http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_ok());
+            if !valid {
+                c.error(
+                    cost,
+                    format!("{key}.cost.{method}"),
+                    "expected `default` or an HTTP method".into(),
+                );
+            } else if *cost.get_ref() == 0 {
+                c.error(
+                    cost,
+                    format!("{key}.cost.{method}"),
+                    "must be at least 1".into(),
+                );
+            } else if let Some(cap) = capacities
+                .iter()
+                .min()
+                .filter(|cap| **cap < *cost.get_ref())
+            {
+                c.error(
+                    cost,
+                    format!("{key}.cost.{method}"),
+                    format!("a cost of {} exceeds a limit's capacity of {cap}: such requests could never pass", cost.get_ref()),
+                );
+            }
+        }
+        for (j, cidr) in r.exempt_cidrs.iter().enumerate() {
+            c.check(
+                cidr,
+                format!("{key}.exempt_cidrs[{j}]"),
+                values::parse_cidr(cidr.get_ref()),
+            );
+        }
+    }
+}
+
+fn check_by(c: &mut Checker<'_>, by: &Spanned<crate::KeyBy>, key: &str) {
+    for part in by.get_ref().parts() {
+        c.check(by, key.to_owned(), values::parse_limit_key(part));
+    }
+}
+
+/// Checks a rate and its burst; returns the capacity (most one request may cost).
+fn check_rate(
+    c: &mut Checker<'_>,
+    rate: &Spanned<String>,
+    burst: Option<&Spanned<u64>>,
+    key: &str,
+) -> Option<u64> {
+    let parsed = values::parse_rate(rate.get_ref());
+    let n = match parsed {
+        Ok((n, _)) => n,
+        Err(e) => {
+            c.error(rate, key.to_owned(), e);
+            return None;
+        }
+    };
+    match burst {
+        Some(b) if *b.get_ref() == 0 => {
+            c.error(
+                b,
+                key.replace(".rate", ".burst"),
+                "must be at least 1".into(),
+            );
+            None
+        }
+        Some(b) => Some(*b.get_ref()),
+        None => Some(n),
+    }
+}
+
+fn check_limit(c: &mut Checker<'_>, limit: &crate::LimitTable, key: &str) -> Option<u64> {
+    if let Some(by) = &limit.by {
+        check_by(c, by, &format!("{key}.by"));
+    }
+    check_rate(c, &limit.rate, limit.burst.as_ref(), &format!("{key}.rate"))
+}
+
+fn check_tier(c: &mut Checker<'_>, limits: &Spanned<crate::TierLimits>, key: &str) -> Vec<u64> {
+    match limits.get_ref() {
+        crate::TierLimits::Rate(rate) => match values::parse_rate(rate) {
+            Ok((n, _)) => vec![n],
+            Err(e) => {
+                c.error(limits, key.to_owned(), e);
+                Vec::new()
+            }
+        },
+        crate::TierLimits::Limits(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(j, l)| check_limit(c, l, &format!("{key}[{j}]")))
+            .collect(),
     }
 }
 
@@ -449,5 +635,24 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("0123456789abcdef-secret"), "{debug}");
         assert!(debug.contains("redacted"), "{debug}");
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let base = "[[upstreams]]\nname = \"a\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\n";
+        let ok = format!(
+            "{base}[[routes]]\nname = \"r\"\nupstream = \"a\"\nrate_limit = {{ rate = \"10/s\", burst = 20, by = [\"ip\", \"header:x-tenant\"], cost = {{ POST = 5 }}, tiers = {{ free = \"100/h\", premium = [{{ rate = \"50/s\", algorithm = \"sliding_window\" }}] }} }}\n"
+        );
+        crate::parse(&ok, "t.toml".as_ref()).expect("valid");
+        let bad = format!(
+            "[redis]\nurl = \"http://u:hunter2@x\"\n\n{base}[[routes]]\nname = \"r\"\nupstream = \"a\"\nrate_limit = {{ rate = \"10/fortnight\", by = \"cookie\", cost = {{ POST = 50, default = 1 }}, limits = [{{ rate = \"5/s\" }}] }}\n"
+        );
+        let e = errors(&bad);
+        assert!(e.contains("routes[0].rate_limit.rate"), "{e}");
+        assert!(e.contains("10/fortnight"), "{e}");
+        assert!(e.contains("unknown limit key \"cookie\""), "{e}");
+        assert!(e.contains("routes[0].rate_limit.cost.POST"), "{e}");
+        assert!(e.contains("redis.url"), "{e}");
+        assert!(!e.contains("hunter2"), "the password never appears: {e}");
     }
 }

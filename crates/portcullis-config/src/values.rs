@@ -204,9 +204,88 @@ pub fn parse_header_name(text: &str) -> Result<http::HeaderName, String> {
         .map_err(|_| format!("{text:?} is not a valid header name"))
 }
 
+/// A rate: `N/unit` with unit `s`, `sec`, `second`, `m`, `min`, `minute`, `h`, `hour`, `d`,
+/// `day`, or `N/DURATION` (`100/15m`). Returns N and the period.
+pub fn parse_rate(text: &str) -> Result<(u64, std::time::Duration), String> {
+    let err = || {
+        format!(
+            "invalid rate {text:?}: expected requests per period, like \"100/h\", \"10/s\" or \"500/15m\""
+        )
+    };
+    let (n, per) = text.split_once('/').ok_or_else(err)?;
+    let n: u64 = n.trim().parse().map_err(|_| err())?;
+    if n == 0 {
+        return Err(format!(
+            "invalid rate {text:?}: the count must be at least 1"
+        ));
+    }
+    let per = per.trim();
+    let period = match per {
+        "s" | "sec" | "second" => std::time::Duration::from_secs(1),
+        "m" | "min" | "minute" => std::time::Duration::from_secs(60),
+        "h" | "hour" => std::time::Duration::from_secs(3600),
+        "d" | "day" => std::time::Duration::from_secs(86_400),
+        other => crate::Duration::parse(other).map_err(|_| err())?.0,
+    };
+    if period < std::time::Duration::from_millis(1) {
+        return Err(format!(
+            "invalid rate {text:?}: the period must be at least 1ms"
+        ));
+    }
+    Ok((n, period))
+}
+
+/// One part of a rate limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// `ip`: the client IP (trusted-proxy rules applied).
+    Ip,
+    /// `api_key`: the API key header's value.
+    ApiKey,
+    /// `consumer`: the authenticated consumer (else the API key, else the IP).
+    Consumer,
+    /// `tier`: the consumer's tier.
+    Tier,
+    /// `route`: nothing; one limit for the whole route (scope).
+    Route,
+    /// `header:NAME`: a request header's value.
+    Header(HeaderName),
+}
+
+/// Parses a rate limit key part.
+pub fn parse_limit_key(text: &str) -> Result<LimitKey, String> {
+    Ok(match text {
+        "ip" | "client_ip" => LimitKey::Ip,
+        "api_key" => LimitKey::ApiKey,
+        "consumer" => LimitKey::Consumer,
+        "tier" => LimitKey::Tier,
+        "route" | "global" => LimitKey::Route,
+        other => match other.strip_prefix("header:") {
+            Some(name) => LimitKey::Header(parse_header_name(name)?),
+            None => {
+                return Err(format!(
+                    "unknown limit key {text:?}: expected ip, api_key, consumer, tier, route or header:NAME"
+                ));
+            }
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_read_units_and_durations() {
+        let secs = |n, s| Ok((n, std::time::Duration::from_secs(s)));
+        assert_eq!(parse_rate("100/h"), secs(100, 3600));
+        assert_eq!(parse_rate("10/s"), secs(10, 1));
+        assert_eq!(parse_rate("5 / minute"), secs(5, 60));
+        assert_eq!(parse_rate("500/15m"), secs(500, 900));
+        for bad in ["100", "0/s", "x/s", "10/fortnight", "10/0s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cidrs_accept_networks_and_bare_addresses() {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderName, request::Parts};
+use http::HeaderName;
 use portcullis_http::{ConsumerId, ConsumerTier};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -24,19 +24,19 @@ pub enum KeyPart {
 }
 
 /// Hashes the request's identity under `parts` into a 128-bit digest.
-pub(crate) fn identity(parts: &[KeyPart], req: &Parts, client_ip: IpAddr) -> u128 {
+pub(crate) fn identity<B>(parts: &[KeyPart], req: &http::Request<B>, client_ip: IpAddr) -> u128 {
     let mut h = Xxh3::new();
     for part in parts {
         match part {
             KeyPart::ClientIp => ip(&mut h, client_ip),
-            KeyPart::ApiKey(name) | KeyPart::Header(name) => match req.headers.get(name) {
+            KeyPart::ApiKey(name) | KeyPart::Header(name) => match req.headers().get(name) {
                 Some(v) => tagged(&mut h, b'h', v.as_bytes()),
                 None => ip(&mut h, client_ip),
             },
             KeyPart::Consumer(api_key) => {
-                if let Some(ConsumerId(id)) = req.extensions.get::<ConsumerId>() {
+                if let Some(ConsumerId(id)) = req.extensions().get::<ConsumerId>() {
                     tagged(&mut h, b'c', id.as_bytes());
-                } else if let Some(v) = req.headers.get(api_key) {
+                } else if let Some(v) = req.headers().get(api_key) {
                     tagged(&mut h, b'h', v.as_bytes());
                 } else {
                     ip(&mut h, client_ip);
@@ -44,7 +44,7 @@ pub(crate) fn identity(parts: &[KeyPart], req: &Parts, client_ip: IpAddr) -> u12
             }
             KeyPart::Tier => {
                 let tier = req
-                    .extensions
+                    .extensions()
                     .get::<ConsumerTier>()
                     .map_or("anonymous", |t| &t.0);
                 tagged(&mut h, b't', tier.as_bytes());
@@ -75,12 +75,12 @@ mod tests {
 
     use super::*;
 
-    fn parts(headers: &[(&str, &str)]) -> Parts {
+    fn parts(headers: &[(&str, &str)]) -> http::Request<()> {
         let mut b = http::Request::builder();
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        b.body(()).expect("request").into_parts().0
+        b.body(()).expect("request")
     }
 
     #[test]
@@ -101,9 +101,9 @@ mod tests {
         let mut a = parts(&[("x-api-key", "k1")]);
         let b = parts(&[("x-api-key", "k2")]);
         assert_ne!(identity(&key, &a, ip), identity(&key, &b, ip));
-        a.extensions.insert(ConsumerId(Arc::from("acme")));
+        a.extensions_mut().insert(ConsumerId(Arc::from("acme")));
         let mut b = b;
-        b.extensions.insert(ConsumerId(Arc::from("acme")));
+        b.extensions_mut().insert(ConsumerId(Arc::from("acme")));
         assert_eq!(identity(&key, &a, ip), identity(&key, &b, ip));
     }
 

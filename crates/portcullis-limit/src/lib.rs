@@ -22,7 +22,7 @@
 //!     }],
 //!     ..Policy::default()
 //! });
-//! let (req, ()) = http::Request::new(()).into_parts();
+//! let req = http::Request::new(());
 //! let ip = "192.0.2.1".parse().unwrap();
 //! let decide = || limiter.decide_local(&limiter.prepare(&req, ip).unwrap()).unwrap();
 //! assert!(decide().verdict.allowed);

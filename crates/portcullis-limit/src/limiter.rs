@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use http::{Method, request::Parts};
+use http::Method;
 use ipnet::IpNet;
 use portcullis_http::{ConsumerId, ConsumerTier};
 use portcullis_redis::Redis;
@@ -227,7 +227,7 @@ impl RateLimiter {
     }
 
     /// Resolves the request's limits; `None` when it is exempt or nothing applies.
-    pub fn prepare(&self, req: &Parts, client_ip: IpAddr) -> Option<Pending> {
+    pub fn prepare<B>(&self, req: &http::Request<B>, client_ip: IpAddr) -> Option<Pending> {
         if self
             .exempt_cidrs
             .iter()
@@ -236,13 +236,13 @@ impl RateLimiter {
             return None;
         }
         if !self.exempt_consumers.is_empty()
-            && let Some(ConsumerId(id)) = req.extensions.get::<ConsumerId>()
+            && let Some(ConsumerId(id)) = req.extensions().get::<ConsumerId>()
             && self.exempt_consumers.contains(id)
         {
             return None;
         }
         let set = req
-            .extensions
+            .extensions()
             .get::<ConsumerTier>()
             .and_then(|t| self.tiers.get(&t.0).copied())
             .unwrap_or(0);
@@ -267,7 +267,7 @@ impl RateLimiter {
             set,
             digests,
             identities,
-            cost: self.cost.of(&req.method),
+            cost: self.cost.of(req.method()),
         })
     }
 

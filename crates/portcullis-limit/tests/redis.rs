@@ -34,8 +34,8 @@ fn policy(scope: &str, limits: Vec<(&str, Quota, Vec<KeyPart>)>) -> Policy {
     }
 }
 
-fn request() -> http::request::Parts {
-    http::Request::new(()).into_parts().0
+fn request() -> http::Request<()> {
+    http::Request::new(())
 }
 
 const CLIENT: &str = "198.51.100.7";

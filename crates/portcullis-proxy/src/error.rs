@@ -45,6 +45,9 @@ pub enum ProxyError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// The route's rate limit refused the request.
+    #[error("rate limit exceeded")]
+    RateLimited,
     /// The upstream broke the exchange (bad response, reset mid-request).
     #[error("upstream {upstream:?} failed")]
     Upstream {
@@ -62,6 +65,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NoHealthyTarget { .. } | Self::Overloaded(_) | Self::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

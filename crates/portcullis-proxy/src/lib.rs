@@ -20,6 +20,7 @@ mod error;
 mod handle;
 pub mod headers;
 mod health;
+mod limit;
 mod metrics;
 mod parse_error;
 pub mod path;

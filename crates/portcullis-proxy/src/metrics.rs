@@ -44,6 +44,8 @@ pub(crate) struct ObserveBase {
     pub(crate) draining: AtomicBool,
     /// SLO alerts in force.
     pub(crate) alerts: Arc<AlertBook>,
+    /// Rate limiters and the Redis handle in force, for their collector.
+    pub(crate) limits: Arc<crate::limit::LimitState>,
 }
 
 /// Observability state of one configuration.

@@ -26,6 +26,8 @@ pub struct Route {
     pub cache: Option<Arc<RoutePolicy>>,
     /// The route's request metrics.
     pub metrics: Arc<RouteMetrics>,
+    /// The route's rate limits, if any.
+    pub(crate) limit: Option<Arc<crate::limit::RouteLimit>>,
 }
 
 impl Route {
@@ -70,6 +72,7 @@ mod tests {
             name: Arc::from("r"),
             upstream: Arc::new(Upstream::from_config(&up, &metrics).unwrap()),
             metrics: metrics.route("r"),
+            limit: None,
             preserve_host: false,
             strip_prefix: strip.map(canonical_prefix),
             add_prefix: add.map(canonical_prefix),

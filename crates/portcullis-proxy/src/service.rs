@@ -30,12 +30,15 @@ use tracing::{debug, warn};
 
 use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
 
+use portcullis_limit::{Decision, Pending};
+
 use crate::{
     balance::InFlight,
     body::GuardedBody,
     error::ProxyError,
     handle::GatewayHandle,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
+    limit::RouteLimit,
     metrics::{Measure, Observe, RequestBytes, UpstreamTiming},
     path,
     pool::SendError,
@@ -88,6 +91,8 @@ pub struct Shared {
     pub(crate) config: Arc<portcullis_config::Config>,
     /// Every upstream, by name (for inspection).
     pub(crate) upstreams: Vec<Arc<crate::Upstream>>,
+    /// The Redis handle, when `[redis]` is configured.
+    pub(crate) redis: Option<portcullis_redis::Redis>,
 }
 
 impl Shared {
@@ -229,7 +234,8 @@ where
         let next = match routed {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
-            Routed::Forward(route, wants_upgrade, normalized) => {
+            Routed::Limited(limit, decision) => Ok(refusal(&limit, &decision, &request_id)),
+            Routed::Forward(route, wants_upgrade, normalized, limiting) => {
                 let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
@@ -238,8 +244,23 @@ where
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
                     let _busy = busy;
-                    let result =
-                        forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
+                    // Split so the (maybe not `Sync`) body is not borrowed across the decision.
+                    let (parts, body) = req.into_parts();
+                    let limited =
+                        decide_limit(&shared, &conn, &route, &parts, &request_id, limiting);
+                    let outcome = limited.await;
+                    let req = Request::from_parts(parts, body);
+                    let result = match outcome {
+                        LimitOutcome::Refused(response) | LimitOutcome::Hit(response) => {
+                            Ok(response)
+                        }
+                        LimitOutcome::Go(decision) => {
+                            let result =
+                                forward(&shared, &conn, &route, req, &request_id, wants_upgrade)
+                                    .await;
+                            annotate(&route, decision.as_ref(), result)
+                        }
+                    };
                     let response = finish(result, &request_id, &shared.request_id_header);
                     Ok(measure.finish(close_if(close, response)))
                 });
@@ -288,9 +309,86 @@ enum Routed {
     Answer(Response<Body>),
     /// Refused (no route, method, CONNECT).
     Error(ProxyError),
+    /// Refused by the route's rate limit.
+    Limited(Arc<RouteLimit>, Decision),
     /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
-    /// normalized path when normalization changed it.
-    Forward(Arc<Route>, bool, Option<NormalizedPath>),
+    /// normalized path when normalization changed it; the rate limit's state.
+    Forward(Arc<Route>, bool, Option<NormalizedPath>, Limiting),
+}
+
+/// Where a forwarded request stands with its route's rate limit.
+enum Limiting {
+    /// No limit applies (none configured, or exempt).
+    None,
+    /// Allowed already (decided locally); its headers go on the response.
+    Decided(Decision),
+    /// To be decided on Redis before going on; `hit_after` when a cache hit may answer after
+    /// an allowing decision (cache hits count).
+    Pending(Pending, bool),
+}
+
+/// What the deferred (Redis) rate-limit decision says.
+enum LimitOutcome {
+    /// Refused: the 429.
+    Refused(Response<Body>),
+    /// Allowed, and the cache answered.
+    Hit(Response<Body>),
+    /// Allowed (or not limited): forward, adding the decision's headers.
+    Go(Option<Decision>),
+}
+
+async fn decide_limit(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: &Route,
+    req: &http::request::Parts,
+    request_id: &RequestId,
+    limiting: Limiting,
+) -> LimitOutcome {
+    let (pending, hit_after) = match limiting {
+        Limiting::None => return LimitOutcome::Go(None),
+        Limiting::Decided(d) => return LimitOutcome::Go(Some(d)),
+        Limiting::Pending(p, hit_after) => (p, hit_after),
+    };
+    let Some(limit) = &route.limit else {
+        return LimitOutcome::Go(None);
+    };
+    let Some(decision) = limit.limiter.decide(&pending).await else {
+        return LimitOutcome::Go(None);
+    };
+    if !decision.verdict.allowed {
+        return LimitOutcome::Refused(refusal(limit, &decision, request_id));
+    }
+    if hit_after && let Some(mut hit) = fresh_hit(shared, conn, route, req, routed_path(req)) {
+        limit.annotate(&decision, hit.headers_mut());
+        return LimitOutcome::Hit(hit);
+    }
+    LimitOutcome::Go(Some(decision))
+}
+
+/// The 429 of a refused request, with its rate-limit headers.
+fn refusal(limit: &RouteLimit, decision: &Decision, request_id: &RequestId) -> Response<Body> {
+    let mut response = ProxyError::RateLimited.into_response(request_id);
+    limit.annotate(decision, response.headers_mut());
+    response
+}
+
+/// Adds the decision's rate-limit headers to a forwarded request's response.
+fn annotate(
+    route: &Route,
+    decision: Option<&Decision>,
+    result: Result<Response<Body>, ProxyError>,
+) -> Result<Response<Body>, ProxyError> {
+    let (Some(limit), Some(decision)) = (&route.limit, decision) else {
+        return result;
+    };
+    Ok(match result {
+        Ok(mut response) => {
+            limit.annotate(decision, response.headers_mut());
+            response
+        }
+        Err(e) => return Err(e),
+    })
 }
 
 /// The request's path after dot-segment removal, carried as a request extension only when it
@@ -305,6 +403,43 @@ fn routed_path(parts: &http::request::Parts) -> &str {
         .extensions
         .get::<NormalizedPath>()
         .map_or(parts.uri.path(), |p| p.0.as_str())
+}
+
+/// The request-line and headers of a request, which a cache lookup needs.
+trait RequestHead {
+    fn head(&self) -> (&Method, &Uri, &http::HeaderMap);
+}
+
+impl<B> RequestHead for Request<B> {
+    fn head(&self) -> (&Method, &Uri, &http::HeaderMap) {
+        (self.method(), self.uri(), self.headers())
+    }
+}
+
+impl RequestHead for http::request::Parts {
+    fn head(&self) -> (&Method, &Uri, &http::HeaderMap) {
+        (&self.method, &self.uri, &self.headers)
+    }
+}
+
+/// A fresh cache hit for `req` on `route`, if the route caches and has one.
+fn fresh_hit(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: &Route,
+    req: &impl RequestHead,
+    path: &str,
+) -> Option<Response<Body>> {
+    let policy = route.cache.as_ref()?;
+    let (method, uri, headers) = req.head();
+    let target = RequestTarget {
+        scheme: scheme(conn),
+        host: request_host(uri, headers).unwrap_or(""),
+        path,
+    };
+    shared
+        .cache
+        .serve_fresh(policy, target, method, uri, headers)
 }
 
 fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Measure) -> Routed {
@@ -322,27 +457,42 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
         Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
     measure.routed(&route.metrics);
-    if let Some(policy) = &route.cache
-        && !wants_upgrade
+    let cached = route.cache.is_some() && !wants_upgrade;
+    let limit = route.limit.as_ref();
+    // Hits that do not count are answered before the limit is consulted.
+    if cached
+        && limit.is_none_or(|l| !l.count_cache_hits)
+        && let Some(hit) = fresh_hit(shared, conn, route, req, &path)
     {
-        let target = RequestTarget {
-            scheme: scheme(conn),
-            host: host.unwrap_or(""),
-            path: &path,
-        };
-        if let Some(hit) =
-            shared
-                .cache
-                .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
-        {
-            return Routed::Answer(hit);
+        return Routed::Answer(hit);
+    }
+    let mut limiting = Limiting::None;
+    if let Some(l) = limit
+        && let Some(pending) = l
+            .limiter
+            .prepare(req, shared.trusted.client_ip(conn.peer.ip(), req.headers()))
+    {
+        if l.limiter.is_shared() {
+            limiting = Limiting::Pending(pending, cached && l.count_cache_hits);
+        } else if let Some(decision) = l.limiter.decide_local(&pending) {
+            if !decision.verdict.allowed {
+                return Routed::Limited(Arc::clone(l), decision);
+            }
+            if cached
+                && l.count_cache_hits
+                && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path)
+            {
+                l.annotate(&decision, hit.headers_mut());
+                return Routed::Answer(hit);
+            }
+            limiting = Limiting::Decided(decision);
         }
     }
     let normalized = match path {
         Cow::Owned(p) => Some(NormalizedPath(p)),
         Cow::Borrowed(_) => None,
     };
-    Routed::Forward(Arc::clone(route), wants_upgrade, normalized)
+    Routed::Forward(Arc::clone(route), wants_upgrade, normalized, limiting)
 }
 
 fn scheme(conn: &ConnInfo) -> &'static str {

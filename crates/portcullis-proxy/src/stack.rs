@@ -77,10 +77,12 @@ impl Gateway {
     pub fn from_config(config: &Config) -> Result<Self, BuildError> {
         let cache = Cache::new(cache_config(&config.cache));
         let alerts = Arc::new(AlertBook::default());
+        let limits = Arc::new(crate::limit::LimitState::default());
         let mut builder = Metrics::builder();
         builder.register_collector(Box::new(ProcessCollector));
         builder.register_collector(Box::new(CacheCollector::new(cache.clone())));
         builder.register_collector(Box::new(Arc::clone(&alerts)));
+        builder.register_collector(Box::new(crate::limit::LimitCollector(Arc::clone(&limits))));
         let metrics = Arc::new(builder.build());
         let base = Arc::new(ObserveBase {
             alerts,
@@ -89,6 +91,7 @@ impl Gateway {
             metrics,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            limits,
         });
         let shared = build_shared(config, cache, base, None)?;
         let s = &config.server;
@@ -189,6 +192,11 @@ pub(crate) fn build_shared(
             }
         })
         .collect::<Result<_, _>>()?;
+    let redis = crate::limit::redis_handle(
+        config,
+        previous.and_then(|p| Some((p.config.redis.as_ref()?, p.redis.as_ref()?))),
+    )?;
+    let mut limiters = Vec::new();
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
     let mut slos = Vec::new();
@@ -241,6 +249,17 @@ pub(crate) fn build_shared(
         if let Some(slo) = &r.slo {
             slos.push(route_slo(name, slo.get_ref()));
         }
+        let limit = crate::limit::route_limit(
+            config,
+            r,
+            redis.as_ref(),
+            previous
+                .and_then(|p| p.routes.iter().find(|old| *old.name == **name))
+                .and_then(|old| old.limit.as_deref()),
+        )?;
+        if let Some(l) = &limit {
+            limiters.push((Arc::from(name.as_str()), Arc::clone(&l.limiter)));
+        }
         let route = Route {
             name: Arc::from(name.as_str()),
             timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
@@ -253,10 +272,13 @@ pub(crate) fn build_shared(
             add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
             cache: policy,
             metrics: metrics.route(name),
+            limit,
         };
         routes.push((matcher, Arc::new(route)));
     }
     cache.set_routes(cached);
+    base.limits.limiters.store(Arc::new(limiters));
+    base.limits.redis.store(redis.clone().map(Arc::new));
     let s = &config.server;
     let trusted = s
         .trusted_proxies
@@ -292,6 +314,7 @@ pub(crate) fn build_shared(
         trace_context: s.trace_context,
         slos,
         max_in_flight: s.max_in_flight,
+        redis,
     })
 }
 

@@ -14,6 +14,7 @@ mod health;
 mod http2_tls;
 mod limits;
 mod proxying;
+mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
