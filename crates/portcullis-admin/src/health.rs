@@ -2,8 +2,10 @@
 //!
 //! `/health/live` answers 200 while the process can answer at all. `/health/ready` answers 200
 //! while the gateway takes traffic and 503 once shutdown began, so a load balancer stops
-//! sending during the drain. Health checks of targets and Redis join readiness when those
-//! exist (issues 4 and 6). `/health/status` is the JSON summary for people and dashboards.
+//! sending during the drain, and while a required upstream has no healthy target. Redis being
+//! unavailable leaves it ready but `degraded` (200, with reasons): every instance shares the
+//! same Redis, and each keeps serving with local fallbacks. `/health/status` is the JSON
+//! summary for people and dashboards.
 
 use axum::{
     Json,
@@ -30,8 +32,11 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> Response {
             .into_response();
     }
     let reasons = shared.unready_reasons();
-    if reasons.is_empty() {
+    let degraded = shared.degraded_reasons();
+    if reasons.is_empty() && degraded.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
+    } else if reasons.is_empty() {
+        Json(json!({ "status": "degraded", "reasons": degraded })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -55,6 +60,11 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
         },
         "cache": inspect::cache_json(shared),
         "upstreams": inspect::upstreams_json(shared),
+        "redis": shared.redis_status().map(|(servers, state)| json!({
+            "servers": servers,
+            "state": state,
+        })),
+        "degraded": shared.degraded_reasons(),
     }))
 }
 

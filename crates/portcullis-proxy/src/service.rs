@@ -147,6 +147,27 @@ impl Shared {
             .collect()
     }
 
+    /// Why the gateway serves in a degraded mode while still ready: Redis unavailable (the
+    /// cache keeps to memory, limits fall back to local shares). Every instance shares the
+    /// same Redis, so this never takes an instance out of a load balancer.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        match &self.redis {
+            Some(r) if !r.health().is_up() => vec![format!(
+                "redis {} is {}; using local fallbacks",
+                r.describe(),
+                r.health().state().as_str()
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The Redis servers (without credentials) and the breaker's state, when configured.
+    pub fn redis_status(&self) -> Option<(&str, &'static str)> {
+        self.redis
+            .as_ref()
+            .map(|r| (r.describe(), r.health().state().as_str()))
+    }
+
     /// SLO alerts firing now.
     pub fn alerts(&self) -> Vec<portcullis_observe::Alert> {
         self.observe.base.alerts.active()

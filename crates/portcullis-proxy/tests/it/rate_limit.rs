@@ -282,6 +282,14 @@ async fn with_redis_down_each_gateway_enforces_its_share_and_says_so_in_metrics(
     }
     // 30 per hour over 3 instances: 10 each while Redis is away.
     assert_eq!(ok, 10);
+    let ready = client.get(&gw.admin_url("/health/ready")).await;
+    assert_eq!(ready.status(), StatusCode::OK, "still ready: it serves");
+    let ready = json(ready.body());
+    assert_eq!(ready["status"], "degraded");
+    assert!(
+        ready["reasons"][0].as_str().unwrap().contains("redis"),
+        "{ready}"
+    );
     let metrics = client.get(&gw.admin_url("/metrics")).await;
     let text = String::from_utf8_lossy(metrics.body());
     assert!(text.contains("portcullis_redis_up 0"), "{text}");
