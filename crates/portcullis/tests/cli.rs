@@ -56,6 +56,30 @@ fn check_accepts_the_quickstart_example() {
 }
 
 #[test]
+fn check_accepts_every_example() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(BIN)
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "quickstart, redis, redis-cluster");
+}
+
+#[test]
 fn check_names_file_line_column_and_key_of_an_unknown_key_with_a_suggestion() {
     let (code, err) = check("[server]\nlisten = \"127.0.0.1:0\"\ndrain_timout = \"5s\"\n");
     assert_eq!(code, 1, "{err}");
