@@ -15,7 +15,7 @@ use http::Method;
 use ipnet::IpNet;
 use portcullis_http::{ConsumerId, ConsumerTier};
 use portcullis_redis::Redis;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
 
 use crate::{
     key::{KeyPart, identity},
@@ -120,8 +120,8 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct Pending {
     set: usize,
-    digests: Vec<u128>,
-    identities: Vec<u128>,
+    /// Per limit: the state's digest (scope, set, limit and caller) and the caller's identity.
+    keys: Vec<(u128, u128)>,
     cost: u64,
 }
 
@@ -154,6 +154,8 @@ struct LimitSet {
     /// `""` for the default limits, `tier:NAME` for a tier's.
     label: Arc<str>,
     limits: Vec<Limit>,
+    /// Per limit: a seed naming scope, set and limit, so one caller's states differ per limit.
+    seeds: Vec<u64>,
     /// Their quotas divided among the instances, for the fallback.
     fallback: Vec<Quota>,
     /// Every limit keys on the same parts: one Redis hash tag per caller spreads them over a
@@ -190,7 +192,19 @@ impl RateLimiter {
 
     fn build(policy: Policy, redis: Option<Redis>) -> Self {
         let instances = policy.instances.max(1);
+        let scope = Arc::clone(&policy.scope);
         let set = |label: Arc<str>, limits: Vec<Limit>| LimitSet {
+            seeds: limits
+                .iter()
+                .map(|l| {
+                    let mut named = Vec::new();
+                    for part in [&*scope, &*label, &*l.name] {
+                        named.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                        named.extend_from_slice(part.as_bytes());
+                    }
+                    xxh3_64(&named)
+                })
+                .collect(),
             label,
             fallback: limits.iter().map(|l| l.quota.divided(instances)).collect(),
             same_key: limits.windows(2).all(|w| w[0].key == w[1].key),
@@ -250,23 +264,20 @@ impl RateLimiter {
         if limits.limits.is_empty() {
             return None;
         }
-        let mut identities = Vec::with_capacity(limits.limits.len());
-        let mut digests = Vec::with_capacity(limits.limits.len());
-        for limit in &limits.limits {
-            let id = identity(&limit.key, req, client_ip);
-            let mut h = Xxh3::new();
-            for part in [&*self.scope, &*limits.label, &*limit.name] {
-                h.update(&(part.len() as u64).to_le_bytes());
-                h.update(part.as_bytes());
-            }
-            h.update(&id.to_le_bytes());
-            identities.push(id);
-            digests.push(h.digest128());
+        let mut keys = Vec::with_capacity(limits.limits.len());
+        let mut last: Option<(&[KeyPart], u128)> = None;
+        for (limit, &seed) in limits.limits.iter().zip(&limits.seeds) {
+            // Limits usually share their key parts: hash the caller once.
+            let id = match last {
+                Some((parts, id)) if parts == limit.key.as_slice() => id,
+                _ => identity(&limit.key, req, client_ip),
+            };
+            last = Some((&limit.key, id));
+            keys.push((xxh3_128_with_seed(&id.to_le_bytes(), seed), id));
         }
         Some(Pending {
             set,
-            digests,
-            identities,
+            keys,
             cost: self.cost.of(req.method()),
         })
     }
@@ -274,8 +285,13 @@ impl RateLimiter {
     /// Decides in this process (for limiters that are not [shared](Self::is_shared)).
     pub fn decide_local(&self, pending: &Pending) -> Option<Decision> {
         let set = &self.sets[pending.set];
-        let quotas: Vec<&Quota> = set.limits.iter().map(|l| &l.quota).collect();
-        self.decide_in(&self.local, set, &quotas, pending, Backend::Local)
+        self.decide_in(
+            &self.local,
+            set,
+            |i| &set.limits[i].quota,
+            pending,
+            Backend::Local,
+        )
     }
 
     /// Decides on Redis when shared (falling back to local shares when Redis is unavailable),
@@ -300,27 +316,48 @@ impl RateLimiter {
             }
             Err(e) => {
                 tracing::debug!(scope = %self.scope, error = %e, "rate limit decided locally");
-                let quotas: Vec<&Quota> = set.fallback.iter().collect();
-                self.decide_in(&self.fallback, set, &quotas, pending, Backend::Fallback)
+                self.decide_in(
+                    &self.fallback,
+                    set,
+                    |i| &set.fallback[i],
+                    pending,
+                    Backend::Fallback,
+                )
             }
         }
     }
 
-    fn decide_in(
+    fn decide_in<'a>(
         &self,
         store: &LocalStore,
         set: &LimitSet,
-        quotas: &[&Quota],
+        quota: impl Fn(usize) -> &'a Quota,
         pending: &Pending,
         backend: Backend,
     ) -> Option<Decision> {
-        let checks: Vec<Check<'_>> = pending
-            .digests
-            .iter()
-            .zip(quotas)
-            .map(|(&key, quota)| Check { key, quota })
-            .collect();
-        let verdict = store.decide(&checks, pending.cost, store.now())?;
+        let now = store.now();
+        let verdict = if let [(key, _)] = pending.keys[..] {
+            // One limit (the common case): no allocation.
+            store.decide(
+                &[Check {
+                    key,
+                    quota: quota(0),
+                }],
+                pending.cost,
+                now,
+            )?
+        } else {
+            let checks: Vec<Check<'_>> = pending
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, &(key, _))| Check {
+                    key,
+                    quota: quota(i),
+                })
+                .collect();
+            store.decide(&checks, pending.cost, now)?
+        };
         self.stats.record(backend, verdict.allowed);
         let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
         Some(Decision {
@@ -336,8 +373,8 @@ impl RateLimiter {
     fn redis_keys(&self, prefix: &str, set: &LimitSet, pending: &Pending) -> Vec<String> {
         set.limits
             .iter()
-            .zip(&pending.identities)
-            .map(|(limit, id)| {
+            .zip(&pending.keys)
+            .map(|(limit, (_, id))| {
                 let mut key = String::with_capacity(64);
                 let label = if set.label.is_empty() {
                     "-"
