@@ -45,14 +45,12 @@ impl Decision {
     pub fn write_headers(&self, headers: &mut HeaderMap, structured: bool) {
         let b = &self.verdict.binding;
         let reset = ceil_secs(b.reset);
-        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(b.limit));
-        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(b.remaining));
-        headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+        headers.reserve(3);
+        headers.insert(RATELIMIT_LIMIT, number(b.limit));
+        headers.insert(RATELIMIT_REMAINING, number(b.remaining));
+        headers.insert(RATELIMIT_RESET, number(reset));
         if !self.verdict.allowed {
-            headers.insert(
-                RETRY_AFTER,
-                HeaderValue::from(ceil_secs(b.retry_after).max(1)),
-            );
+            headers.insert(RETRY_AFTER, number(ceil_secs(b.retry_after).max(1)));
         }
         if structured {
             let name = &self.name;
