@@ -6,7 +6,11 @@
 //! the two backends (and the fallback between them) agree. Idle keys are swept when a shard
 //! has doubled since its last sweep, so memory follows the number of active clients.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    hash::{BuildHasherDefault, Hasher},
+    time::Instant,
+};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -66,9 +70,38 @@ impl Verdict {
     }
 }
 
+/// Keys are already uniform 128-bit digests: hashing them again (SipHash, by default) would
+/// only cost time. The low 64 bits are the hash.
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed; this path is a fallback that still spreads well.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(b);
+        }
+    }
+
+    #[allow(clippy::cast_possible_truncation)]
+    fn write_u128(&mut self, i: u128) {
+        // Folded and multiplied (Fibonacci hashing), so even non-uniform keys spread over the
+        // map's buckets and control bits.
+        self.0 = ((i >> 64) as u64 ^ i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type States = HashMap<u128, (State, u64), BuildHasherDefault<DigestHasher>>;
+
 #[derive(Debug, Default)]
 struct Shard {
-    states: HashMap<u128, (State, u64)>,
+    states: States,
     sweep_at: usize,
 }
 
@@ -101,11 +134,24 @@ impl LocalStore {
             [] => None,
             [one] => {
                 let mut shard = self.shards[shard_of(one.key)].lock();
-                let (outcome, next) =
-                    quota::decide(one.quota, state_of(&shard, one.key), now, cost);
-                if let Some(next) = next {
-                    store(&mut shard, one.key, next, one.quota.window_ns(), now);
-                }
+                // One lookup: decide on the entry and update it in place.
+                let outcome = match shard.states.entry(one.key) {
+                    Entry::Occupied(mut e) => {
+                        let (outcome, next) = quota::decide(one.quota, Some(e.get().0), now, cost);
+                        if let Some(next) = next {
+                            e.get_mut().0 = next;
+                        }
+                        outcome
+                    }
+                    Entry::Vacant(e) => {
+                        let (outcome, next) = quota::decide(one.quota, None, now, cost);
+                        if let Some(next) = next {
+                            e.insert((next, one.quota.window_ns()));
+                            sweep_if_grown(&mut shard, now);
+                        }
+                        outcome
+                    }
+                };
                 Some(Verdict::fold(None, 0, outcome))
             }
             many => {
@@ -165,7 +211,13 @@ fn state_of(shard: &Shard, key: u128) -> Option<State> {
 }
 
 fn store(shard: &mut Shard, key: u128, state: State, window_ns: u64, now: u64) {
-    shard.states.insert(key, (state, window_ns));
+    if shard.states.insert(key, (state, window_ns)).is_none() {
+        sweep_if_grown(shard, now);
+    }
+}
+
+/// Drops idle keys once the shard has doubled since its last sweep.
+fn sweep_if_grown(shard: &mut Shard, now: u64) {
     if shard.states.len() >= shard.sweep_at.max(MIN_SWEEP_LEN) {
         shard
             .states
