@@ -24,6 +24,7 @@
 
 mod diagnostics;
 mod model;
+mod security;
 mod units;
 mod validate;
 mod values;
@@ -32,6 +33,7 @@ use std::path::Path;
 
 pub use diagnostics::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use security::*;
 pub use toml::Spanned;
 pub use units::{ByteSize, Duration};
 pub use values::*;

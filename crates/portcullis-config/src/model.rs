@@ -35,6 +35,12 @@ pub struct Config {
     /// SLO alert evaluation and notification.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Named consumers with tiers, groups and API key hashes (see `security.rs`).
+    #[serde(default)]
+    pub consumers: Vec<crate::ConsumerConfig>,
+    /// How credentials are read (see `security.rs`).
+    #[serde(default)]
+    pub auth: crate::AuthConfig,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -561,6 +567,12 @@ pub struct RouteConfig {
     /// Service-level objectives, evaluated over a sliding window (see `[alerts]`).
     #[serde(default)]
     pub slo: Option<Spanned<SloConfig>>,
+    /// Credentials the route requires: `none` (default), `api_key`, `jwt` or `any`.
+    #[serde(default)]
+    pub auth: Option<Spanned<crate::AuthMode>>,
+    /// Who may use the route once authenticated (403 otherwise).
+    #[serde(default)]
+    pub acl: Option<Spanned<crate::AclConfig>>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

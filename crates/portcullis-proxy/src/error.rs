@@ -45,6 +45,9 @@ pub enum ProxyError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// The route's security refused the request (401, 403).
+    #[error("{0}")]
+    Denied(portcullis_auth::Rejection),
     /// The upstream broke the exchange (bad response, reset mid-request).
     #[error("upstream {upstream:?} failed")]
     Upstream {
@@ -65,6 +68,7 @@ impl ProxyError {
             Self::NoHealthyTarget { .. } | Self::Overloaded(_) | Self::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Denied(rejection) => rejection.status(),
         }
     }
 
@@ -80,6 +84,9 @@ impl ProxyError {
             && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Self::Denied(rejection) = &self {
+            rejection.decorate(&mut response);
         }
         if let Self::MethodNotAllowed(allow) = &self {
             let list: Vec<&str> = allow.iter().map(Method::as_str).collect();

@@ -25,6 +25,7 @@ mod parse_error;
 pub mod path;
 mod pool;
 mod route;
+mod security;
 pub mod router;
 mod server;
 mod service;

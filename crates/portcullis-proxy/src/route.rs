@@ -26,6 +26,8 @@ pub struct Route {
     pub cache: Option<Arc<RoutePolicy>>,
     /// The route's request metrics.
     pub metrics: Arc<RouteMetrics>,
+    /// Credentials and ACL checked before the cache or the upstream sees the request.
+    pub security: portcullis_auth::RouteSecurity,
 }
 
 impl Route {
@@ -75,6 +77,7 @@ mod tests {
             add_prefix: add.map(canonical_prefix),
             timeout: Duration::from_secs(1),
             cache: None,
+            security: portcullis_auth::RouteSecurity::none(),
         }
     }
 

@@ -229,8 +229,14 @@ where
         let next = match routed {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
-            Routed::Forward(route, wants_upgrade, normalized) => {
+            Routed::Forward(route, wants_upgrade, normalized, grant) => {
                 let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
+                let pending = if grant.is_pending() {
+                    Some(grant)
+                } else {
+                    grant.apply(&mut req);
+                    None
+                };
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
                 }
@@ -238,8 +244,12 @@ where
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
                     let _busy = busy;
-                    let result =
-                        forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await;
+                    let result = match settle(&route, pending, &mut req, &mut measure).await {
+                        Ok(()) => {
+                            forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await
+                        }
+                        Err(e) => Err(e),
+                    };
                     let response = finish(result, &request_id, &shared.request_id_header);
                     Ok(measure.finish(close_if(close, response)))
                 });
@@ -250,6 +260,26 @@ where
             measure.finish(close_if(close, response))
         )))
     }
+}
+
+/// Decides a request whose JWT waits for a JWK Set refresh, then applies the grant.
+async fn settle<B>(
+    route: &Route,
+    pending: Option<portcullis_auth::Grant>,
+    req: &mut Request<B>,
+    measure: &mut Measure,
+) -> Result<(), ProxyError> {
+    if let Some(grant) = pending {
+        let grant = grant
+            .settle(&route.security, req)
+            .await
+            .map_err(ProxyError::Denied)?;
+        if let Some(consumer) = grant.consumer() {
+            measure.consumer(&consumer.id.0);
+        }
+        grant.apply(req);
+    }
+    Ok(())
 }
 
 /// The error body for failures, and the request id on every response.
@@ -289,8 +319,8 @@ enum Routed {
     /// Refused (no route, method, CONNECT).
     Error(ProxyError),
     /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
-    /// normalized path when normalization changed it.
-    Forward(Arc<Route>, bool, Option<NormalizedPath>),
+    /// normalized path when normalization changed it; what the route's security lets through.
+    Forward(Arc<Route>, bool, Option<NormalizedPath>, portcullis_auth::Grant),
 }
 
 /// The request's path after dot-segment removal, carried as a request extension only when it
@@ -322,8 +352,17 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
         Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
     measure.routed(&route.metrics);
+    // Before the cache: a cached response never bypasses authentication.
+    let grant = match route.security.check(req) {
+        Ok(grant) => grant,
+        Err(rejection) => return Routed::Error(ProxyError::Denied(rejection)),
+    };
+    if let Some(consumer) = grant.consumer() {
+        measure.consumer(&consumer.id.0);
+    }
     if let Some(policy) = &route.cache
         && !wants_upgrade
+        && !grant.is_pending()
     {
         let target = RequestTarget {
             scheme: scheme(conn),
@@ -342,7 +381,7 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
         Cow::Owned(p) => Some(NormalizedPath(p)),
         Cow::Borrowed(_) => None,
     };
-    Routed::Forward(Arc::clone(route), wants_upgrade, normalized)
+    Routed::Forward(Arc::clone(route), wants_upgrade, normalized, grant)
 }
 
 fn scheme(conn: &ConnInfo) -> &'static str {

@@ -189,6 +189,7 @@ pub(crate) fn build_shared(
             }
         })
         .collect::<Result<_, _>>()?;
+    let auth = crate::security::authenticator(config)?;
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
     let mut slos = Vec::new();
@@ -253,6 +254,7 @@ pub(crate) fn build_shared(
             add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
             cache: policy,
             metrics: metrics.route(name),
+            security: crate::security::route_security(&auth, r),
         };
         routes.push((matcher, Arc::new(route)));
     }

@@ -17,6 +17,7 @@ mod proxying;
 mod reload;
 mod retries;
 mod routing;
+mod security;
 mod streaming;
 mod upgrade;
 mod watchdog;
