@@ -148,12 +148,20 @@ impl JwtVerifier {
                 if !options.issuers.is_empty() {
                     v.set_issuer(&options.issuers);
                 }
-                let spec: Vec<&str> = options
+                // A configured issuer or audience also makes the claim required: a token
+                // without `iss` must not pass an issuer check by saying nothing.
+                let mut spec: Vec<&str> = options
                     .required_claims
                     .iter()
                     .map(String::as_str)
                     .filter(|c| SPEC_CLAIMS.contains(c))
                     .collect();
+                if !options.issuers.is_empty() {
+                    spec.push("iss");
+                }
+                if !options.audiences.is_empty() {
+                    spec.push("aud");
+                }
                 v.set_required_spec_claims(&spec);
                 (alg, v)
             })
@@ -295,4 +303,254 @@ fn public_key_from_pem(pem: &[u8]) -> Result<DecodingKey, BuildError> {
         .or_else(|_| DecodingKey::from_ec_pem(pem))
         .or_else(|_| DecodingKey::from_ed_pem(pem))
         .map_err(|_| BuildError("jwt: public_key is not an RSA, EC or Ed25519 public key in PEM".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    /// RFC 7515 A.1 (also RFC 7519 §3.1): HS256, `{"iss":"joe","exp":1300819380,...}`.
+    const RFC7515_A1: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const RFC7515_A1_KEY: &str =
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+    /// RFC 7515 A.3: ES256 over the same payload, and its P-256 public key.
+    const RFC7515_A3: &str = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+    const RFC7515_A3_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const RFC7515_A3_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+    /// RFC 7515 A.5: an unsecured JWS (`alg: none`, empty signature).
+    const RFC7515_A5: &str = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.";
+    /// Enough leeway to accept the RFC examples' `exp` of March 2011.
+    const SINCE_2011: Duration = Duration::from_secs(40 * 365 * 86_400);
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn verifier(options: JwtOptions) -> JwtVerifier {
+        JwtVerifier::new(options).unwrap()
+    }
+
+    fn hs256(extra: JwtOptions) -> JwtVerifier {
+        verifier(JwtOptions {
+            algorithms: vec![Algorithm::HS256],
+            secret: Some(SECRET.to_vec()),
+            ..extra
+        })
+    }
+
+    fn sign(claims: &Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn now() -> i64 {
+        i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap()
+    }
+
+    fn claims_of(v: &JwtVerifier, token: &str) -> Result<Map<String, Value>, Rejection> {
+        match v.verify(token)? {
+            Verified::Claims(c) => Ok(c),
+            Verified::NeedKeys(_) => panic!("no JWKS here"),
+        }
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256_example_verifies_and_is_expired_without_leeway() {
+        let secret = B64URL.decode(RFC7515_A1_KEY).unwrap();
+        let options = JwtOptions {
+            algorithms: vec![Algorithm::HS256],
+            secret: Some(secret),
+            consumer_claim: "iss".into(),
+            ..JwtOptions::default()
+        };
+        let lenient = verifier(JwtOptions {
+            leeway: SINCE_2011,
+            ..options.clone()
+        });
+        let claims = claims_of(&lenient, RFC7515_A1).unwrap();
+        assert_eq!(claims["iss"], "joe");
+        assert_eq!(claims["http://example.com/is_root"], true);
+        assert_eq!(
+            claims_of(&verifier(options), RFC7515_A1).unwrap_err(),
+            Rejection::EXPIRED_TOKEN
+        );
+        // One changed signature character: refused.
+        let tampered = format!("{}A", &RFC7515_A1[..RFC7515_A1.len() - 1]);
+        assert_eq!(
+            claims_of(&lenient, &tampered).unwrap_err(),
+            Rejection::INVALID_TOKEN
+        );
+    }
+
+    #[test]
+    fn rfc7515_a3_es256_example_verifies_with_its_public_key() {
+        let mut v = verifier(JwtOptions {
+            algorithms: vec![Algorithm::ES256],
+            leeway: SINCE_2011,
+            ..JwtOptions::default()
+        });
+        v.public_key = Some(DecodingKey::from_ec_components(RFC7515_A3_X, RFC7515_A3_Y).unwrap());
+        assert_eq!(claims_of(&v, RFC7515_A3).unwrap()["iss"], "joe");
+        // The same token is refused where ES256 is not allowed.
+        let mut rs_only = verifier(JwtOptions {
+            algorithms: vec![Algorithm::RS256],
+            leeway: SINCE_2011,
+            ..JwtOptions::default()
+        });
+        rs_only.public_key = v.public_key.clone();
+        assert!(claims_of(&rs_only, RFC7515_A3).is_err());
+    }
+
+    #[test]
+    fn rfc7515_a5_unsecured_token_alg_none_is_refused() {
+        let v = hs256(JwtOptions {
+            leeway: SINCE_2011,
+            ..JwtOptions::default()
+        });
+        assert_eq!(
+            claims_of(&v, RFC7515_A5).unwrap_err(),
+            Rejection::INVALID_TOKEN
+        );
+        // Also with a signature part that happens to be valid for HS256 over the same input.
+        let forged = format!("{}{}", RFC7515_A5, RFC7515_A1.rsplit('.').next().unwrap());
+        assert!(claims_of(&v, &forged).is_err());
+    }
+
+    #[test]
+    fn an_hmac_token_signed_with_the_rsa_public_key_is_refused() {
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der<'_>>::as_der(
+            rsa.public_key(),
+        )
+        .unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        // The classic attack: HS256 with the public key's PEM text as the HMAC secret. Even a
+        // verifier that allows both algorithms (but has no secret) must refuse it.
+        let v = verifier(JwtOptions {
+            algorithms: vec![Algorithm::RS256, Algorithm::HS256],
+            public_key_pem: Some(pem.clone().into_bytes()),
+            ..JwtOptions::default()
+        });
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "mallory", "exp": now() + 60}),
+            &EncodingKey::from_secret(pem.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            claims_of(&v, &token).unwrap_err(),
+            Rejection::INVALID_TOKEN
+        );
+    }
+
+    #[test]
+    fn time_claims_are_checked_with_leeway() {
+        let v = hs256(JwtOptions {
+            leeway: Duration::from_secs(30),
+            ..JwtOptions::default()
+        });
+        let t = now();
+        assert!(claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 60}))).is_ok());
+        assert!(
+            claims_of(&v, &sign(&json!({"sub": "a", "exp": t - 10}))).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            claims_of(&v, &sign(&json!({"sub": "a", "exp": t - 120}))).unwrap_err(),
+            Rejection::EXPIRED_TOKEN
+        );
+        assert!(
+            claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 300}))).is_err(),
+            "not yet valid"
+        );
+        assert!(claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 10}))).is_ok());
+        assert!(
+            claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "iat": t + 300}))).is_err(),
+            "issued in the future"
+        );
+        assert!(
+            claims_of(&v, &sign(&json!({"sub": "a"}))).is_err(),
+            "exp is required by default"
+        );
+    }
+
+    #[test]
+    fn issuer_audience_and_required_claims_are_checked() {
+        let v = hs256(JwtOptions {
+            issuers: vec!["https://idp.example".into()],
+            audiences: vec!["api".into()],
+            required_claims: vec!["exp".into(), "scope".into()],
+            ..JwtOptions::default()
+        });
+        let exp = now() + 60;
+        let good = json!({"sub": "a", "exp": exp, "iss": "https://idp.example", "aud": ["x", "api"], "scope": "read"});
+        assert!(claims_of(&v, &sign(&good)).is_ok());
+        let mut wrong_iss = good.clone();
+        wrong_iss["iss"] = json!("https://evil.example");
+        assert!(claims_of(&v, &sign(&wrong_iss)).is_err());
+        let mut wrong_aud = good.clone();
+        wrong_aud["aud"] = json!("other");
+        assert!(claims_of(&v, &sign(&wrong_aud)).is_err());
+        let mut no_scope = good.clone();
+        no_scope.as_object_mut().unwrap().remove("scope");
+        assert!(claims_of(&v, &sign(&no_scope)).is_err());
+        let mut no_aud = good.clone();
+        no_aud.as_object_mut().unwrap().remove("aud");
+        assert!(claims_of(&v, &sign(&no_aud)).is_err());
+        let mut no_iss = good;
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert!(claims_of(&v, &sign(&no_iss)).is_err());
+    }
+
+    #[test]
+    fn claims_map_to_consumers_and_headers() {
+        let v = hs256(JwtOptions {
+            tier_claim: Some("plan".into()),
+            claims_to_headers: vec![
+                ("sub".into(), HeaderName::from_static("x-user-id")),
+                ("roles".into(), HeaderName::from_static("x-roles")),
+                ("absent".into(), HeaderName::from_static("x-absent")),
+            ],
+            ..JwtOptions::default()
+        });
+        let claims = claims_of(
+            &v,
+            &sign(&json!({"sub": "u-1", "exp": now() + 60, "plan": "gold", "roles": ["a", "b"]})),
+        )
+        .unwrap();
+        let consumer = v.consumer(&claims, |_| None).unwrap();
+        assert_eq!(&*consumer.id.0, "u-1");
+        assert_eq!(consumer.tier.as_ref().map(|t| &*t.0), Some("gold"));
+        let configured = Arc::new(Consumer::new("u-1", Some("premium"), Vec::new()).unwrap());
+        let mapped = v.consumer(&claims, |n| (n == "u-1").then(|| Arc::clone(&configured))).unwrap();
+        assert!(Arc::ptr_eq(&mapped, &configured), "a configured consumer wins");
+        let headers = v.claim_headers(&claims);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[0].1, "u-1");
+        assert_eq!(headers[1].1, "a,b");
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_authorization() {
+        let mut h = HeaderMap::new();
+        assert_eq!(JwtVerifier::token(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def.ghi"));
+        assert_eq!(JwtVerifier::token(&h), Some("abc.def.ghi"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+        assert_eq!(JwtVerifier::token(&h), None);
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secret() {
+        let v = hs256(JwtOptions::default());
+        let text = format!("{v:?}");
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+    }
 }

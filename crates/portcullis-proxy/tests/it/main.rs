@@ -11,6 +11,7 @@ mod cache;
 mod correlation;
 mod errors;
 mod health;
+mod jwt;
 mod http2_tls;
 mod limits;
 mod proxying;
