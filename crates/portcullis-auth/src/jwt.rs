@@ -424,6 +424,7 @@ mod tests {
 
     #[test]
     fn an_hmac_token_signed_with_the_rsa_public_key_is_refused() {
+        use aws_lc_rs::signature::KeyPair as _;
         let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
         let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der<'_>>::as_der(
             rsa.public_key(),
