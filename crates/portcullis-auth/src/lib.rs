@@ -1,5 +1,5 @@
 //! Edge security for Portcullis: consumers and tiers, API keys, JWT bearer tokens (static keys
-//! or a JWK Set URL), and route ACLs.
+//! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS and security headers.
 //!
 //! The crate takes plain Rust config ([`ConsumerSpec`], [`AuthOptions`], [`RouteAuth`]), so an
 //! embedding app never needs `portcullis-config`. Every decision is synchronous: the gateway
@@ -32,17 +32,22 @@
 //! let route = RouteSecurity::new(auth, RouteAuth { mode: AuthMode::ApiKey, acl: None });
 //!
 //! let mut req = http::Request::builder().header("x-api-key", "s3cret-key").body(()).unwrap();
-//! let grant = route.check(&req).unwrap();
+//! let client_ip = || std::net::IpAddr::from([127, 0, 0, 1]);
+//! let grant = route.check(&req, client_ip).unwrap();
 //! grant.apply(&mut req);
 //! assert_eq!(&*req.extensions().get::<portcullis_http::ConsumerId>().unwrap().0, "acme");
 //! assert!(req.headers().get("x-api-key").is_none(), "the key is not forwarded");
 //!
 //! let anonymous = http::Request::new(());
-//! assert_eq!(route.check(&anonymous).unwrap_err().status(), http::StatusCode::UNAUTHORIZED);
+//! assert_eq!(route.check(&anonymous, client_ip).unwrap_err().status(), http::StatusCode::UNAUTHORIZED);
 //! ```
 
 mod api_key;
+mod bots;
 mod consumer;
+mod cors;
+mod headers;
+mod ip;
 mod jwks;
 mod jwt;
 mod rejection;
@@ -52,8 +57,12 @@ pub use api_key::{ApiKeyOptions, hash_key, hash_key_hex};
 pub use consumer::{AuthOptions, Authenticator, BuildError, Consumer, ConsumerSpec};
 pub use jwt::{Algorithm, JwtOptions};
 pub use portcullis_http::{ConsumerId, ConsumerTier};
+pub use bots::{BotRules, DEFAULT_BAD_BOTS};
+pub use cors::{CorsOptions, is_preflight, routing_method};
+pub use headers::SecurityHeaderOptions;
+pub use ip::IpRules;
 pub use rejection::Rejection;
-pub use route::{Acl, AuthMode, Grant, RouteAuth, RouteSecurity};
+pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
 
 /// Header carrying the authenticated consumer's id upstream (when forwarding is on); removed
 /// from every client request.

@@ -2,19 +2,21 @@
 
 use std::fmt;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use portcullis_http::{Body, RequestId, error_response};
 
 /// A refused request: 401 (no or bad credentials) or 403 (authenticated but not allowed).
 ///
 /// Messages are fixed strings: they never say whether a presented key exists, and never echo
 /// a credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     status: StatusCode,
     message: &'static str,
     /// `WWW-Authenticate` challenge on 401.
     challenge: Option<&'static str>,
+    /// The headers of a CORS preflight answer (204, no body).
+    preflight: Option<Box<HeaderMap>>,
 }
 
 impl Rejection {
@@ -23,37 +25,68 @@ impl Rejection {
         status: StatusCode::UNAUTHORIZED,
         message: "authentication required",
         challenge: Some("ApiKey"),
+        preflight: None,
     };
     /// 401: the route needs a bearer token and the request has none.
     pub(crate) const MISSING_TOKEN: Self = Self {
         status: StatusCode::UNAUTHORIZED,
         message: "authentication required",
         challenge: Some("Bearer"),
+        preflight: None,
     };
     /// 401: the token is malformed, badly signed, or fails a claim check.
     pub(crate) const INVALID_TOKEN: Self = Self {
         status: StatusCode::UNAUTHORIZED,
         message: "invalid token",
         challenge: Some("Bearer error=\"invalid_token\""),
+        preflight: None,
     };
     /// 401: the token has expired.
     pub(crate) const EXPIRED_TOKEN: Self = Self {
         status: StatusCode::UNAUTHORIZED,
         message: "token expired",
         challenge: Some("Bearer error=\"invalid_token\""),
+        preflight: None,
     };
     /// 401: the credentials presented are not valid (unknown, wrong, expired...).
     pub(crate) const INVALID: Self = Self {
         status: StatusCode::UNAUTHORIZED,
         message: "invalid credentials",
         challenge: Some("ApiKey"),
+        preflight: None,
     };
     /// 403: the consumer is not allowed on this route.
-    pub(crate) const FORBIDDEN: Self = Self {
-        status: StatusCode::FORBIDDEN,
-        message: "consumer not allowed on this route",
-        challenge: None,
-    };
+    pub(crate) const FORBIDDEN: Self = Self::forbidden("consumer not allowed on this route");
+    /// 403: the client address is not allowed.
+    pub(crate) const IP_DENIED: Self = Self::forbidden("client address not allowed");
+    /// 403: the `User-Agent` is refused by the bot rules.
+    pub(crate) const BOT_DENIED: Self = Self::forbidden("user agent not allowed");
+    /// 403: a CORS preflight for an origin, method or header the route does not allow.
+    pub(crate) const PREFLIGHT_DENIED: Self = Self::forbidden("CORS preflight not allowed");
+
+    const fn forbidden(message: &'static str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message,
+            challenge: None,
+            preflight: None,
+        }
+    }
+
+    /// 204: the answer to an allowed CORS preflight.
+    pub(crate) fn preflight(headers: HeaderMap) -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            message: "",
+            challenge: None,
+            preflight: Some(Box::new(headers)),
+        }
+    }
+
+    /// Whether this is an allowed CORS preflight's answer rather than a refusal.
+    pub fn is_preflight(&self) -> bool {
+        self.preflight.is_some()
+    }
 
     /// The status to answer with.
     pub fn status(&self) -> StatusCode {
@@ -75,8 +108,14 @@ impl Rejection {
         }
     }
 
-    /// The contract's JSON error response.
+    /// The response: the contract's JSON error, or a preflight's 204.
     pub fn into_response(self, request_id: Option<&RequestId>) -> Response<Body> {
+        if let Some(headers) = self.preflight {
+            let mut response = Response::new(portcullis_http::body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = *headers;
+            return response;
+        }
         let mut response = error_response(self.status, self.message, request_id);
         self.decorate(&mut response);
         response

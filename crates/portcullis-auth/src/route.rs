@@ -3,12 +3,18 @@
 
 use std::{fmt, sync::Arc};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
 use crate::{
     X_CONSUMER_ID, X_CONSUMER_TIER,
     api_key::KeyFrom,
-    consumer::{Authenticator, Consumer},
+    bots::BotRules,
+    consumer::{Authenticator, BuildError, Consumer},
+    cors::{Cors, CorsOptions, is_preflight},
+    headers::{SecurityHeaderOptions, SecurityHeaders},
+    ip::IpRules,
     jwt::{JwtVerifier, Verified},
     rejection::Rejection,
 };
@@ -60,10 +66,34 @@ pub struct RouteAuth {
     pub acl: Option<Acl>,
 }
 
+/// A route's edge rules (plain data): client addresses, bots, CORS and response headers.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    /// Client address allow/deny lists (on the trusted-proxy-resolved client IP).
+    pub ip: IpRules,
+    /// `User-Agent` rules.
+    pub bots: BotRules,
+    /// CORS, if the route answers cross-origin requests.
+    pub cors: Option<CorsOptions>,
+    /// Security headers added to responses.
+    pub headers: SecurityHeaderOptions,
+}
+
+/// [`EdgeOptions`], built.
+#[derive(Debug)]
+struct Edge {
+    ip: IpRules,
+    bots: BotRules,
+    cors: Option<Cors>,
+    headers: SecurityHeaders,
+}
+
 /// The security of one route, built once and asked on every request.
 pub struct RouteSecurity {
     auth: Option<Arc<Authenticator>>,
     route: RouteAuth,
+    /// `None` when the route has no edge rules (the common, allocation-free case).
+    edge: Option<Box<Edge>>,
 }
 
 impl fmt::Debug for RouteSecurity {
@@ -71,6 +101,7 @@ impl fmt::Debug for RouteSecurity {
         f.debug_struct("RouteSecurity")
             .field("mode", &self.route.mode)
             .field("acl", &self.route.acl)
+            .field("edge", &self.edge)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +118,7 @@ impl RouteSecurity {
         Self {
             auth: None,
             route: RouteAuth::default(),
+            edge: None,
         }
     }
 
@@ -95,7 +127,41 @@ impl RouteSecurity {
         Self {
             auth: Some(auth),
             route,
+            edge: None,
         }
+    }
+
+    /// Adds IP rules, bot rules, CORS and security headers.
+    pub fn with_edge(mut self, edge: &EdgeOptions) -> Result<Self, BuildError> {
+        let cors = edge
+            .cors
+            .as_ref()
+            .map(Cors::new)
+            .transpose()
+            .map_err(BuildError)?;
+        let headers = SecurityHeaders::new(&edge.headers).map_err(BuildError)?;
+        let empty =
+            edge.ip.is_empty() && edge.bots.is_empty() && cors.is_none() && headers.is_empty();
+        self.edge = (!empty).then(|| {
+            Box::new(Edge {
+                ip: edge.ip.clone(),
+                bots: edge.bots.clone(),
+                cors,
+                headers,
+            })
+        });
+        Ok(self)
+    }
+
+    /// Adds the route's CORS and security headers to a response (a cache hit, the upstream's
+    /// response, or an error) for the request `decoration` came from.
+    pub fn decorate<B>(&self, decoration: &Decoration, response: &mut Response<B>) {
+        let Some(edge) = &self.edge else { return };
+        let headers = response.headers_mut();
+        if let Some(cors) = &edge.cors {
+            cors.decorate(decoration.origin.as_ref(), headers);
+        }
+        edge.headers.apply(headers);
     }
 
     /// The route's mode.
@@ -109,13 +175,40 @@ impl RouteSecurity {
     /// A JWT naming a `kid` the cached JWK Set lacks gives a pending grant
     /// ([`Grant::is_pending`]) when a refresh is allowed: settle it with [`Grant::settle`]
     /// before serving anything.
-    pub fn check<B>(&self, req: &Request<B>) -> Result<Grant, Rejection> {
-        self.check_parts(req.headers(), req.uri())
-    }
-
-    /// [`check`](Self::check) on a request's headers and URI.
-    pub fn check_parts(&self, headers: &HeaderMap, uri: &Uri) -> Result<Grant, Rejection> {
-        self.decide(headers, uri, true)
+    ///
+    /// Order: IP rules (`client_ip` is asked only when the route has some), bot rules, CORS
+    /// preflight (answered here: a [`Rejection`] whose response is the 204), then credentials
+    /// and the ACL.
+    pub fn check<B>(
+        &self,
+        req: &Request<B>,
+        client_ip: impl FnOnce() -> IpAddr,
+    ) -> Result<Grant, Rejection> {
+        let mut origin = None;
+        if let Some(edge) = &self.edge {
+            if !edge.ip.is_empty() && !edge.ip.allows(client_ip()) {
+                return Err(Rejection::IP_DENIED);
+            }
+            if !edge.bots.is_empty()
+                && !edge
+                    .bots
+                    .allows(req.headers().get(header::USER_AGENT).map(HeaderValue::as_bytes))
+            {
+                return Err(Rejection::BOT_DENIED);
+            }
+            if let Some(cors) = &edge.cors {
+                if is_preflight(req) {
+                    return Err(match cors.preflight(req) {
+                        Ok(headers) => Rejection::preflight(headers),
+                        Err(()) => Rejection::PREFLIGHT_DENIED,
+                    });
+                }
+                origin = cors.response_origin(req.headers());
+            }
+        }
+        let mut grant = self.decide(req.headers(), req.uri(), true)?;
+        grant.origin = origin;
+        Ok(grant)
     }
 
     fn decide(&self, headers: &HeaderMap, uri: &Uri, may_refresh: bool) -> Result<Grant, Rejection> {
@@ -145,6 +238,7 @@ impl RouteSecurity {
                     return Ok(Grant {
                         consumer: None,
                         pending: Some(generation),
+                        origin: None,
                     });
                 }
                 Verified::NeedKeys(_) => return Err(Rejection::INVALID_TOKEN),
@@ -169,6 +263,7 @@ impl RouteSecurity {
                 claim_headers,
             })),
             pending: None,
+            origin: None,
         })
     }
 
@@ -210,6 +305,14 @@ pub struct Grant {
     consumer: Option<Box<Granted>>,
     /// The JWK Set generation seen, when the decision waits for a refresh.
     pending: Option<u64>,
+    /// The `Access-Control-Allow-Origin` for the response, when the origin is allowed.
+    origin: Option<HeaderValue>,
+}
+
+/// What [`RouteSecurity::decorate`] needs to know of the request.
+#[derive(Debug, Clone, Default)]
+pub struct Decoration {
+    origin: Option<HeaderValue>,
 }
 
 impl Grant {
@@ -225,30 +328,45 @@ impl Grant {
 
     /// The final decision: a pending grant refreshes the route's JWK Set and decides again;
     /// any other is returned as it is.
-    pub async fn settle<B>(
+    /// Takes the request's headers and URI (not the request, whose body need not be `Sync`).
+    pub async fn settle(
         self,
         security: &RouteSecurity,
-        req: &Request<B>,
+        headers: &HeaderMap,
+        uri: &Uri,
     ) -> Result<Grant, Rejection> {
         match self.pending {
             None => Ok(self),
             Some(generation) => {
-                security
-                    .refresh_and_decide(generation, req.headers(), req.uri())
-                    .await
+                let mut grant = security
+                    .refresh_and_decide(generation, headers, uri)
+                    .await?;
+                grant.origin = self.origin;
+                Ok(grant)
             }
+        }
+    }
+
+    /// What the response needs of the request (for a response served without
+    /// [`apply`](Self::apply), such as a cache hit).
+    pub fn decoration(&self) -> Decoration {
+        Decoration {
+            origin: self.origin.clone(),
         }
     }
 
     /// Changes `req` for upstream: removes client-sent `X-Consumer-Id`/`X-Consumer-Tier`
     /// (always) and copies of the claim headers, removes the API key (unless forwarded),
     /// inserts the consumer extensions and, if configured, the consumer and claim headers.
-    pub fn apply<B>(self, req: &mut Request<B>) {
+    pub fn apply<B>(self, req: &mut Request<B>) -> Decoration {
+        let decoration = Decoration {
+            origin: self.origin,
+        };
         let headers = req.headers_mut();
         headers.remove(X_CONSUMER_ID);
         headers.remove(X_CONSUMER_TIER);
         let Some(granted) = self.consumer else {
-            return;
+            return decoration;
         };
         let Granted {
             consumer,
@@ -280,6 +398,7 @@ impl Grant {
         if let Some(tier) = &consumer.tier {
             extensions.insert(tier.clone());
         }
+        decoration
     }
 }
 
@@ -289,6 +408,10 @@ mod tests {
 
     use super::*;
     use crate::{ApiKeyOptions, AuthOptions, ConsumerSpec, hash_key};
+
+    fn ip() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
 
     fn auth(forward_headers: bool) -> Arc<Authenticator> {
         let spec = |name: &str, tier: &str, groups: &[&str], key: &str| ConsumerSpec {
@@ -330,7 +453,7 @@ mod tests {
     #[test]
     fn routes_without_auth_only_strip_consumer_headers() {
         let mut req = request(None, "/");
-        RouteSecurity::none().check(&req).unwrap().apply(&mut req);
+        RouteSecurity::none().check(&req, ip).unwrap().apply(&mut req);
         assert!(req.headers().get("x-consumer-id").is_none());
         assert!(req.headers().get("x-consumer-tier").is_none());
         assert!(req.extensions().get::<portcullis_http::ConsumerId>().is_none());
@@ -346,7 +469,7 @@ mod tests {
             },
         );
         let mut req = request(Some("key-acme"), "/x?apikey=ignored&a=1");
-        route.check(&req).unwrap().apply(&mut req);
+        let _ = route.check(&req, ip).unwrap().apply(&mut req);
         assert_eq!(req.headers()["x-consumer-id"], "acme");
         assert_eq!(req.headers()["x-consumer-tier"], "premium");
         assert!(req.headers().get("x-api-key").is_none());
@@ -355,12 +478,12 @@ mod tests {
         assert_eq!(tier.map(|t| &*t.0), Some("premium"));
 
         let mut req = request(None, "/x?a=1&apikey=key-bob");
-        route.check(&req).unwrap().apply(&mut req);
+        let _ = route.check(&req, ip).unwrap().apply(&mut req);
         assert_eq!(req.headers()["x-consumer-id"], "bob");
         assert_eq!(req.uri(), "/x?a=1");
 
-        let missing = route.check(&request(None, "/")).unwrap_err();
-        let unknown = route.check(&request(Some("nope"), "/")).unwrap_err();
+        let missing = route.check(&request(None, "/"), ip).unwrap_err();
+        let unknown = route.check(&request(Some("nope"), "/"), ip).unwrap_err();
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
     }
@@ -375,7 +498,7 @@ mod tests {
             },
         );
         let mut req = request(Some("key-acme"), "/");
-        route.check(&req).unwrap().apply(&mut req);
+        let _ = route.check(&req, ip).unwrap().apply(&mut req);
         assert!(req.headers().get("x-consumer-id").is_none());
         assert_eq!(
             &*req
@@ -406,14 +529,14 @@ mod tests {
         let acme = request(Some("key-acme"), "/");
         let bob = request(Some("key-bob"), "/");
         let by_group = acl(&[], &[], &["partners"]);
-        assert!(by_group.check(&acme).is_ok());
+        assert!(by_group.check(&acme, ip).is_ok());
         assert_eq!(
-            by_group.check(&bob).unwrap_err().status(),
+            by_group.check(&bob, ip).unwrap_err().status(),
             StatusCode::FORBIDDEN
         );
-        assert!(acl(&[], &["free"], &[]).check(&bob).is_ok());
-        assert!(acl(&["bob"], &[], &[]).check(&bob).is_ok());
-        assert!(acl(&["bob"], &[], &[]).check(&acme).is_err());
+        assert!(acl(&[], &["free"], &[]).check(&bob, ip).is_ok());
+        assert!(acl(&["bob"], &[], &[]).check(&bob, ip).is_ok());
+        assert!(acl(&["bob"], &[], &[]).check(&acme, ip).is_err());
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub struct Config {
     /// How credentials are read (see `security.rs`).
     #[serde(default)]
     pub auth: crate::AuthConfig,
+    /// Client address rules for every route (see `security.rs`).
+    #[serde(default)]
+    pub ip_rules: crate::IpRulesConfig,
+    /// `User-Agent` rules for every route (see `security.rs`).
+    #[serde(default)]
+    pub bot_rules: Option<crate::BotRulesConfig>,
+    /// CORS for every route without its own (see `security.rs`).
+    #[serde(default)]
+    pub cors: Option<crate::CorsConfig>,
+    /// Security headers for every route (see `security.rs`).
+    #[serde(default)]
+    pub security_headers: Option<crate::SecurityHeadersConfig>,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -573,6 +585,15 @@ pub struct RouteConfig {
     /// Who may use the route once authenticated (403 otherwise).
     #[serde(default)]
     pub acl: Option<Spanned<crate::AclConfig>>,
+    /// Client address rules (allow replaces the global list, deny adds to it).
+    #[serde(default)]
+    pub ip_rules: Option<crate::IpRulesConfig>,
+    /// CORS (replaces `[cors]`).
+    #[serde(default)]
+    pub cors: Option<crate::CorsConfig>,
+    /// Security header overrides (over `[security_headers]`).
+    #[serde(default)]
+    pub security_headers: Option<crate::SecurityHeadersConfig>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

@@ -169,6 +169,84 @@ pub struct AclConfig {
     pub groups: Vec<String>,
 }
 
+/// `[ip_rules]` and a route's `ip_rules`: CIDRs or addresses, IPv4 or IPv6, matched against
+/// the client address resolved with `server.trusted_proxies`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpRulesConfig {
+    /// Only these may pass (empty: every address not denied). A route's list replaces the
+    /// global one.
+    pub allow: Vec<Spanned<String>>,
+    /// These are refused (403); a route's list adds to the global one. Deny wins over allow.
+    pub deny: Vec<Spanned<String>>,
+}
+
+/// `[bot_rules]`: `User-Agent` patterns (case-insensitive substrings) refused with 403, on
+/// every route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotRulesConfig {
+    /// Include the built-in list of scanners and attack tools (sqlmap, nikto, nmap, ...).
+    pub default_list: bool,
+    /// More patterns to refuse.
+    pub deny: Vec<String>,
+    /// Patterns that pass even when a deny pattern matches.
+    pub allow: Vec<String>,
+    /// Refuse requests without a `User-Agent`.
+    pub deny_empty: bool,
+}
+
+impl Default for BotRulesConfig {
+    fn default() -> Self {
+        Self {
+            default_list: true,
+            deny: Vec::new(),
+            allow: Vec::new(),
+            deny_empty: false,
+        }
+    }
+}
+
+/// `[cors]` (every route) or a route's `cors` (replaces it).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Allowed origins: `"*"`, exact (`"https://app.example.com"`), wildcard subdomain
+    /// (`"https://*.example.com"`) or `"regex:^https://..."`.
+    pub origins: Vec<Spanned<String>>,
+    /// Allowed methods (empty: GET, HEAD, POST).
+    pub methods: Vec<Spanned<String>>,
+    /// Allowed request headers; `"*"` allows what a preflight asks for.
+    pub headers: Vec<Spanned<String>>,
+    /// Response headers exposed to scripts.
+    pub expose_headers: Vec<Spanned<String>>,
+    /// Allow credentials (the origin is echoed, never `*`).
+    pub credentials: bool,
+    /// How long browsers may cache a preflight.
+    pub max_age: Option<crate::Duration>,
+}
+
+/// `[security_headers]` (every route) or a route's `security_headers` (overrides keys). An
+/// empty string leaves a header out.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersConfig {
+    /// `Strict-Transport-Security` (default `max-age=31536000; includeSubDomains`).
+    pub hsts: Option<Spanned<String>>,
+    /// `X-Frame-Options` (default `DENY`).
+    pub frame_options: Option<Spanned<String>>,
+    /// `X-Content-Type-Options: nosniff` (default true).
+    pub content_type_options: Option<bool>,
+    /// `Referrer-Policy` (default `strict-origin-when-cross-origin`).
+    pub referrer_policy: Option<Spanned<String>>,
+    /// `Content-Security-Policy` (default none).
+    pub content_security_policy: Option<Spanned<String>>,
+    /// `Permissions-Policy` (default none).
+    pub permissions_policy: Option<Spanned<String>>,
+    /// Remove `Server` and `X-Powered-By` from upstream responses (default false).
+    pub remove_server_headers: Option<bool>,
+}
+
 /// Parses an API key hash: 64 hex digits (either case), as 32 bytes.
 pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
     const MSG: &str = "must be a SHA-256 hash: 64 hex digits, as printed by `portcullis hash-key` (never the key itself)";
@@ -214,6 +292,7 @@ pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut V
         check_jwt(jwt, file, &mut err);
     }
     let config = &*config;
+    check_edge(config, &mut err);
     let has_jwt = config.auth.jwt.is_some();
     let mut names = HashSet::new();
     let mut hashes = HashSet::new();
@@ -314,6 +393,104 @@ pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut V
             }
         }
     }
+}
+
+/// Checks IP rules, CORS and security headers, global and per route.
+fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, String, String)) {
+    let mut ip = |rules: &IpRulesConfig, key: &str| {
+        for (name, list) in [("allow", &rules.allow), ("deny", &rules.deny)] {
+            for (j, n) in list.iter().enumerate() {
+                if let Err(m) = values::parse_cidr(n.get_ref()) {
+                    err(n.span(), format!("{key}.{name}[{j}]"), m);
+                }
+            }
+        }
+    };
+    ip(&config.ip_rules, "ip_rules");
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(rules) = &r.ip_rules {
+            ip(rules, &format!("routes[{i}].ip_rules"));
+        }
+    }
+    let mut cors = |c: &CorsConfig, key: &str| {
+        if c.origins.is_empty() {
+            err(0..0, format!("{key}.origins"), "list at least one origin".into());
+        }
+        for (j, o) in c.origins.iter().enumerate() {
+            if let Err(m) = check_origin(o.get_ref()) {
+                err(o.span(), format!("{key}.origins[{j}]"), m);
+            }
+        }
+        for (j, m) in c.methods.iter().enumerate() {
+            if http::Method::from_bytes(m.get_ref().as_bytes()).is_err() || m.get_ref().is_empty() {
+                err(m.span(), format!("{key}.methods[{j}]"), format!("invalid method {:?}", m.get_ref()));
+            }
+        }
+        for (name, list) in [("headers", &c.headers), ("expose_headers", &c.expose_headers)] {
+            for (j, h) in list.iter().enumerate() {
+                if h.get_ref() != "*"
+                    && let Err(m) = values::parse_header_name(h.get_ref())
+                {
+                    err(h.span(), format!("{key}.{name}[{j}]"), m);
+                }
+            }
+        }
+    };
+    if let Some(c) = &config.cors {
+        cors(c, "cors");
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(c) = &r.cors {
+            cors(c, &format!("routes[{i}].cors"));
+        }
+    }
+    let mut headers = |h: &SecurityHeadersConfig, key: &str| {
+        for (name, value) in [
+            ("hsts", &h.hsts),
+            ("frame_options", &h.frame_options),
+            ("referrer_policy", &h.referrer_policy),
+            ("content_security_policy", &h.content_security_policy),
+            ("permissions_policy", &h.permissions_policy),
+        ] {
+            if let Some(v) = value
+                && http::HeaderValue::from_str(v.get_ref()).is_err()
+            {
+                err(v.span(), format!("{key}.{name}"), "is not a valid header value".into());
+            }
+        }
+    };
+    if let Some(h) = &config.security_headers {
+        headers(h, "security_headers");
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(h) = &r.security_headers {
+            headers(h, &format!("routes[{i}].security_headers"));
+        }
+    }
+}
+
+/// A CORS origin pattern: `*`, `scheme://host[:port]`, `scheme://*.domain[:port]` or
+/// `regex:...`.
+pub fn check_origin(text: &str) -> Result<(), String> {
+    if text == "*" {
+        return Ok(());
+    }
+    if let Some(re) = text.strip_prefix("regex:") {
+        return regex::Regex::new(re)
+            .map(drop)
+            .map_err(|e| format!("invalid regex: {e}"));
+    }
+    let bad = || {
+        format!(
+            "{text:?} is not an origin: use \"https://app.example.com\", \"https://*.example.com\", \"*\" or \"regex:...\""
+        )
+    };
+    let (_, rest) = text.split_once("://").ok_or_else(bad)?;
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    if host.is_empty() || host.contains(['*', '/', ' ']) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Checks `[auth.jwt]`.
@@ -483,5 +660,27 @@ mod tests {
         );
         let header = errors("[auth.api_key]\nheader = \"bad header\"\n");
         assert!(header.contains("auth.api_key.header"), "{header}");
+    }
+
+    #[test]
+    fn edge_rules_are_checked_with_their_keys() {
+        let ok = format!(
+            "[ip_rules]\ndeny = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n[bot_rules]\ndeny = [\"badbot\"]\n\
+             [cors]\norigins = [\"https://app.example.com\", \"https://*.example.org\", \"regex:^https://.*\\\\.test$\"]\n\
+             [security_headers]\nhsts = \"max-age=60\"\n{ROUTE}ip_rules = {{ allow = [\"10.0.0.0/8\"] }}\n\
+             cors = {{ origins = [\"*\"], methods = [\"GET\"] }}\nsecurity_headers = {{ frame_options = \"\" }}\n"
+        );
+        assert_eq!(errors(&ok), "");
+        let bad_ip = errors(&format!("{ROUTE}ip_rules = {{ deny = [\"10.0.0.0/33\"] }}\n"));
+        assert!(
+            bad_ip.contains("routes[0].ip_rules.deny[0]") && bad_ip.contains("t.toml:8"),
+            "{bad_ip}"
+        );
+        let bad_origin = errors("[cors]\norigins = [\"app.example.com\"]\n");
+        assert!(bad_origin.contains("cors.origins[0]"), "{bad_origin}");
+        let bad_regex = errors("[cors]\norigins = [\"regex:(\"]\n");
+        assert!(bad_regex.contains("cors.origins[0]"), "{bad_regex}");
+        let bad_header = errors("[security_headers]\nhsts = \"a\\nb\"\n");
+        assert!(bad_header.contains("security_headers.hsts"), "{bad_header}");
     }
 }

@@ -74,6 +74,10 @@ impl ProxyError {
 
     /// The JSON error response of the contract.
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
+        if let Self::Denied(rejection) = self {
+            // It renders itself: the JSON error with its challenge, or a preflight's 204.
+            return rejection.into_response(Some(request_id));
+        }
         let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
         let retry_after = match &self {
             Self::Overloaded(_) => Some(1),
@@ -84,9 +88,6 @@ impl ProxyError {
             && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if let Self::Denied(rejection) = &self {
-            rejection.decorate(&mut response);
         }
         if let Self::MethodNotAllowed(allow) = &self {
             let list: Vec<&str> = allow.iter().map(Method::as_str).collect();

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::str::FromStr as _;
 
 use portcullis_auth::{
-    Acl, Algorithm, ApiKeyOptions, AuthMode, AuthOptions, Authenticator, ConsumerSpec,
-    JwtOptions, RouteAuth, RouteSecurity,
+    Acl, Algorithm, ApiKeyOptions, AuthMode, AuthOptions, Authenticator, BotRules,
+    ConsumerSpec, CorsOptions, DEFAULT_BAD_BOTS, EdgeOptions, IpRules, JwtOptions, RouteAuth,
+    RouteSecurity, SecurityHeaderOptions,
 };
-use portcullis_config::{Config, JwtConfig, RouteConfig, parse_header_name, parse_key_hash};
+use portcullis_config::{
+    Config, CorsConfig, JwtConfig, RouteConfig, SecurityHeadersConfig, Spanned, parse_cidr,
+    parse_header_name, parse_key_hash,
+};
 
 use crate::stack::BuildError;
 
@@ -46,8 +50,19 @@ pub(crate) fn authenticator(config: &Config) -> Result<Arc<Authenticator>, Build
         .map_err(|e| BuildError::Config(e.0))
 }
 
-/// A route's security from its `auth` and `acl`.
-pub(crate) fn route_security(auth: &Arc<Authenticator>, r: &RouteConfig) -> RouteSecurity {
+/// A route's security from its `auth`, `acl`, `ip_rules`, `cors`, `security_headers` and the
+/// global tables.
+pub(crate) fn route_security(
+    config: &Config,
+    auth: &Arc<Authenticator>,
+    r: &RouteConfig,
+) -> Result<RouteSecurity, BuildError> {
+    route_auth(auth, r)
+        .with_edge(&edge_options(config, r)?)
+        .map_err(|e| BuildError::Config(e.0))
+}
+
+fn route_auth(auth: &Arc<Authenticator>, r: &RouteConfig) -> RouteSecurity {
     let mode = match r.auth.as_ref().map(|m| *m.get_ref()) {
         None | Some(portcullis_config::AuthMode::None) => return RouteSecurity::none(),
         Some(portcullis_config::AuthMode::ApiKey) => AuthMode::ApiKey,
@@ -112,4 +127,104 @@ fn jwt_options(j: &JwtConfig) -> Result<JwtOptions, BuildError> {
             .map(|(claim, h)| Ok((claim.clone(), parse_header_name(h.get_ref()).map_err(config_error)?)))
             .collect::<Result<_, BuildError>>()?,
     })
+}
+
+/// The edge rules of route `r`: global and route IP rules merged (route allow replaces, deny
+/// adds), the global bot rules, the route's CORS or the global one, and security headers
+/// (defaults, then `[security_headers]`, then the route's keys).
+fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildError> {
+    let nets = |list: &[Spanned<String>]| {
+        list.iter()
+            .map(|n| parse_cidr(n.get_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BuildError::Config)
+    };
+    let route_ip = r.ip_rules.as_ref();
+    let mut deny = nets(&config.ip_rules.deny)?;
+    deny.extend(nets(route_ip.map_or(&[][..], |i| &i.deny))?);
+    let allow = match route_ip.filter(|i| !i.allow.is_empty()) {
+        Some(i) => nets(&i.allow)?,
+        None => nets(&config.ip_rules.allow)?,
+    };
+    let bots = config.bot_rules.as_ref().map_or_else(BotRules::default, |b| BotRules {
+        deny: b
+            .default_list
+            .then_some(&DEFAULT_BAD_BOTS[..])
+            .unwrap_or_default()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(b.deny.iter().cloned())
+            .collect(),
+        allow: b.allow.clone(),
+        deny_empty: b.deny_empty,
+    });
+    let cors = r
+        .cors
+        .as_ref()
+        .or(config.cors.as_ref())
+        .map(cors_options)
+        .transpose()?;
+    Ok(EdgeOptions {
+        ip: IpRules { allow, deny },
+        bots,
+        cors,
+        headers: security_headers(config.security_headers.as_ref(), r.security_headers.as_ref()),
+    })
+}
+
+fn cors_options(c: &CorsConfig) -> Result<CorsOptions, BuildError> {
+    let strings = |list: &[Spanned<String>]| list.iter().map(|s| s.get_ref().clone()).collect();
+    Ok(CorsOptions {
+        origins: strings(&c.origins),
+        methods: c
+            .methods
+            .iter()
+            .map(|m| {
+                http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes())
+                    .map_err(|e| BuildError::Config(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?,
+        headers: strings(&c.headers),
+        expose_headers: strings(&c.expose_headers),
+        credentials: c.credentials,
+        max_age: c.max_age.map(|d| d.0),
+    })
+}
+
+/// Defaults when any security header table is present, overridden key by key.
+fn security_headers(
+    global: Option<&SecurityHeadersConfig>,
+    route: Option<&SecurityHeadersConfig>,
+) -> SecurityHeaderOptions {
+    if global.is_none() && route.is_none() {
+        return SecurityHeaderOptions::default();
+    }
+    let mut o = SecurityHeaderOptions {
+        hsts: Some("max-age=31536000; includeSubDomains".to_owned()),
+        frame_options: Some("DENY".to_owned()),
+        content_type_options: true,
+        referrer_policy: Some("strict-origin-when-cross-origin".to_owned()),
+        content_security_policy: None,
+        permissions_policy: None,
+        remove_server_headers: false,
+    };
+    for layer in [global, route].into_iter().flatten() {
+        let text = |v: &Option<Spanned<String>>, slot: &mut Option<String>| {
+            if let Some(v) = v {
+                *slot = Some(v.get_ref().clone()).filter(|s| !s.is_empty());
+            }
+        };
+        text(&layer.hsts, &mut o.hsts);
+        text(&layer.frame_options, &mut o.frame_options);
+        text(&layer.referrer_policy, &mut o.referrer_policy);
+        text(&layer.content_security_policy, &mut o.content_security_policy);
+        text(&layer.permissions_policy, &mut o.permissions_policy);
+        if let Some(b) = layer.content_type_options {
+            o.content_type_options = b;
+        }
+        if let Some(b) = layer.remove_server_headers {
+            o.remove_server_headers = b;
+        }
+    }
+    o
 }

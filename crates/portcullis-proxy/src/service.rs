@@ -22,6 +22,7 @@ use http::{
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use portcullis_auth::Decoration;
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
@@ -231,11 +232,11 @@ where
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized, grant) => {
                 let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
-                let pending = if grant.is_pending() {
-                    Some(grant)
+                let (pending, mut decoration) = if grant.is_pending() {
+                    (Some(grant), Decoration::default())
                 } else {
-                    grant.apply(&mut req);
-                    None
+                    let decoration = grant.apply(&mut req);
+                    (None, decoration)
                 };
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
@@ -245,12 +246,14 @@ where
                 return Box::pin(async move {
                     let _busy = busy;
                     let result = match settle(&route, pending, &mut req, &mut measure).await {
-                        Ok(()) => {
+                        Ok(settled) => {
+                            decoration = settled.unwrap_or(decoration);
                             forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await
                         }
                         Err(e) => Err(e),
                     };
-                    let response = finish(result, &request_id, &shared.request_id_header);
+                    let mut response = finish(result, &request_id, &shared.request_id_header);
+                    route.security.decorate(&decoration, &mut response);
                     Ok(measure.finish(close_if(close, response)))
                 });
             }
@@ -268,18 +271,18 @@ async fn settle<B>(
     pending: Option<portcullis_auth::Grant>,
     req: &mut Request<B>,
     measure: &mut Measure,
-) -> Result<(), ProxyError> {
-    if let Some(grant) = pending {
-        let grant = grant
-            .settle(&route.security, req)
-            .await
-            .map_err(ProxyError::Denied)?;
-        if let Some(consumer) = grant.consumer() {
-            measure.consumer(&consumer.id.0);
-        }
-        grant.apply(req);
+) -> Result<Option<Decoration>, ProxyError> {
+    let Some(grant) = pending else {
+        return Ok(None);
+    };
+    let grant = grant
+        .settle(&route.security, req.headers(), req.uri())
+        .await
+        .map_err(ProxyError::Denied)?;
+    if let Some(consumer) = grant.consumer() {
+        measure.consumer(&consumer.id.0);
     }
-    Ok(())
+    Ok(Some(grant.apply(req)))
 }
 
 /// The error body for failures, and the request id on every response.
@@ -344,7 +347,10 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
     let wants_upgrade = is_upgrade_request(req.version(), req.headers());
     let path = path::normalize(req.uri().path());
     let host = request_host(req.uri(), req.headers());
-    let route = match shared.router.lookup(host, &path, req.method()) {
+    // A CORS preflight is routed by the method it asks about.
+    let preflight_method = portcullis_auth::routing_method(req);
+    let method = preflight_method.as_ref().unwrap_or(req.method());
+    let route = match shared.router.lookup(host, &path, method) {
         Lookup::Found(route) => route,
         Lookup::MethodNotAllowed(allow) => {
             return Routed::Error(ProxyError::MethodNotAllowed(allow));
@@ -353,7 +359,8 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
     };
     measure.routed(&route.metrics);
     // Before the cache: a cached response never bypasses authentication.
-    let grant = match route.security.check(req) {
+    let client_ip = || shared.trusted.client_ip(conn.peer.ip(), req.headers());
+    let grant = match route.security.check(req, client_ip) {
         Ok(grant) => grant,
         Err(rejection) => return Routed::Error(ProxyError::Denied(rejection)),
     };
@@ -374,6 +381,8 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
                 .cache
                 .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
         {
+            let mut hit = hit;
+            route.security.decorate(&grant.decoration(), &mut hit);
             return Routed::Answer(hit);
         }
     }

@@ -254,7 +254,7 @@ pub(crate) fn build_shared(
             add_prefix: r.add_prefix.as_ref().map(|p| canonical_prefix(p.get_ref())),
             cache: policy,
             metrics: metrics.route(name),
-            security: crate::security::route_security(&auth, r),
+            security: crate::security::route_security(config, &auth, r)?,
         };
         routes.push((matcher, Arc::new(route)));
     }
