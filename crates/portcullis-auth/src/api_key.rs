@@ -62,7 +62,8 @@ impl ApiKeyOptions {
             return Some((Cow::Borrowed(v.as_bytes()), KeyFrom::Header));
         }
         let name = self.query.as_deref()?;
-        let value = query_pairs(uri.query()?).find(|(k, _)| percent_decode(k).as_ref() == name.as_bytes())?;
+        let value = query_pairs(uri.query()?)
+            .find(|(k, _)| percent_decode(k).as_ref() == name.as_bytes())?;
         Some((percent_decode(value.1), KeyFrom::Query))
     }
 
@@ -185,7 +186,10 @@ mod tests {
         assert_eq!((key.as_ref(), from), (&b"h"[..], KeyFrom::Header));
         opts.remove(from, &mut headers, &mut uri);
         assert!(headers.is_empty());
-        assert!(opts.find(&headers, &"/x?other=1".parse().unwrap()).is_none());
+        assert!(
+            opts.find(&headers, &"/x?other=1".parse().unwrap())
+                .is_none()
+        );
     }
 
     #[test]

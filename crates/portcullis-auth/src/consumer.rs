@@ -65,7 +65,8 @@ impl Consumer {
     /// e.g. a token's claims).
     pub fn new(id: &str, tier: Option<&str>, groups: Vec<Arc<str>>) -> Result<Self, BuildError> {
         let header = |what: &str, v: &str| {
-            HeaderValue::from_str(v).map_err(|_| BuildError(format!("{what} {v:?} is not a valid header value")))
+            HeaderValue::from_str(v)
+                .map_err(|_| BuildError(format!("{what} {v:?} is not a valid header value")))
         };
         Ok(Self {
             id_header: header("consumer", id)?,

@@ -60,12 +60,19 @@ impl OriginRule {
         };
         if let Some(domain) = rest.strip_prefix("*.") {
             if domain.is_empty() || domain.contains(['*', '/']) {
-                return Err(format!("origin {text:?}: a wildcard is only allowed as \"scheme://*.domain\""));
+                return Err(format!(
+                    "origin {text:?}: a wildcard is only allowed as \"scheme://*.domain\""
+                ));
             }
-            return Ok(Self::Subdomain(format!("{scheme}://"), format!(".{domain}")));
+            return Ok(Self::Subdomain(
+                format!("{scheme}://"),
+                format!(".{domain}"),
+            ));
         }
         if rest.is_empty() || rest.contains(['*', '/']) {
-            return Err(format!("origin {text:?} is not an origin (scheme://host[:port])"));
+            return Err(format!(
+                "origin {text:?} is not an origin (scheme://host[:port])"
+            ));
         }
         Ok(Self::Exact(lower))
     }
@@ -103,8 +110,9 @@ pub(crate) struct Cors {
 
 /// `Vary` for responses that depend on the request's origin.
 const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
-const VARY_PREFLIGHT: HeaderValue =
-    HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+const VARY_PREFLIGHT: HeaderValue = HeaderValue::from_static(
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+);
 
 impl Cors {
     pub(crate) fn new(o: &CorsOptions) -> Result<Self, String> {
@@ -130,7 +138,10 @@ impl Cors {
             let names = o
                 .headers
                 .iter()
-                .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("invalid header name {h:?}")))
+                .map(|h| {
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("invalid header name {h:?}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let value = join(&mut names.iter().map(HeaderName::as_str))?;
             Some((names, value))
@@ -148,16 +159,17 @@ impl Cors {
             allow_headers,
             expose,
             credentials: o.credentials,
-            max_age: o
-                .max_age
-                .map(|d| HeaderValue::from(d.as_secs())),
+            max_age: o.max_age.map(|d| HeaderValue::from(d.as_secs())),
         })
     }
 
     fn allowed_origin<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
         let text = origin.to_str().ok()?;
-        self.origins.iter().any(|r| r.matches(text)).then_some(origin)
+        self.origins
+            .iter()
+            .any(|r| r.matches(text))
+            .then_some(origin)
     }
 
     /// The `Access-Control-Allow-Origin` value for an allowed `origin`.
@@ -198,8 +210,14 @@ impl Cors {
             }
         };
         let mut out = HeaderMap::new();
-        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin(origin));
-        out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow_methods.clone());
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin(origin),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
         if let Some(h) = allow_headers {
             out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h);
         }
@@ -289,7 +307,11 @@ mod tests {
     #[test]
     fn origins_match_exactly_by_subdomain_or_regex() {
         let c = cors(
-            &["https://app.example.com", "https://*.example.org", r"regex:^https://[a-z]+\.test$"],
+            &[
+                "https://app.example.com",
+                "https://*.example.org",
+                r"regex:^https://[a-z]+\.test$",
+            ],
             true,
         );
         let ok = |o: &str| {
@@ -302,7 +324,10 @@ mod tests {
         assert!(!ok("http://app.example.com"), "scheme matters");
         assert!(!ok("https://app.example.com.evil.net"));
         assert!(ok("https://a.b.example.org"));
-        assert!(!ok("https://example.org"), "the bare domain is not a subdomain");
+        assert!(
+            !ok("https://example.org"),
+            "the bare domain is not a subdomain"
+        );
         assert!(!ok("https://evilexample.org"));
         assert!(ok("https://abc.test"));
         assert!(!ok("https://abc.test.evil"));
@@ -312,23 +337,49 @@ mod tests {
     fn preflights_check_method_and_headers() {
         let c = cors(&["https://app.example.com"], true);
         let h = c
-            .preflight(&preflight("https://app.example.com", "PUT", Some("content-type, x-api-key")))
+            .preflight(&preflight(
+                "https://app.example.com",
+                "PUT",
+                Some("content-type, x-api-key"),
+            ))
             .unwrap();
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, PUT");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type, x-api-key");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "content-type, x-api-key"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "600");
-        assert!(c.preflight(&preflight("https://app.example.com", "DELETE", None)).is_err());
-        assert!(c.preflight(&preflight("https://app.example.com", "GET", Some("x-other"))).is_err());
-        assert!(c.preflight(&preflight("https://evil.example", "GET", None)).is_err());
+        assert!(
+            c.preflight(&preflight("https://app.example.com", "DELETE", None))
+                .is_err()
+        );
+        assert!(
+            c.preflight(&preflight(
+                "https://app.example.com",
+                "GET",
+                Some("x-other")
+            ))
+            .is_err()
+        );
+        assert!(
+            c.preflight(&preflight("https://evil.example", "GET", None))
+                .is_err()
+        );
     }
 
     #[test]
     fn any_origin_answers_star_unless_credentials() {
         let open = cors(&["*"], false);
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://x.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://x.example"),
+        );
         assert_eq!(open.response_origin(&h).unwrap(), "*");
         let creds = cors(&["*"], true);
         assert_eq!(creds.response_origin(&h).unwrap(), "https://x.example");

@@ -99,15 +99,27 @@ mod tests {
         })
         .unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
         headers.insert(header::SERVER, HeaderValue::from_static("nginx/1.2"));
         headers.insert(X_POWERED_BY, HeaderValue::from_static("PHP/5"));
         h.apply(&mut headers);
-        assert_eq!(headers[header::STRICT_TRANSPORT_SECURITY], "max-age=63072000");
+        assert_eq!(
+            headers[header::STRICT_TRANSPORT_SECURITY],
+            "max-age=63072000"
+        );
         assert_eq!(headers[header::X_FRAME_OPTIONS], "SAMEORIGIN");
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
-        assert!(!headers.contains_key(header::REFERRER_POLICY), "empty: left out");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'"
+        );
+        assert!(
+            !headers.contains_key(header::REFERRER_POLICY),
+            "empty: left out"
+        );
         assert!(!headers.contains_key(header::SERVER));
         assert!(!headers.contains_key(X_POWERED_BY));
     }

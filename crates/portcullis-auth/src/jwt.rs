@@ -128,10 +128,13 @@ impl JwtVerifier {
             .as_deref()
             .map(public_key_from_pem)
             .transpose()?;
-        let jwks = options
-            .jwks_url
-            .clone()
-            .map(|url| Arc::new(JwksCache::new(url, options.jwks_min_refresh, options.jwks_max_age)));
+        let jwks = options.jwks_url.clone().map(|url| {
+            Arc::new(JwksCache::new(
+                url,
+                options.jwks_min_refresh,
+                options.jwks_max_age,
+            ))
+        });
         let leeway = options.leeway.as_secs();
         let validations = options
             .algorithms
@@ -262,7 +265,10 @@ impl JwtVerifier {
     }
 
     /// The headers the claims become upstream.
-    pub(crate) fn claim_headers(&self, claims: &Map<String, Value>) -> Vec<(HeaderName, HeaderValue)> {
+    pub(crate) fn claim_headers(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         self.options
             .claims_to_headers
             .iter()
@@ -302,7 +308,9 @@ fn public_key_from_pem(pem: &[u8]) -> Result<DecodingKey, BuildError> {
     DecodingKey::from_rsa_pem(pem)
         .or_else(|_| DecodingKey::from_ec_pem(pem))
         .or_else(|_| DecodingKey::from_ed_pem(pem))
-        .map_err(|_| BuildError("jwt: public_key is not an RSA, EC or Ed25519 public key in PEM".into()))
+        .map_err(|_| {
+            BuildError("jwt: public_key is not an RSA, EC or Ed25519 public key in PEM".into())
+        })
 }
 
 #[cfg(test)]
@@ -445,10 +453,7 @@ mod tests {
             &EncodingKey::from_secret(pem.as_bytes()),
         )
         .unwrap();
-        assert_eq!(
-            claims_of(&v, &token).unwrap_err(),
-            Rejection::INVALID_TOKEN
-        );
+        assert_eq!(claims_of(&v, &token).unwrap_err(), Rejection::INVALID_TOKEN);
     }
 
     #[test]
@@ -468,12 +473,26 @@ mod tests {
             Rejection::EXPIRED_TOKEN
         );
         assert!(
-            claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 300}))).is_err(),
+            claims_of(
+                &v,
+                &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 300}))
+            )
+            .is_err(),
             "not yet valid"
         );
-        assert!(claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 10}))).is_ok());
         assert!(
-            claims_of(&v, &sign(&json!({"sub": "a", "exp": t + 600, "iat": t + 300}))).is_err(),
+            claims_of(
+                &v,
+                &sign(&json!({"sub": "a", "exp": t + 600, "nbf": t + 10}))
+            )
+            .is_ok()
+        );
+        assert!(
+            claims_of(
+                &v,
+                &sign(&json!({"sub": "a", "exp": t + 600, "iat": t + 300}))
+            )
+            .is_err(),
             "issued in the future"
         );
         assert!(
@@ -530,8 +549,13 @@ mod tests {
         assert_eq!(&*consumer.id.0, "u-1");
         assert_eq!(consumer.tier.as_ref().map(|t| &*t.0), Some("gold"));
         let configured = Arc::new(Consumer::new("u-1", Some("premium"), Vec::new()).unwrap());
-        let mapped = v.consumer(&claims, |n| (n == "u-1").then(|| Arc::clone(&configured))).unwrap();
-        assert!(Arc::ptr_eq(&mapped, &configured), "a configured consumer wins");
+        let mapped = v
+            .consumer(&claims, |n| (n == "u-1").then(|| Arc::clone(&configured)))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&mapped, &configured),
+            "a configured consumer wins"
+        );
         let headers = v.claim_headers(&claims);
         assert_eq!(headers.len(), 2);
         assert_eq!(headers[0].1, "u-1");
@@ -542,9 +566,15 @@ mod tests {
     fn bearer_tokens_are_read_from_authorization() {
         let mut h = HeaderMap::new();
         assert_eq!(JwtVerifier::token(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def.ghi"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def.ghi"),
+        );
         assert_eq!(JwtVerifier::token(&h), Some("abc.def.ghi"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcg=="));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcg=="),
+        );
         assert_eq!(JwtVerifier::token(&h), None);
     }
 

@@ -54,13 +54,13 @@ mod rejection;
 mod route;
 
 pub use api_key::{ApiKeyOptions, hash_key, hash_key_hex};
-pub use consumer::{AuthOptions, Authenticator, BuildError, Consumer, ConsumerSpec};
-pub use jwt::{Algorithm, JwtOptions};
-pub use portcullis_http::{ConsumerId, ConsumerTier};
 pub use bots::{BotRules, DEFAULT_BAD_BOTS};
+pub use consumer::{AuthOptions, Authenticator, BuildError, Consumer, ConsumerSpec};
 pub use cors::{CorsOptions, is_preflight, routing_method};
 pub use headers::SecurityHeaderOptions;
 pub use ip::IpRules;
+pub use jwt::{Algorithm, JwtOptions};
+pub use portcullis_http::{ConsumerId, ConsumerTier};
 pub use rejection::Rejection;
 pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
 

@@ -190,9 +190,11 @@ impl RouteSecurity {
                 return Err(Rejection::IP_DENIED);
             }
             if !edge.bots.is_empty()
-                && !edge
-                    .bots
-                    .allows(req.headers().get(header::USER_AGENT).map(HeaderValue::as_bytes))
+                && !edge.bots.allows(
+                    req.headers()
+                        .get(header::USER_AGENT)
+                        .map(HeaderValue::as_bytes),
+                )
             {
                 return Err(Rejection::BOT_DENIED);
             }
@@ -211,7 +213,12 @@ impl RouteSecurity {
         Ok(grant)
     }
 
-    fn decide(&self, headers: &HeaderMap, uri: &Uri, may_refresh: bool) -> Result<Grant, Rejection> {
+    fn decide(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        may_refresh: bool,
+    ) -> Result<Grant, Rejection> {
         let mode = self.route.mode;
         let auth = match (mode, &self.auth) {
             (AuthMode::None, _) => return Ok(Grant::default()),
@@ -223,7 +230,9 @@ impl RouteSecurity {
             _ => None,
         };
         let token = match (mode, &auth.jwt) {
-            (AuthMode::Jwt | AuthMode::Any, Some(_)) if key.is_none() => JwtVerifier::token(headers),
+            (AuthMode::Jwt | AuthMode::Any, Some(_)) if key.is_none() => {
+                JwtVerifier::token(headers)
+            }
             _ => None,
         };
         let (consumer, from, claim_headers) = if let Some((key, from)) = key {
@@ -453,10 +462,17 @@ mod tests {
     #[test]
     fn routes_without_auth_only_strip_consumer_headers() {
         let mut req = request(None, "/");
-        RouteSecurity::none().check(&req, ip).unwrap().apply(&mut req);
+        RouteSecurity::none()
+            .check(&req, ip)
+            .unwrap()
+            .apply(&mut req);
         assert!(req.headers().get("x-consumer-id").is_none());
         assert!(req.headers().get("x-consumer-tier").is_none());
-        assert!(req.extensions().get::<portcullis_http::ConsumerId>().is_none());
+        assert!(
+            req.extensions()
+                .get::<portcullis_http::ConsumerId>()
+                .is_none()
+        );
     }
 
     #[test]
@@ -473,7 +489,11 @@ mod tests {
         assert_eq!(req.headers()["x-consumer-id"], "acme");
         assert_eq!(req.headers()["x-consumer-tier"], "premium");
         assert!(req.headers().get("x-api-key").is_none());
-        assert_eq!(req.uri(), "/x?apikey=ignored&a=1", "the header key was used");
+        assert_eq!(
+            req.uri(),
+            "/x?apikey=ignored&a=1",
+            "the header key was used"
+        );
         let tier = req.extensions().get::<portcullis_http::ConsumerTier>();
         assert_eq!(tier.map(|t| &*t.0), Some("premium"));
 
@@ -542,7 +562,10 @@ mod tests {
     #[test]
     fn debug_output_holds_no_key_material() {
         let a = auth(false);
-        let text = format!("{a:?} {:?}", RouteSecurity::new(a.clone(), RouteAuth::default()));
+        let text = format!(
+            "{a:?} {:?}",
+            RouteSecurity::new(a.clone(), RouteAuth::default())
+        );
         assert!(!text.contains("key-acme"), "{text}");
         let hash = crate::hash_key_hex(b"key-acme");
         assert!(!text.contains(&hash), "{text}");

@@ -414,7 +414,11 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
     }
     let mut cors = |c: &CorsConfig, key: &str| {
         if c.origins.is_empty() {
-            err(0..0, format!("{key}.origins"), "list at least one origin".into());
+            err(
+                0..0,
+                format!("{key}.origins"),
+                "list at least one origin".into(),
+            );
         }
         for (j, o) in c.origins.iter().enumerate() {
             if let Err(m) = check_origin(o.get_ref()) {
@@ -423,10 +427,17 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
         }
         for (j, m) in c.methods.iter().enumerate() {
             if http::Method::from_bytes(m.get_ref().as_bytes()).is_err() || m.get_ref().is_empty() {
-                err(m.span(), format!("{key}.methods[{j}]"), format!("invalid method {:?}", m.get_ref()));
+                err(
+                    m.span(),
+                    format!("{key}.methods[{j}]"),
+                    format!("invalid method {:?}", m.get_ref()),
+                );
             }
         }
-        for (name, list) in [("headers", &c.headers), ("expose_headers", &c.expose_headers)] {
+        for (name, list) in [
+            ("headers", &c.headers),
+            ("expose_headers", &c.expose_headers),
+        ] {
             for (j, h) in list.iter().enumerate() {
                 if h.get_ref() != "*"
                     && let Err(m) = values::parse_header_name(h.get_ref())
@@ -455,7 +466,11 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
             if let Some(v) = value
                 && http::HeaderValue::from_str(v.get_ref()).is_err()
             {
-                err(v.span(), format!("{key}.{name}"), "is not a valid header value".into());
+                err(
+                    v.span(),
+                    format!("{key}.{name}"),
+                    "is not a valid header value".into(),
+                );
             }
         }
     };
@@ -556,10 +571,7 @@ fn check_jwt(
         );
     }
     if let Some(path) = &mut jwt.public_key {
-        let resolved = file
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(path.get_ref());
+        let resolved = file.parent().unwrap_or(Path::new(".")).join(path.get_ref());
         if !resolved.is_file() {
             err(
                 path.span(),
@@ -637,7 +649,10 @@ mod tests {
             bad.contains("consumers[0].api_keys[0]") && bad.contains("t.toml:11"),
             "{bad}"
         );
-        assert!(!bad.contains("secret-key"), "the value is not echoed: {bad}");
+        assert!(
+            !bad.contains("secret-key"),
+            "the value is not echoed: {bad}"
+        );
         let dup = errors(&format!(
             "{ROUTE}\n[[consumers]]\nname = \"a\"\napi_keys = [\"{HASH}\"]\n[[consumers]]\nname = \"a\"\napi_keys = [\"{}\"]\n",
             HASH.to_uppercase()
@@ -671,7 +686,9 @@ mod tests {
              cors = {{ origins = [\"*\"], methods = [\"GET\"] }}\nsecurity_headers = {{ frame_options = \"\" }}\n"
         );
         assert_eq!(errors(&ok), "");
-        let bad_ip = errors(&format!("{ROUTE}ip_rules = {{ deny = [\"10.0.0.0/33\"] }}\n"));
+        let bad_ip = errors(&format!(
+            "{ROUTE}ip_rules = {{ deny = [\"10.0.0.0/33\"] }}\n"
+        ));
         assert!(
             bad_ip.contains("routes[0].ip_rules.deny[0]") && bad_ip.contains("t.toml:8"),
             "{bad_ip}"

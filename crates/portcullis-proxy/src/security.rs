@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::str::FromStr as _;
 
 use portcullis_auth::{
-    Acl, Algorithm, ApiKeyOptions, AuthMode, AuthOptions, Authenticator, BotRules,
-    ConsumerSpec, CorsOptions, DEFAULT_BAD_BOTS, EdgeOptions, IpRules, JwtOptions, RouteAuth,
-    RouteSecurity, SecurityHeaderOptions,
+    Acl, Algorithm, ApiKeyOptions, AuthMode, AuthOptions, Authenticator, BotRules, ConsumerSpec,
+    CorsOptions, DEFAULT_BAD_BOTS, EdgeOptions, IpRules, JwtOptions, RouteAuth, RouteSecurity,
+    SecurityHeaderOptions,
 };
 use portcullis_config::{
     Config, CorsConfig, JwtConfig, RouteConfig, SecurityHeadersConfig, Spanned, parse_cidr,
@@ -95,7 +95,10 @@ fn jwt_options(j: &JwtConfig) -> Result<JwtOptions, BuildError> {
             .iter()
             .map(|a| Algorithm::from_str(a).map_err(|_| config_error(format!("algorithm {a:?}"))))
             .collect::<Result<_, _>>()?,
-        secret: j.secret.as_ref().map(|s| s.get_ref().expose().as_bytes().to_vec()),
+        secret: j
+            .secret
+            .as_ref()
+            .map(|s| s.get_ref().expose().as_bytes().to_vec()),
         public_key_pem: j
             .public_key
             .as_ref()
@@ -124,7 +127,12 @@ fn jwt_options(j: &JwtConfig) -> Result<JwtOptions, BuildError> {
         claims_to_headers: j
             .claims_to_headers
             .iter()
-            .map(|(claim, h)| Ok((claim.clone(), parse_header_name(h.get_ref()).map_err(config_error)?)))
+            .map(|(claim, h)| {
+                Ok((
+                    claim.clone(),
+                    parse_header_name(h.get_ref()).map_err(config_error)?,
+                ))
+            })
             .collect::<Result<_, BuildError>>()?,
     })
 }
@@ -146,18 +154,21 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
         Some(i) => nets(&i.allow)?,
         None => nets(&config.ip_rules.allow)?,
     };
-    let bots = config.bot_rules.as_ref().map_or_else(BotRules::default, |b| BotRules {
-        deny: b
-            .default_list
-            .then_some(&DEFAULT_BAD_BOTS[..])
-            .unwrap_or_default()
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(b.deny.iter().cloned())
-            .collect(),
-        allow: b.allow.clone(),
-        deny_empty: b.deny_empty,
-    });
+    let bots = config
+        .bot_rules
+        .as_ref()
+        .map_or_else(BotRules::default, |b| BotRules {
+            deny: b
+                .default_list
+                .then_some(&DEFAULT_BAD_BOTS[..])
+                .unwrap_or_default()
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(b.deny.iter().cloned())
+                .collect(),
+            allow: b.allow.clone(),
+            deny_empty: b.deny_empty,
+        });
     let cors = r
         .cors
         .as_ref()
@@ -168,7 +179,10 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
         ip: IpRules { allow, deny },
         bots,
         cors,
-        headers: security_headers(config.security_headers.as_ref(), r.security_headers.as_ref()),
+        headers: security_headers(
+            config.security_headers.as_ref(),
+            r.security_headers.as_ref(),
+        ),
     })
 }
 
@@ -217,7 +231,10 @@ fn security_headers(
         text(&layer.hsts, &mut o.hsts);
         text(&layer.frame_options, &mut o.frame_options);
         text(&layer.referrer_policy, &mut o.referrer_policy);
-        text(&layer.content_security_policy, &mut o.content_security_policy);
+        text(
+            &layer.content_security_policy,
+            &mut o.content_security_policy,
+        );
         text(&layer.permissions_policy, &mut o.permissions_policy);
         if let Some(b) = layer.content_type_options {
             o.content_type_options = b;

@@ -323,7 +323,12 @@ enum Routed {
     Error(ProxyError),
     /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
     /// normalized path when normalization changed it; what the route's security lets through.
-    Forward(Arc<Route>, bool, Option<NormalizedPath>, portcullis_auth::Grant),
+    Forward(
+        Arc<Route>,
+        bool,
+        Option<NormalizedPath>,
+        portcullis_auth::Grant,
+    ),
 }
 
 /// The request's path after dot-segment removal, carried as a request extension only when it

@@ -120,7 +120,10 @@ fn hash_key_prints_the_sha256_of_stdin_or_the_argument() {
     use std::io::Write as _;
     // SHA-256("abc") (FIPS 180-2).
     const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-    let out = Command::new(BIN).args(["hash-key", "abc"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["hash-key", "abc"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ABC);
     let mut child = Command::new(BIN)

@@ -121,7 +121,8 @@ async fn expired_early_wrong_audience_wrong_issuer_bad_signature_and_alg_none_ge
     );
     let (head, rest) = valid.split_once('.').unwrap();
     let (payload, _) = rest.split_once('.').unwrap();
-    let none_head = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let none_head =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let cases = [
         ("expired", with("exp", json!(t - 60))),
         ("not yet valid", with("nbf", json!(t + 600))),
@@ -137,8 +138,17 @@ async fn expired_early_wrong_audience_wrong_issuer_bad_signature_and_alg_none_ge
             .unwrap(),
         ),
         ("alg none", format!("{none_head}.{payload}.")),
-        ("alg none with the valid signature", format!("{none_head}.{payload}.{}", valid.rsplit('.').next().unwrap())),
-        ("header swapped, payload kept", format!("{head}.{payload}.x")),
+        (
+            "alg none with the valid signature",
+            format!(
+                "{none_head}.{payload}.{}",
+                valid.rsplit('.').next().unwrap()
+            ),
+        ),
+        (
+            "header swapped, payload kept",
+            format!("{head}.{payload}.x"),
+        ),
         ("not a JWT", "abc".to_owned()),
     ];
     for (case, token) in &cases {
@@ -194,7 +204,8 @@ impl EcKey {
     fn generate(kid: &str) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let point = pair.public_key().as_ref();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         Self {
@@ -207,7 +218,12 @@ impl EcKey {
     fn sign(&self, kid: &str) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.to_owned());
-        encode(&header, &json!({"sub": "u", "exp": now() + 300}), &self.encoding).unwrap()
+        encode(
+            &header,
+            &json!({"sub": "u", "exp": now() + 300}),
+            &self.encoding,
+        )
+        .unwrap()
     }
 }
 
@@ -276,7 +292,9 @@ async fn refreshes_on_unknown_kids_are_rate_limited() {
     let gw = TestGateway::start(&jwks_config(&up, &jwks, "1h")).await;
     let client = Client::http1();
     assert_eq!(
-        get(&client, &gw.url("/"), Some(&a.sign("key-a"))).await.status(),
+        get(&client, &gw.url("/"), Some(&a.sign("key-a")))
+            .await
+            .status(),
         StatusCode::OK
     );
     keys.lock().push(b.jwk.clone());

@@ -118,7 +118,10 @@ async fn keys_are_forwarded_when_configured_and_consumer_headers_only_when_asked
     let resp = get(
         &client,
         &gw.url("/x"),
-        &[("authorization-key", "key-acme"), ("x-consumer-id", "admin")],
+        &[
+            ("authorization-key", "key-acme"),
+            ("x-consumer-id", "admin"),
+        ],
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
