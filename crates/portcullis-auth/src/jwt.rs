@@ -411,7 +411,7 @@ mod tests {
             leeway: SINCE_2011,
             ..JwtOptions::default()
         });
-        rs_only.public_key = v.public_key.clone();
+        rs_only.public_key = v.public_key;
         assert!(claims_of(&rs_only, RFC7515_A3).is_err());
     }
 

@@ -1,5 +1,6 @@
 //! Edge security for Portcullis: consumers and tiers, API keys, JWT bearer tokens (static keys
-//! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS and security headers.
+//! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS, security headers and the request
+//! body size limit.
 //!
 //! The crate takes plain Rust config ([`ConsumerSpec`], [`AuthOptions`], [`RouteAuth`]), so an
 //! embedding app never needs `portcullis-config`. Every decision is synchronous: the gateway
@@ -43,6 +44,7 @@
 //! ```
 
 mod api_key;
+mod body_limit;
 mod bots;
 mod consumer;
 mod cors;
@@ -54,6 +56,7 @@ mod rejection;
 mod route;
 
 pub use api_key::{ApiKeyOptions, hash_key, hash_key_hex};
+pub use body_limit::{BodyTooLarge, LimitedBody, Overflow};
 pub use bots::{BotRules, DEFAULT_BAD_BOTS};
 pub use consumer::{AuthOptions, Authenticator, BuildError, Consumer, ConsumerSpec};
 pub use cors::{CorsOptions, is_preflight, routing_method};

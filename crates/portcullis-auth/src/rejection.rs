@@ -5,7 +5,9 @@ use std::fmt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use portcullis_http::{Body, RequestId, error_response};
 
-/// A refused request: 401 (no or bad credentials) or 403 (authenticated but not allowed).
+/// A request the gateway answers itself: 401 (no or bad credentials), 403 (not allowed: ACL,
+/// IP or bot rules, a refused CORS preflight), 413 (body too large), or an allowed CORS
+/// preflight's 204.
 ///
 /// Messages are fixed strings: they never say whether a presented key exists, and never echo
 /// a credential.
@@ -63,6 +65,14 @@ impl Rejection {
     pub(crate) const BOT_DENIED: Self = Self::forbidden("user agent not allowed");
     /// 403: a CORS preflight for an origin, method or header the route does not allow.
     pub(crate) const PREFLIGHT_DENIED: Self = Self::forbidden("CORS preflight not allowed");
+
+    /// 413: the request body is larger than the route allows.
+    pub(crate) const TOO_LARGE: Self = Self {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: "request body too large",
+        challenge: None,
+        preflight: None,
+    };
 
     const fn forbidden(message: &'static str) -> Self {
         Self {

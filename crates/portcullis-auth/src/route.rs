@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 use crate::{
     X_CONSUMER_ID, X_CONSUMER_TIER,
     api_key::KeyFrom,
+    body_limit::declared_too_large,
     bots::BotRules,
     consumer::{Authenticator, BuildError, Consumer},
     cors::{Cors, CorsOptions, is_preflight},
@@ -77,6 +78,8 @@ pub struct EdgeOptions {
     pub cors: Option<CorsOptions>,
     /// Security headers added to responses.
     pub headers: SecurityHeaderOptions,
+    /// The largest request body accepted, in bytes (413 beyond).
+    pub max_body: Option<u64>,
 }
 
 /// [`EdgeOptions`], built.
@@ -86,6 +89,7 @@ struct Edge {
     bots: BotRules,
     cors: Option<Cors>,
     headers: SecurityHeaders,
+    max_body: Option<u64>,
 }
 
 /// The security of one route, built once and asked on every request.
@@ -140,17 +144,28 @@ impl RouteSecurity {
             .transpose()
             .map_err(BuildError)?;
         let headers = SecurityHeaders::new(&edge.headers).map_err(BuildError)?;
-        let empty =
-            edge.ip.is_empty() && edge.bots.is_empty() && cors.is_none() && headers.is_empty();
+        let empty = edge.ip.is_empty()
+            && edge.bots.is_empty()
+            && cors.is_none()
+            && headers.is_empty()
+            && edge.max_body.is_none();
         self.edge = (!empty).then(|| {
             Box::new(Edge {
                 ip: edge.ip.clone(),
                 bots: edge.bots.clone(),
                 cors,
                 headers,
+                max_body: edge.max_body,
             })
         });
         Ok(self)
+    }
+
+    /// The largest request body the route accepts: wrap the body in a
+    /// [`LimitedBody`](crate::LimitedBody) with it (`Content-Length` is judged by
+    /// [`check`](Self::check)).
+    pub fn body_limit(&self) -> Option<u64> {
+        self.edge.as_ref().and_then(|e| e.max_body)
     }
 
     /// Adds the route's CORS and security headers to a response (a cache hit, the upstream's
@@ -176,8 +191,8 @@ impl RouteSecurity {
     /// ([`Grant::is_pending`]) when a refresh is allowed: settle it with [`Grant::settle`]
     /// before serving anything.
     ///
-    /// Order: IP rules (`client_ip` is asked only when the route has some), bot rules, CORS
-    /// preflight (answered here: a [`Rejection`] whose response is the 204), then credentials
+    /// Order: IP rules (`client_ip` is asked only when the route has some), bot rules, a
+    /// declared `Content-Length` over the body limit (413), CORS preflight (answered here: a [`Rejection`] whose response is the 204), then credentials
     /// and the ACL.
     pub fn check<B>(
         &self,
@@ -197,6 +212,11 @@ impl RouteSecurity {
                 )
             {
                 return Err(Rejection::BOT_DENIED);
+            }
+            if let Some(limit) = edge.max_body
+                && declared_too_large(req.headers(), limit)
+            {
+                return Err(Rejection::TOO_LARGE);
             }
             if let Some(cors) = &edge.cors {
                 if is_preflight(req) {

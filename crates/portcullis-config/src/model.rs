@@ -53,6 +53,9 @@ pub struct Config {
     /// Security headers for every route (see `security.rs`).
     #[serde(default)]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// Request limits for every route (see `security.rs`).
+    #[serde(default)]
+    pub request_limits: crate::RequestLimitsConfig,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -594,6 +597,9 @@ pub struct RouteConfig {
     /// Security header overrides (over `[security_headers]`).
     #[serde(default)]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// The largest request body (overrides `[request_limits]`).
+    #[serde(default)]
+    pub max_body_size: Option<Spanned<crate::ByteSize>>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

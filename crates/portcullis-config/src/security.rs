@@ -247,6 +247,15 @@ pub struct SecurityHeadersConfig {
     pub remove_server_headers: Option<bool>,
 }
 
+/// `[request_limits]`: limits on requests, for every route (a route's key overrides).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLimitsConfig {
+    /// The largest request body accepted (413 beyond): `Content-Length` is judged before
+    /// reading, other bodies are counted as they stream.
+    pub max_body_size: Option<Spanned<crate::ByteSize>>,
+}
+
 /// Parses an API key hash: 64 hex digits (either case), as 32 bytes.
 pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
     const MSG: &str = "must be a SHA-256 hash: 64 hex digits, as printed by `portcullis hash-key` (never the key itself)";
@@ -480,6 +489,23 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
     for (i, r) in config.routes.iter().enumerate() {
         if let Some(h) = &r.security_headers {
             headers(h, &format!("routes[{i}].security_headers"));
+        }
+    }
+    let limits = std::iter::once((
+        config.request_limits.max_body_size.as_ref(),
+        "request_limits.max_body_size".to_owned(),
+    ))
+    .chain(config.routes.iter().enumerate().map(|(i, r)| {
+        (
+            r.max_body_size.as_ref(),
+            format!("routes[{i}].max_body_size"),
+        )
+    }));
+    for (size, key) in limits {
+        if let Some(size) = size
+            && size.get_ref().0 == 0
+        {
+            err(size.span(), key, "must be above zero".into());
         }
     }
 }

@@ -158,14 +158,15 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
         .bot_rules
         .as_ref()
         .map_or_else(BotRules::default, |b| BotRules {
-            deny: b
-                .default_list
-                .then_some(&DEFAULT_BAD_BOTS[..])
-                .unwrap_or_default()
-                .iter()
-                .map(|s| (*s).to_owned())
-                .chain(b.deny.iter().cloned())
-                .collect(),
+            deny: if b.default_list {
+                &DEFAULT_BAD_BOTS[..]
+            } else {
+                &[]
+            }
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(b.deny.iter().cloned())
+            .collect(),
             allow: b.allow.clone(),
             deny_empty: b.deny_empty,
         });
@@ -183,6 +184,11 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
             config.security_headers.as_ref(),
             r.security_headers.as_ref(),
         ),
+        max_body: r
+            .max_body_size
+            .as_ref()
+            .or(config.request_limits.max_body_size.as_ref())
+            .map(|b| b.get_ref().0),
     })
 }
 

@@ -22,7 +22,7 @@ use http::{
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use portcullis_auth::Decoration;
+use portcullis_auth::{Decoration, LimitedBody, Overflow};
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
@@ -231,7 +231,12 @@ where
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
             Routed::Forward(route, wants_upgrade, normalized, grant) => {
-                let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
+                let mut overflow = Overflow::default();
+                let mut req = req.map(|body| {
+                    let (body, o) = LimitedBody::new(body, route.security.body_limit());
+                    overflow = o;
+                    RequestBytes::new(body, &route.metrics)
+                });
                 let (pending, mut decoration) = if grant.is_pending() {
                     (Some(grant), Decoration::default())
                 } else {
@@ -251,6 +256,11 @@ where
                             forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await
                         }
                         Err(e) => Err(e),
+                    };
+                    // A body cut off at the limit answers 413, whatever became of the request.
+                    let result = match overflow.rejection() {
+                        Some(too_large) => Err(ProxyError::Denied(too_large)),
+                        None => result,
                     };
                     let mut response = finish(result, &request_id, &shared.request_id_header);
                     route.security.decorate(&decoration, &mut response);

@@ -56,6 +56,20 @@ fn check_accepts_the_quickstart_example() {
 }
 
 #[test]
+fn check_accepts_the_security_example() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/security.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_names_file_line_column_and_key_of_an_unknown_key_with_a_suggestion() {
     let (code, err) = check("[server]\nlisten = \"127.0.0.1:0\"\ndrain_timout = \"5s\"\n");
     assert_eq!(code, 1, "{err}");

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use portcullis_test_support::{Client, TestGateway, TestUpstream, echo, full};
+use portcullis_test_support::{Client, RawConn, TestGateway, TestUpstream, echo, full};
 
 use crate::{json, single_route};
 
@@ -282,4 +282,52 @@ async fn bot_rules_refuse_known_scanners_and_listed_agents_with_403() {
         }
     }
     assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_body_one_byte_over_the_limit_gets_413_with_and_without_content_length() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[request_limits]\nmax_body_size = 16\n\n{}",
+        single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let post = |body: &'static str| {
+        Request::post(gw.url("/upload"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    // With Content-Length: judged before the body is read; the upstream never sees it.
+    let at = client.send(post("0123456789abcdef")).await;
+    assert_eq!(at.status(), StatusCode::OK);
+    assert_eq!(json(at.body())["body_len"], 16);
+    let over = client.send(post("0123456789abcdefX")).await;
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(over.body())["error"], "request body too large");
+    assert_eq!(up.request_count(), 1);
+
+    // Without Content-Length (chunked): counted as it streams.
+    let chunked = |chunks: &[&str]| {
+        let mut text = String::from(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        );
+        for c in chunks {
+            text.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+        }
+        text.push_str("0\r\n\r\n");
+        text
+    };
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(chunked(&["0123456789", "abcdef"]).as_bytes())
+        .await;
+    let (head, body) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(json(&body)["body_len"], 16);
+    let mut conn = RawConn::connect(gw.addr).await;
+    conn.send(chunked(&["0123456789", "abcdefX"]).as_bytes())
+        .await;
+    let (head, body) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(json(&body)["status"], 413);
 }
