@@ -266,8 +266,8 @@ pub fn is_preflight<B>(req: &Request<B>) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// The method to route a request by: a preflight's requested method (so routes restricted to
-/// `GET`/`POST` still see their preflights), else its own.
+/// A preflight's requested method, to route it by (so routes restricted to `GET`/`POST`
+/// still answer their preflights); `None` for other requests.
 pub fn routing_method<B>(req: &Request<B>) -> Option<Method> {
     if !is_preflight(req) {
         return None;

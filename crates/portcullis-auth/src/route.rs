@@ -161,6 +161,11 @@ impl RouteSecurity {
         Ok(self)
     }
 
+    /// Whether the route answers CORS (preflights included).
+    pub fn has_cors(&self) -> bool {
+        self.edge.as_ref().is_some_and(|e| e.cors.is_some())
+    }
+
     /// The largest request body the route accepts: wrap the body in a
     /// [`LimitedBody`](crate::LimitedBody) with it (`Content-Length` is judged by
     /// [`check`](Self::check)).

@@ -362,10 +362,17 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
     let wants_upgrade = is_upgrade_request(req.version(), req.headers());
     let path = path::normalize(req.uri().path());
     let host = request_host(req.uri(), req.headers());
-    // A CORS preflight is routed by the method it asks about.
-    let preflight_method = portcullis_auth::routing_method(req);
-    let method = preflight_method.as_ref().unwrap_or(req.method());
-    let route = match shared.router.lookup(host, &path, method) {
+    let mut lookup = shared.router.lookup(host, &path, req.method());
+    // A CORS preflight goes to the route of the method it asks about, when that route answers
+    // CORS itself (otherwise it is routed as any OPTIONS request, e.g. to an upstream that
+    // handles CORS).
+    if let Some(asked) = portcullis_auth::routing_method(req)
+        && let Lookup::Found(r) = shared.router.lookup(host, &path, &asked)
+        && r.security.has_cors()
+    {
+        lookup = Lookup::Found(r);
+    }
+    let route = match lookup {
         Lookup::Found(route) => route,
         Lookup::MethodNotAllowed(allow) => {
             return Routed::Error(ProxyError::MethodNotAllowed(allow));
