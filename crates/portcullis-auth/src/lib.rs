@@ -1,6 +1,6 @@
 //! Edge security for Portcullis: consumers and tiers, API keys, JWT bearer tokens (static keys
-//! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS, security headers and the request
-//! body size limit.
+//! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS, security headers, the request
+//! body size limit, and request/response header transforms.
 //!
 //! The crate takes plain Rust config ([`ConsumerSpec`], [`AuthOptions`], [`RouteAuth`]), so an
 //! embedding app never needs `portcullis-config`. Every decision is synchronous: the gateway
@@ -54,6 +54,7 @@ mod jwks;
 mod jwt;
 mod rejection;
 mod route;
+mod transform;
 
 pub use api_key::{ApiKeyOptions, hash_key, hash_key_hex};
 pub use body_limit::{BodyTooLarge, LimitedBody, Overflow};
@@ -66,6 +67,7 @@ pub use jwt::{Algorithm, JwtOptions};
 pub use portcullis_http::{ConsumerId, ConsumerTier};
 pub use rejection::Rejection;
 pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
+pub use transform::{HeaderTransformOptions, TemplateVars};
 
 /// Header carrying the authenticated consumer's id upstream (when forwarding is on); removed
 /// from every client request.

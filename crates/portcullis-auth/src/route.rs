@@ -18,6 +18,7 @@ use crate::{
     ip::IpRules,
     jwt::{JwtVerifier, Verified},
     rejection::Rejection,
+    transform::{HeaderTransform, HeaderTransformOptions, TemplateVars},
 };
 
 /// Which credentials a route requires.
@@ -80,6 +81,10 @@ pub struct EdgeOptions {
     pub headers: SecurityHeaderOptions,
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_body: Option<u64>,
+    /// Request header transform (applied after [`Grant::apply`]).
+    pub request_headers: HeaderTransformOptions,
+    /// Response header transform.
+    pub response_headers: HeaderTransformOptions,
 }
 
 /// [`EdgeOptions`], built.
@@ -90,6 +95,8 @@ struct Edge {
     cors: Option<Cors>,
     headers: SecurityHeaders,
     max_body: Option<u64>,
+    request_headers: HeaderTransform,
+    response_headers: HeaderTransform,
 }
 
 /// The security of one route, built once and asked on every request.
@@ -144,11 +151,15 @@ impl RouteSecurity {
             .transpose()
             .map_err(BuildError)?;
         let headers = SecurityHeaders::new(&edge.headers).map_err(BuildError)?;
+        let request_headers = HeaderTransform::new(&edge.request_headers).map_err(BuildError)?;
+        let response_headers = HeaderTransform::new(&edge.response_headers).map_err(BuildError)?;
         let empty = edge.ip.is_empty()
             && edge.bots.is_empty()
             && cors.is_none()
             && headers.is_empty()
-            && edge.max_body.is_none();
+            && edge.max_body.is_none()
+            && request_headers.is_empty()
+            && response_headers.is_empty();
         self.edge = (!empty).then(|| {
             Box::new(Edge {
                 ip: edge.ip.clone(),
@@ -156,9 +167,34 @@ impl RouteSecurity {
                 cors,
                 headers,
                 max_body: edge.max_body,
+                request_headers,
+                response_headers,
             })
         });
         Ok(self)
+    }
+
+    /// Whether the route transforms request or response headers (callers can skip building
+    /// [`TemplateVars`] otherwise).
+    pub fn has_transforms(&self) -> bool {
+        self.edge
+            .as_ref()
+            .is_some_and(|e| !e.request_headers.is_empty() || !e.response_headers.is_empty())
+    }
+
+    /// Applies the route's request header transform (after [`Grant::apply`], so
+    /// `$consumer_id` is known and client copies of consumer headers are already gone).
+    pub fn transform_request<B>(&self, req: &mut Request<B>, vars: &TemplateVars<'_>) {
+        if let Some(edge) = &self.edge {
+            edge.request_headers.apply(req.headers_mut(), vars);
+        }
+    }
+
+    /// Applies the route's response header transform.
+    pub fn transform_response<B>(&self, response: &mut Response<B>, vars: &TemplateVars<'_>) {
+        if let Some(edge) = &self.edge {
+            edge.response_headers.apply(response.headers_mut(), vars);
+        }
     }
 
     /// Whether the route answers CORS (preflights included).

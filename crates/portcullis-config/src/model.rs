@@ -600,6 +600,12 @@ pub struct RouteConfig {
     /// The largest request body (overrides `[request_limits]`).
     #[serde(default)]
     pub max_body_size: Option<Spanned<crate::ByteSize>>,
+    /// Request header transform (remove, rename, add with templates).
+    #[serde(default)]
+    pub request_headers: Option<crate::HeaderTransformConfig>,
+    /// Response header transform (remove, rename, add with templates).
+    #[serde(default)]
+    pub response_headers: Option<crate::HeaderTransformConfig>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

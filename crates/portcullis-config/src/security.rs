@@ -256,6 +256,40 @@ pub struct RequestLimitsConfig {
     pub max_body_size: Option<Spanned<crate::ByteSize>>,
 }
 
+/// A route's `request_headers` or `response_headers`: applied in the order remove, rename,
+/// add. Values of `add` may use `$request_id`, `$consumer_id`, `$upstream` and `$route`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderTransformConfig {
+    /// Headers set (replacing any value): `{ "X-Service" = "orders" }`.
+    pub add: BTreeMap<String, Spanned<String>>,
+    /// Headers removed.
+    pub remove: Vec<Spanned<String>>,
+    /// Headers renamed: `{ "X-Old" = "X-New" }`.
+    pub rename: BTreeMap<String, Spanned<String>>,
+}
+
+/// The variables header templates may use.
+pub const TEMPLATE_VARIABLES: [&str; 4] = ["$request_id", "$consumer_id", "$upstream", "$route"];
+
+/// A header template: a valid header value once its variables are replaced, with known
+/// variables only.
+pub fn check_header_template(text: &str) -> Result<(), String> {
+    let mut rest = text.to_owned();
+    for v in TEMPLATE_VARIABLES {
+        rest = rest.replace(v, "");
+    }
+    if rest.contains('$') {
+        return Err(format!(
+            "{text:?}: unknown variable; use {}",
+            TEMPLATE_VARIABLES.join(", ")
+        ));
+    }
+    http::HeaderValue::from_str(&rest)
+        .map(drop)
+        .map_err(|_| format!("{text:?} is not a valid header value"))
+}
+
 /// Parses an API key hash: 64 hex digits (either case), as 32 bytes.
 pub fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
     const MSG: &str = "must be a SHA-256 hash: 64 hex digits, as printed by `portcullis hash-key` (never the key itself)";
@@ -491,6 +525,35 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
             headers(h, &format!("routes[{i}].security_headers"));
         }
     }
+    for (i, r) in config.routes.iter().enumerate() {
+        for (dir, t) in [
+            ("request_headers", &r.request_headers),
+            ("response_headers", &r.response_headers),
+        ] {
+            let Some(t) = t else { continue };
+            let key = format!("routes[{i}].{dir}");
+            for (name, value) in &t.add {
+                if let Err(m) = values::parse_header_name(name) {
+                    err(value.span(), format!("{key}.add"), m);
+                }
+                if let Err(m) = check_header_template(value.get_ref()) {
+                    err(value.span(), format!("{key}.add.{name}"), m);
+                }
+            }
+            for (j, name) in t.remove.iter().enumerate() {
+                if let Err(m) = values::parse_header_name(name.get_ref()) {
+                    err(name.span(), format!("{key}.remove[{j}]"), m);
+                }
+            }
+            for (from, to) in &t.rename {
+                for n in [from.as_str(), to.get_ref().as_str()] {
+                    if let Err(m) = values::parse_header_name(n) {
+                        err(to.span(), format!("{key}.rename.{from}"), m);
+                    }
+                }
+            }
+        }
+    }
     let limits = std::iter::once((
         config.request_limits.max_body_size.as_ref(),
         "request_limits.max_body_size".to_owned(),
@@ -723,6 +786,13 @@ mod tests {
         assert!(bad_origin.contains("cors.origins[0]"), "{bad_origin}");
         let bad_regex = errors("[cors]\norigins = [\"regex:(\"]\n");
         assert!(bad_regex.contains("cors.origins[0]"), "{bad_regex}");
+        let transform = errors(&format!(
+            "{ROUTE}response_headers = {{ add = {{ \"X-Served-By\" = \"$host\" }} }}\n"
+        ));
+        assert!(
+            transform.contains("routes[0].response_headers.add.X-Served-By"),
+            "{transform}"
+        );
         let bad_header = errors("[security_headers]\nhsts = \"a\\nb\"\n");
         assert!(bad_header.contains("security_headers.hsts"), "{bad_header}");
     }

@@ -6,12 +6,12 @@ use std::str::FromStr as _;
 
 use portcullis_auth::{
     Acl, Algorithm, ApiKeyOptions, AuthMode, AuthOptions, Authenticator, BotRules, ConsumerSpec,
-    CorsOptions, DEFAULT_BAD_BOTS, EdgeOptions, IpRules, JwtOptions, RouteAuth, RouteSecurity,
-    SecurityHeaderOptions,
+    CorsOptions, DEFAULT_BAD_BOTS, EdgeOptions, HeaderTransformOptions, IpRules, JwtOptions,
+    RouteAuth, RouteSecurity, SecurityHeaderOptions,
 };
 use portcullis_config::{
-    Config, CorsConfig, JwtConfig, RouteConfig, SecurityHeadersConfig, Spanned, parse_cidr,
-    parse_header_name, parse_key_hash,
+    Config, CorsConfig, HeaderTransformConfig, JwtConfig, RouteConfig, SecurityHeadersConfig,
+    Spanned, parse_cidr, parse_header_name, parse_key_hash,
 };
 
 use crate::stack::BuildError;
@@ -189,7 +189,28 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
             .as_ref()
             .or(config.request_limits.max_body_size.as_ref())
             .map(|b| b.get_ref().0),
+        request_headers: transform(r.request_headers.as_ref()),
+        response_headers: transform(r.response_headers.as_ref()),
     })
+}
+
+fn transform(t: Option<&HeaderTransformConfig>) -> HeaderTransformOptions {
+    let Some(t) = t else {
+        return HeaderTransformOptions::default();
+    };
+    HeaderTransformOptions {
+        add: t
+            .add
+            .iter()
+            .map(|(n, v)| (n.clone(), v.get_ref().clone()))
+            .collect(),
+        remove: t.remove.iter().map(|n| n.get_ref().clone()).collect(),
+        rename: t
+            .rename
+            .iter()
+            .map(|(from, to)| (from.clone(), to.get_ref().clone()))
+            .collect(),
+    }
 }
 
 fn cors_options(c: &CorsConfig) -> Result<CorsOptions, BuildError> {

@@ -22,9 +22,9 @@ use http::{
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use portcullis_auth::{Decoration, LimitedBody, Overflow};
+use portcullis_auth::{Decoration, LimitedBody, Overflow, TemplateVars};
 use portcullis_config::Protocol;
-use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
+use portcullis_http::{Body, BoxError, ConsumerId, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
@@ -225,7 +225,7 @@ where
                 "gateway at its limit of requests in flight",
             ))
         } else {
-            route(&shared, &self.conn, &req, &mut measure)
+            route(&shared, &self.conn, &req, &request_id, &mut measure)
         };
         let next = match routed {
             Routed::Answer(response) => Ok(response),
@@ -250,9 +250,15 @@ where
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
                     let _busy = busy;
+                    let mut consumer = None;
                     let result = match settle(&route, pending, &mut req, &mut measure).await {
                         Ok(settled) => {
                             decoration = settled.unwrap_or(decoration);
+                            if route.security.has_transforms() {
+                                consumer = req.extensions().get::<ConsumerId>().cloned();
+                                let vars = template_vars(&route, &request_id, consumer.as_ref());
+                                route.security.transform_request(&mut req, &vars);
+                            }
                             forward(&shared, &conn, &route, req, &request_id, wants_upgrade).await
                         }
                         Err(e) => Err(e),
@@ -264,6 +270,10 @@ where
                     };
                     let mut response = finish(result, &request_id, &shared.request_id_header);
                     route.security.decorate(&decoration, &mut response);
+                    if route.security.has_transforms() {
+                        let vars = template_vars(&route, &request_id, consumer.as_ref());
+                        route.security.transform_response(&mut response, &vars);
+                    }
                     Ok(measure.finish(close_if(close, response)))
                 });
             }
@@ -272,6 +282,20 @@ where
         Box::pin(std::future::ready(Ok(
             measure.finish(close_if(close, response))
         )))
+    }
+}
+
+/// What a route's header templates may name.
+fn template_vars<'a>(
+    route: &'a Route,
+    request_id: &'a RequestId,
+    consumer: Option<&'a ConsumerId>,
+) -> TemplateVars<'a> {
+    TemplateVars {
+        request_id: request_id.as_str(),
+        consumer_id: consumer.map(|c| &*c.0),
+        upstream: &route.upstream.name,
+        route: &route.name,
     }
 }
 
@@ -355,7 +379,13 @@ fn routed_path(parts: &http::request::Parts) -> &str {
         .map_or(parts.uri.path(), |p| p.0.as_str())
 }
 
-fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Measure) -> Routed {
+fn route<B>(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    request_id: &RequestId,
+    measure: &mut Measure,
+) -> Routed {
     if req.method() == Method::CONNECT {
         return Routed::Error(ProxyError::MethodNotAllowed(Vec::new()));
     }
@@ -405,6 +435,11 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
         {
             let mut hit = hit;
             route.security.decorate(&grant.decoration(), &mut hit);
+            if route.security.has_transforms() {
+                let consumer = grant.consumer().map(|c| c.id.clone());
+                let vars = template_vars(route, request_id, consumer.as_ref());
+                route.security.transform_response(&mut hit, &vars);
+            }
             return Routed::Answer(hit);
         }
     }

@@ -331,3 +331,52 @@ async fn a_body_one_byte_over_the_limit_gets_413_with_and_without_content_length
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(json(&body)["status"], 413);
 }
+
+#[tokio::test]
+async fn header_transforms_remove_rename_and_add_with_templates_both_ways() {
+    let up = TestUpstream::respond(|_| {
+        let mut resp = Response::new(full("x"));
+        resp.headers_mut()
+            .insert("x-internal", "secret-topology".parse().unwrap());
+        resp.headers_mut()
+            .insert("cache-control", "public, max-age=60".parse().unwrap());
+        resp
+    })
+    .await;
+    let config = format!(
+        "{}\n[[consumers]]\nname = \"acme\"\napi_keys = [\"{}\"]\n",
+        single_route(
+            &[&up],
+            "",
+            "auth = \"api_key\"\ncache = {}\n\
+             request_headers = { add = { \"X-Service\" = \"orders\", \"X-Caller\" = \"$consumer_id via $route\" }, \
+             remove = [\"Cookie\"], rename = { \"X-Old\" = \"X-New\" } }\n\
+             response_headers = { add = { \"X-Served-By\" = \"portcullis/$upstream\", \"X-Req\" = \"$request_id\" }, \
+             remove = [\"X-Internal\"] }"
+        ),
+        portcullis_auth::hash_key_hex(b"k")
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let headers = [
+        ("x-api-key", "k"),
+        ("cookie", "session=1"),
+        ("x-old", "v"),
+        ("x-service", "client-claims"),
+        ("x-request-id", "rid-7"),
+    ];
+    let miss = get(&client, &gw.url("/t"), &headers).await;
+    assert_eq!(miss.status(), StatusCode::OK);
+    let seen = &up.requests()[0].headers;
+    assert!(seen.get("cookie").is_none());
+    assert!(seen.get("x-old").is_none());
+    assert_eq!(seen["x-new"], "v");
+    assert_eq!(seen["x-service"], "orders");
+    assert_eq!(seen["x-caller"], "acme via all");
+    for resp in [miss, get(&client, &gw.url("/t"), &headers).await] {
+        assert_eq!(resp.headers()["x-served-by"], "portcullis/up");
+        assert_eq!(resp.headers()["x-req"], "rid-7");
+        assert!(resp.headers().get("x-internal").is_none());
+    }
+    assert_eq!(up.request_count(), 1, "the second was a cache hit");
+}
