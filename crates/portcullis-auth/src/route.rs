@@ -174,6 +174,19 @@ impl RouteSecurity {
         Ok(self)
     }
 
+    /// Adds the route's CORS and security headers to a response the gateway made itself from a
+    /// [`Rejection`] (a preflight's 204 already has its CORS headers).
+    pub fn decorate_answer<B>(&self, request_headers: &HeaderMap, response: &mut Response<B>) {
+        let Some(edge) = &self.edge else { return };
+        let headers = response.headers_mut();
+        if let Some(cors) = &edge.cors
+            && !headers.contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+        {
+            cors.decorate(cors.response_origin(request_headers).as_ref(), headers);
+        }
+        edge.headers.apply(headers);
+    }
+
     /// Whether the route transforms request or response headers (callers can skip building
     /// [`TemplateVars`] otherwise).
     pub fn has_transforms(&self) -> bool {

@@ -414,7 +414,13 @@ fn route<B>(
     let client_ip = || shared.trusted.client_ip(conn.peer.ip(), req.headers());
     let grant = match route.security.check(req, client_ip) {
         Ok(grant) => grant,
-        Err(rejection) => return Routed::Error(ProxyError::Denied(rejection)),
+        Err(rejection) => {
+            // Rendered here so it carries the route's CORS and security headers: a browser app
+            // can then read a 401/403 instead of seeing an opaque CORS failure.
+            let mut response = rejection.into_response(Some(request_id));
+            route.security.decorate_answer(req.headers(), &mut response);
+            return Routed::Answer(response);
+        }
     };
     if let Some(consumer) = grant.consumer() {
         measure.consumer(&consumer.id.0);

@@ -197,6 +197,19 @@ async fn cors_preflights_are_answered_at_the_gateway_and_simple_requests_get_the
         "X-Request-Id"
     );
     assert!(ok.headers()["vary"].to_str().unwrap().contains("Origin"));
+    // A refusal from an allowed origin is readable by the page.
+    let unauthorized = get(
+        &client,
+        &gw.url("/things/1"),
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        unauthorized.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(json(unauthorized.body())["status"], 401);
     let other = get(
         &client,
         &gw.url("/things/1"),
