@@ -74,6 +74,21 @@ impl Rejection {
         preflight: None,
     };
 
+    /// 414: the request target is longer than allowed.
+    pub(crate) const URI_TOO_LONG: Self = Self {
+        status: StatusCode::URI_TOO_LONG,
+        message: "request URI too long",
+        challenge: None,
+        preflight: None,
+    };
+    /// 431: the request has more headers than allowed.
+    pub(crate) const TOO_MANY_HEADERS: Self = Self {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        message: "too many request headers",
+        challenge: None,
+        preflight: None,
+    };
+
     const fn forbidden(message: &'static str) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,

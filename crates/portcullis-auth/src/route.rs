@@ -81,6 +81,10 @@ pub struct EdgeOptions {
     pub headers: SecurityHeaderOptions,
     /// The largest request body accepted, in bytes (413 beyond).
     pub max_body: Option<u64>,
+    /// The longest request target (path and query) accepted, in bytes (414 beyond).
+    pub max_url_length: Option<usize>,
+    /// The most request headers accepted (431 beyond).
+    pub max_header_count: Option<usize>,
     /// Request header transform (applied after [`Grant::apply`]).
     pub request_headers: HeaderTransformOptions,
     /// Response header transform.
@@ -95,6 +99,8 @@ struct Edge {
     cors: Option<Cors>,
     headers: SecurityHeaders,
     max_body: Option<u64>,
+    max_url_length: Option<usize>,
+    max_header_count: Option<usize>,
     request_headers: HeaderTransform,
     response_headers: HeaderTransform,
 }
@@ -158,6 +164,8 @@ impl RouteSecurity {
             && cors.is_none()
             && headers.is_empty()
             && edge.max_body.is_none()
+            && edge.max_url_length.is_none()
+            && edge.max_header_count.is_none()
             && request_headers.is_empty()
             && response_headers.is_empty();
         self.edge = (!empty).then(|| {
@@ -167,6 +175,8 @@ impl RouteSecurity {
                 cors,
                 headers,
                 max_body: edge.max_body,
+                max_url_length: edge.max_url_length,
+                max_header_count: edge.max_header_count,
                 request_headers,
                 response_headers,
             })
@@ -245,7 +255,8 @@ impl RouteSecurity {
     /// ([`Grant::is_pending`]) when a refresh is allowed: settle it with [`Grant::settle`]
     /// before serving anything.
     ///
-    /// Order: IP rules (`client_ip` is asked only when the route has some), bot rules, a
+    /// Order: URL length (414) and header count (431) limits, IP rules (`client_ip` is asked
+    /// only when the route has some), bot rules, a
     /// declared `Content-Length` over the body limit (413), CORS preflight (answered here: a [`Rejection`] whose response is the 204), then credentials
     /// and the ACL.
     pub fn check<B>(
@@ -255,6 +266,19 @@ impl RouteSecurity {
     ) -> Result<Grant, Rejection> {
         let mut origin = None;
         if let Some(edge) = &self.edge {
+            if edge.max_url_length.is_some_and(|max| {
+                req.uri()
+                    .path_and_query()
+                    .is_some_and(|pq| pq.as_str().len() > max)
+            }) {
+                return Err(Rejection::URI_TOO_LONG);
+            }
+            if edge
+                .max_header_count
+                .is_some_and(|max| req.headers().len() > max)
+            {
+                return Err(Rejection::TOO_MANY_HEADERS);
+            }
             if !edge.ip.is_empty() && !edge.ip.allows(client_ip()) {
                 return Err(Rejection::IP_DENIED);
             }

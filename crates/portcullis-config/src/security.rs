@@ -254,6 +254,11 @@ pub struct RequestLimitsConfig {
     /// The largest request body accepted (413 beyond): `Content-Length` is judged before
     /// reading, other bodies are counted as they stream.
     pub max_body_size: Option<Spanned<crate::ByteSize>>,
+    /// The longest request target (path and query) accepted, in bytes (414 beyond).
+    pub max_url_length: Option<usize>,
+    /// The most request headers accepted (431 beyond); `server.max_header_bytes` bounds
+    /// their total size.
+    pub max_header_count: Option<usize>,
 }
 
 /// A route's `request_headers` or `response_headers`: applied in the order remove, rename,

@@ -189,6 +189,8 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
             .as_ref()
             .or(config.request_limits.max_body_size.as_ref())
             .map(|b| b.get_ref().0),
+        max_url_length: config.request_limits.max_url_length,
+        max_header_count: config.request_limits.max_header_count,
         request_headers: transform(r.request_headers.as_ref()),
         response_headers: transform(r.response_headers.as_ref()),
     })

@@ -393,3 +393,33 @@ async fn header_transforms_remove_rename_and_add_with_templates_both_ways() {
     }
     assert_eq!(up.request_count(), 1, "the second was a cache hit");
 }
+
+#[tokio::test]
+async fn long_urls_get_414_and_too_many_headers_431() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[request_limits]\nmax_url_length = 32\nmax_header_count = 4\n\n{}",
+        single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    // "/" + 31 bytes = 32: at the limit (the client adds Host: 1 header).
+    let at = format!("/{}", "a".repeat(31));
+    assert_eq!(
+        get(&client, &gw.url(&at), &[]).await.status(),
+        StatusCode::OK
+    );
+    let over = get(&client, &gw.url(&format!("{at}?")), &[]).await;
+    assert_eq!(over.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(json(over.body())["error"], "request URI too long");
+    let few = [("a", "1"), ("b", "1"), ("c", "1")];
+    assert_eq!(
+        get(&client, &gw.url("/"), &few).await.status(),
+        StatusCode::OK
+    );
+    let many = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")];
+    let resp = get(&client, &gw.url("/"), &many).await;
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(json(resp.body())["status"], 431);
+    assert_eq!(up.request_count(), 2);
+}
