@@ -170,7 +170,7 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
 
 /// Keys whose values are secrets: a snippet of their line shows `<redacted>` instead, since
 /// config errors end up in logs.
-const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
+const SECRET_KEYS: [&str; 4] = ["token", "password", "secret", "api_keys"];
 
 /// `line` with the value of a secret key replaced (`token = "..."` or inline `token = ...`).
 fn redact(line: &str) -> std::borrow::Cow<'_, str> {

@@ -25,6 +25,7 @@
 mod diagnostics;
 mod model;
 mod rate_limit;
+mod security;
 mod units;
 mod validate;
 mod values;
@@ -34,6 +35,7 @@ use std::path::Path;
 pub use diagnostics::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use rate_limit::*;
+pub use security::*;
 pub use toml::Spanned;
 pub use units::{ByteSize, Duration};
 pub use values::*;

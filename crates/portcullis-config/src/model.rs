@@ -40,6 +40,27 @@ pub struct Config {
     /// Settings for every rate-limited route.
     #[serde(default)]
     pub rate_limit: crate::RateLimitDefaults,
+    /// Named consumers with tiers, groups and API key hashes (see `security.rs`).
+    #[serde(default)]
+    pub consumers: Vec<crate::ConsumerConfig>,
+    /// How credentials are read (see `security.rs`).
+    #[serde(default)]
+    pub auth: crate::AuthConfig,
+    /// Client address rules for every route (see `security.rs`).
+    #[serde(default)]
+    pub ip_rules: crate::IpRulesConfig,
+    /// `User-Agent` rules for every route (see `security.rs`).
+    #[serde(default)]
+    pub bot_rules: Option<crate::BotRulesConfig>,
+    /// CORS for every route without its own (see `security.rs`).
+    #[serde(default)]
+    pub cors: Option<crate::CorsConfig>,
+    /// Security headers for every route (see `security.rs`).
+    #[serde(default)]
+    pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// Request limits for every route (see `security.rs`).
+    #[serde(default)]
+    pub request_limits: crate::RequestLimitsConfig,
 }
 
 /// `[log]`: the access log (diagnostic logs go to stderr, filtered by `PORTCULLIS_LOG`).
@@ -569,6 +590,30 @@ pub struct RouteConfig {
     /// Rate limits (see `[rate_limit]`).
     #[serde(default)]
     pub rate_limit: Option<Spanned<crate::RouteRateLimit>>,
+    /// Credentials the route requires: `none` (default), `api_key`, `jwt` or `any`.
+    #[serde(default)]
+    pub auth: Option<Spanned<crate::AuthMode>>,
+    /// Who may use the route once authenticated (403 otherwise).
+    #[serde(default)]
+    pub acl: Option<Spanned<crate::AclConfig>>,
+    /// Client address rules (allow replaces the global list, deny adds to it).
+    #[serde(default)]
+    pub ip_rules: Option<crate::IpRulesConfig>,
+    /// CORS (replaces `[cors]`).
+    #[serde(default)]
+    pub cors: Option<crate::CorsConfig>,
+    /// Security header overrides (over `[security_headers]`).
+    #[serde(default)]
+    pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// The largest request body (overrides `[request_limits]`).
+    #[serde(default)]
+    pub max_body_size: Option<Spanned<crate::ByteSize>>,
+    /// Request header transform (remove, rename, add with templates).
+    #[serde(default)]
+    pub request_headers: Option<crate::HeaderTransformConfig>,
+    /// Response header transform (remove, rename, add with templates).
+    #[serde(default)]
+    pub response_headers: Option<crate::HeaderTransformConfig>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

@@ -48,6 +48,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_admin(&mut c, config);
     check_slos(&mut c, config);
     check_rate_limits(&mut c, config);
+    crate::security::check(config, text, file, &mut c.errors);
     if let Some(level) = &config.log.level {
         c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
     }

@@ -7,7 +7,7 @@
 use std::{hint::black_box, net::IpAddr, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis_limit::{KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
+use portcullis_limit::{Caller, KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
 
 fn limiter(limits: usize) -> RateLimiter {
     let per = [
@@ -37,7 +37,9 @@ fn bench(c: &mut Criterion) {
                 // 4096 clients in rotation: a realistic spread over the shards.
                 i = (i + 1) % 4096;
                 let ip = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
-                let pending = limiter.prepare(black_box(&req), ip).unwrap();
+                let pending = limiter
+                    .prepare(black_box(&req), Caller::of(&req, ip))
+                    .unwrap();
                 black_box(limiter.decide_local(&pending).unwrap().verdict.allowed)
             });
         });

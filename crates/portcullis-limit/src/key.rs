@@ -5,6 +5,29 @@ use std::net::IpAddr;
 
 use http::HeaderName;
 use portcullis_http::{ConsumerId, ConsumerTier};
+
+/// Who is asking: the client IP and, once authenticated, the consumer and its tier.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The client IP, resolved with the trusted-proxy rules.
+    pub ip: IpAddr,
+    /// The authenticated consumer's id.
+    pub consumer: Option<&'a str>,
+    /// The authenticated consumer's tier.
+    pub tier: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    /// The caller of a request an auth layer already annotated with the [`ConsumerId`] and
+    /// [`ConsumerTier`] extensions.
+    pub fn of<B>(req: &'a http::Request<B>, ip: IpAddr) -> Self {
+        Self {
+            ip,
+            consumer: req.extensions().get::<ConsumerId>().map(|c| &*c.0),
+            tier: req.extensions().get::<ConsumerTier>().map(|t| &*t.0),
+        }
+    }
+}
 use xxhash_rust::xxh3::xxh3_128;
 
 /// One part of a limit's key.
@@ -24,7 +47,8 @@ pub enum KeyPart {
 }
 
 /// Hashes the request's identity under `parts` into a 128-bit digest.
-pub(crate) fn identity<B>(parts: &[KeyPart], req: &http::Request<B>, client_ip: IpAddr) -> u128 {
+pub(crate) fn identity<B>(parts: &[KeyPart], req: &http::Request<B>, caller: &Caller<'_>) -> u128 {
+    let client_ip = caller.ip;
     let mut key = KeyBytes::default();
     for part in parts {
         match part {
@@ -34,7 +58,7 @@ pub(crate) fn identity<B>(parts: &[KeyPart], req: &http::Request<B>, client_ip: 
                 None => ip(&mut key, client_ip),
             },
             KeyPart::Consumer(api_key) => {
-                if let Some(ConsumerId(id)) = req.extensions().get::<ConsumerId>() {
+                if let Some(id) = caller.consumer {
                     key.tagged(b'c', id.as_bytes());
                 } else if let Some(v) = req.headers().get(api_key) {
                     key.tagged(b'h', v.as_bytes());
@@ -43,10 +67,7 @@ pub(crate) fn identity<B>(parts: &[KeyPart], req: &http::Request<B>, client_ip: 
                 }
             }
             KeyPart::Tier => {
-                let tier = req
-                    .extensions()
-                    .get::<ConsumerTier>()
-                    .map_or("anonymous", |t| &t.0);
+                let tier = caller.tier.unwrap_or("anonymous");
                 key.tagged(b't', tier.as_bytes());
             }
         }
@@ -129,9 +150,15 @@ mod tests {
         let ip2: IpAddr = "10.0.0.2".parse().expect("ip");
         let key = [KeyPart::ApiKey(HeaderName::from_static("x-api-key"))];
         let none = parts(&[]);
-        assert_ne!(identity(&key, &none, ip1), identity(&key, &none, ip2));
+        assert_ne!(
+            identity(&key, &none, &Caller::of(&none, ip1)),
+            identity(&key, &none, &Caller::of(&none, ip2))
+        );
         let with = parts(&[("x-api-key", "k1")]);
-        assert_eq!(identity(&key, &with, ip1), identity(&key, &with, ip2));
+        assert_eq!(
+            identity(&key, &with, &Caller::of(&with, ip1)),
+            identity(&key, &with, &Caller::of(&with, ip2))
+        );
     }
 
     #[test]
@@ -140,11 +167,17 @@ mod tests {
         let key = [KeyPart::Consumer(HeaderName::from_static("x-api-key"))];
         let mut a = parts(&[("x-api-key", "k1")]);
         let b = parts(&[("x-api-key", "k2")]);
-        assert_ne!(identity(&key, &a, ip), identity(&key, &b, ip));
+        assert_ne!(
+            identity(&key, &a, &Caller::of(&a, ip)),
+            identity(&key, &b, &Caller::of(&b, ip))
+        );
         a.extensions_mut().insert(ConsumerId(Arc::from("acme")));
         let mut b = b;
         b.extensions_mut().insert(ConsumerId(Arc::from("acme")));
-        assert_eq!(identity(&key, &a, ip), identity(&key, &b, ip));
+        assert_eq!(
+            identity(&key, &a, &Caller::of(&a, ip)),
+            identity(&key, &b, &Caller::of(&b, ip))
+        );
     }
 
     #[test]
@@ -155,8 +188,14 @@ mod tests {
         let a = parts(&[("x-t", &long)]);
         let b = parts(&[("x-t", &long)]);
         let c = parts(&[("x-t", &"k".repeat(499))]);
-        assert_eq!(identity(&key, &a, ip), identity(&key, &b, ip));
-        assert_ne!(identity(&key, &a, ip), identity(&key, &c, ip));
+        assert_eq!(
+            identity(&key, &a, &Caller::of(&a, ip)),
+            identity(&key, &b, &Caller::of(&b, ip))
+        );
+        assert_ne!(
+            identity(&key, &a, &Caller::of(&a, ip)),
+            identity(&key, &c, &Caller::of(&c, ip))
+        );
     }
 
     #[test]
@@ -165,6 +204,9 @@ mod tests {
         let p = parts(&[]);
         let v4: IpAddr = "192.0.2.7".parse().expect("ip");
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(identity(&key, &p, v4), identity(&key, &p, mapped));
+        assert_eq!(
+            identity(&key, &p, &Caller::of(&p, v4)),
+            identity(&key, &p, &Caller::of(&p, mapped))
+        );
     }
 }

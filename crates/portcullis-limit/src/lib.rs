@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use portcullis_limit::{KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
+//! use portcullis_limit::{Caller, KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
 //!
 //! let limiter = RateLimiter::local(Policy {
 //!     scope: "api".into(),
@@ -24,7 +24,10 @@
 //! });
 //! let req = http::Request::new(());
 //! let ip = "192.0.2.1".parse().unwrap();
-//! let decide = || limiter.decide_local(&limiter.prepare(&req, ip).unwrap()).unwrap();
+//! let decide = || {
+//!     let pending = limiter.prepare(&req, Caller::of(&req, ip)).unwrap();
+//!     limiter.decide_local(&pending).unwrap()
+//! };
 //! assert!(decide().verdict.allowed);
 //! assert!(decide().verdict.allowed);
 //! assert!(!decide().verdict.allowed);
@@ -40,7 +43,7 @@ mod redis_script;
 pub use headers::{
     RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
 };
-pub use key::KeyPart;
+pub use key::{Caller, KeyPart};
 pub use limiter::{Backend, Cost, Decision, Limit, LimitStats, Pending, Policy, RateLimiter};
 pub use local::Verdict;
 pub use quota::{Algorithm, Outcome, Quota, Rate};

@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -13,12 +12,11 @@ use std::{
 
 use http::Method;
 use ipnet::IpNet;
-use portcullis_http::{ConsumerId, ConsumerTier};
 use portcullis_redis::Redis;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
 
 use crate::{
-    key::{KeyPart, identity},
+    key::{Caller, KeyPart, identity},
     local::{Check, LocalStore, Verdict},
     quota::Quota,
     redis_script,
@@ -241,24 +239,23 @@ impl RateLimiter {
     }
 
     /// Resolves the request's limits; `None` when it is exempt or nothing applies.
-    pub fn prepare<B>(&self, req: &http::Request<B>, client_ip: IpAddr) -> Option<Pending> {
+    pub fn prepare<B>(&self, req: &http::Request<B>, caller: Caller<'_>) -> Option<Pending> {
         if self
             .exempt_cidrs
             .iter()
-            .any(|n| n.contains(&client_ip.to_canonical()))
+            .any(|n| n.contains(&caller.ip.to_canonical()))
         {
             return None;
         }
         if !self.exempt_consumers.is_empty()
-            && let Some(ConsumerId(id)) = req.extensions().get::<ConsumerId>()
-            && self.exempt_consumers.contains(id)
+            && let Some(id) = caller.consumer
+            && self.exempt_consumers.iter().any(|e| **e == *id)
         {
             return None;
         }
-        let set = req
-            .extensions()
-            .get::<ConsumerTier>()
-            .and_then(|t| self.tiers.get(&t.0).copied())
+        let set = caller
+            .tier
+            .and_then(|t| self.tiers.get(t).copied())
             .unwrap_or(0);
         let limits = &self.sets[set];
         if limits.limits.is_empty() {
@@ -270,7 +267,7 @@ impl RateLimiter {
             // Limits usually share their key parts: hash the caller once.
             let id = match last {
                 Some((parts, id)) if parts == limit.key.as_slice() => id,
-                _ => identity(&limit.key, req, client_ip),
+                _ => identity(&limit.key, req, &caller),
             };
             last = Some((&limit.key, id));
             keys.push((xxh3_128_with_seed(&id.to_le_bytes(), seed), id));

@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use portcullis_limit::{Backend, KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
+use portcullis_limit::{Backend, Caller, KeyPart, Limit, Policy, Quota, Rate, RateLimiter};
 use portcullis_redis::{Redis, RedisConfig};
 use portcullis_test_support::{RedisCluster, RedisServer};
 
@@ -46,7 +46,10 @@ async fn admitted(limiters: &[Arc<RateLimiter>], total: usize) -> (usize, usize)
         .map(|i| {
             let limiter = Arc::clone(&limiters[i % limiters.len()]);
             tokio::spawn(async move {
-                let pending = limiter.prepare(&request(), ip).expect("limited");
+                let req = request();
+                let pending = limiter
+                    .prepare(&req, Caller::of(&req, ip))
+                    .expect("limited");
                 let d = limiter.decide(&pending).await.expect("decision");
                 (d.verdict.allowed, d.backend)
             })
@@ -126,13 +129,15 @@ async fn a_refusal_by_one_limit_consumes_nothing_on_redis() {
     );
     let limiter = RateLimiter::shared(p, r);
     let ip: IpAddr = CLIENT.parse().unwrap();
-    let pending = limiter.prepare(&request(), ip).unwrap();
+    let req = request();
+    let pending = limiter.prepare(&req, Caller::of(&req, ip)).unwrap();
     for _ in 0..25 {
         limiter.decide(&pending).await.unwrap();
     }
     // Another client sees the global limit charged for the 5 admitted requests only.
+    let req = request();
     let other = limiter
-        .prepare(&request(), "198.51.100.8".parse().unwrap())
+        .prepare(&req, Caller::of(&req, "198.51.100.8".parse().unwrap()))
         .unwrap();
     let d = limiter.decide(&other).await.unwrap();
     assert_eq!(d.backend, Backend::Redis);
@@ -158,7 +163,8 @@ async fn redis_down_falls_back_to_local_shares_and_recovers() {
     );
     let limiter = RateLimiter::shared(p, r.clone());
     let ip: IpAddr = CLIENT.parse().unwrap();
-    let pending = limiter.prepare(&request(), ip).unwrap();
+    let req = request();
+    let pending = limiter.prepare(&req, Caller::of(&req, ip)).unwrap();
     assert_eq!(
         limiter.decide(&pending).await.unwrap().backend,
         Backend::Redis

@@ -48,6 +48,9 @@ pub enum ProxyError {
     /// The route's rate limit refused the request.
     #[error("rate limit exceeded")]
     RateLimited,
+    /// The route's security refused the request (401, 403).
+    #[error("{0}")]
+    Denied(portcullis_auth::Rejection),
     /// The upstream broke the exchange (bad response, reset mid-request).
     #[error("upstream {upstream:?} failed")]
     Upstream {
@@ -69,11 +72,16 @@ impl ProxyError {
             Self::NoHealthyTarget { .. } | Self::Overloaded(_) | Self::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Denied(rejection) => rejection.status(),
         }
     }
 
     /// The JSON error response of the contract.
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
+        if let Self::Denied(rejection) = self {
+            // It renders itself: the JSON error with its challenge, or a preflight's 204.
+            return rejection.into_response(Some(request_id));
+        }
         let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
         let retry_after = match &self {
             Self::Overloaded(_) => Some(1),

@@ -27,6 +27,7 @@ pub mod path;
 mod pool;
 mod route;
 pub mod router;
+mod security;
 mod server;
 mod service;
 mod stack;

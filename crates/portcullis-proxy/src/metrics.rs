@@ -148,6 +148,13 @@ impl Measure {
         self.route = Arc::clone(route);
     }
 
+    /// Names the authenticated consumer in the access log.
+    pub(crate) fn consumer(&mut self, id: &Arc<str>) {
+        if let Some(log) = &mut self.log {
+            log.consumer = Some(Arc::clone(id));
+        }
+    }
+
     /// Wraps `response`'s body so the request is recorded when the body ends (or is dropped,
     /// when the client goes away first).
     pub(crate) fn finish(self, mut response: http::Response<Body>) -> http::Response<Body> {

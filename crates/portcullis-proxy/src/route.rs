@@ -28,6 +28,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// The route's rate limits, if any.
     pub(crate) limit: Option<Arc<crate::limit::RouteLimit>>,
+    /// Credentials and ACL checked before the cache or the upstream sees the request.
+    pub security: portcullis_auth::RouteSecurity,
 }
 
 impl Route {
@@ -78,6 +80,7 @@ mod tests {
             add_prefix: add.map(canonical_prefix),
             timeout: Duration::from_secs(1),
             cache: None,
+            security: portcullis_auth::RouteSecurity::none(),
         }
     }
 

@@ -22,15 +22,16 @@ use http::{
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use portcullis_auth::{Decoration, LimitedBody, Overflow, TemplateVars};
 use portcullis_config::Protocol;
-use portcullis_http::{Body, BoxError, RequestId, body, headers::X_REQUEST_ID};
+use portcullis_http::{Body, BoxError, ConsumerId, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
 
 use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
 
-use portcullis_limit::{Decision, Pending};
+use portcullis_limit::{Caller, Decision};
 
 use crate::{
     balance::InFlight,
@@ -250,14 +251,24 @@ where
                 "gateway at its limit of requests in flight",
             ))
         } else {
-            route(&shared, &self.conn, &req, &mut measure)
+            route(&shared, &self.conn, &req, &request_id, &mut measure)
         };
         let next = match routed {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
-            Routed::Limited(limit, decision) => Ok(refusal(&limit, &decision, &request_id)),
-            Routed::Forward(route, wants_upgrade, normalized, limiting) => {
-                let mut req = req.map(|body| RequestBytes::new(body, &route.metrics));
+            Routed::Forward(route, wants_upgrade, normalized, grant, limiting) => {
+                let mut overflow = Overflow::default();
+                let mut req = req.map(|body| {
+                    let (body, o) = LimitedBody::new(body, route.security.body_limit());
+                    overflow = o;
+                    RequestBytes::new(body, &route.metrics)
+                });
+                let (pending, mut decoration) = if grant.is_pending() {
+                    (Some(grant), Decoration::default())
+                } else {
+                    let decoration = grant.apply(&mut req);
+                    (None, decoration)
+                };
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
                 }
@@ -265,24 +276,55 @@ where
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
                     let _busy = busy;
-                    // Split so the (maybe not `Sync`) body is not borrowed across the decision.
-                    let (parts, body) = req.into_parts();
-                    let limited =
-                        decide_limit(&shared, &conn, &route, &parts, &request_id, limiting);
-                    let outcome = limited.await;
-                    let req = Request::from_parts(parts, body);
-                    let result = match outcome {
-                        LimitOutcome::Refused(response) | LimitOutcome::Hit(response) => {
-                            Ok(response)
-                        }
-                        LimitOutcome::Go(decision) => {
-                            let result =
-                                forward(&shared, &conn, &route, req, &request_id, wants_upgrade)
+                    let mut consumer = None;
+                    let result = match settle(&route, pending, &mut req, &mut measure).await {
+                        Ok(settled) => {
+                            decoration = settled.unwrap_or(decoration);
+                            let limited = decide_limit(
+                                &shared,
+                                &conn,
+                                &route,
+                                &mut req,
+                                &request_id,
+                                limiting,
+                            );
+                            match limited.await {
+                                LimitOutcome::Refused(response) | LimitOutcome::Hit(response) => {
+                                    Ok(response)
+                                }
+                                LimitOutcome::Go(decision) => {
+                                    if route.security.has_transforms() {
+                                        consumer = req.extensions().get::<ConsumerId>().cloned();
+                                        let vars =
+                                            template_vars(&route, &request_id, consumer.as_ref());
+                                        route.security.transform_request(&mut req, &vars);
+                                    }
+                                    let result = forward(
+                                        &shared,
+                                        &conn,
+                                        &route,
+                                        req,
+                                        &request_id,
+                                        wants_upgrade,
+                                    )
                                     .await;
-                            annotate(&route, decision.as_ref(), result)
+                                    annotate(&route, decision.as_ref(), result)
+                                }
+                            }
                         }
+                        Err(e) => Err(e),
                     };
-                    let response = finish(result, &request_id, &shared.request_id_header);
+                    // A body cut off at the limit answers 413, whatever became of the request.
+                    let result = match overflow.rejection() {
+                        Some(too_large) => Err(ProxyError::Denied(too_large)),
+                        None => result,
+                    };
+                    let mut response = finish(result, &request_id, &shared.request_id_header);
+                    route.security.decorate(&decoration, &mut response);
+                    if route.security.has_transforms() {
+                        let vars = template_vars(&route, &request_id, consumer.as_ref());
+                        route.security.transform_response(&mut response, &vars);
+                    }
                     Ok(measure.finish(close_if(close, response)))
                 });
             }
@@ -292,6 +334,40 @@ where
             measure.finish(close_if(close, response))
         )))
     }
+}
+
+/// What a route's header templates may name.
+fn template_vars<'a>(
+    route: &'a Route,
+    request_id: &'a RequestId,
+    consumer: Option<&'a ConsumerId>,
+) -> TemplateVars<'a> {
+    TemplateVars {
+        request_id: request_id.as_str(),
+        consumer_id: consumer.map(|c| &*c.0),
+        upstream: &route.upstream.name,
+        route: &route.name,
+    }
+}
+
+/// Decides a request whose JWT waits for a JWK Set refresh, then applies the grant.
+async fn settle<B>(
+    route: &Route,
+    pending: Option<portcullis_auth::Grant>,
+    req: &mut Request<B>,
+    measure: &mut Measure,
+) -> Result<Option<Decoration>, ProxyError> {
+    let Some(grant) = pending else {
+        return Ok(None);
+    };
+    let grant = grant
+        .settle(&route.security, req.headers(), req.uri())
+        .await
+        .map_err(ProxyError::Denied)?;
+    if let Some(consumer) = grant.consumer() {
+        measure.consumer(&consumer.id.0);
+    }
+    Ok(Some(grant.apply(req)))
 }
 
 /// The error body for failures, and the request id on every response.
@@ -330,11 +406,16 @@ enum Routed {
     Answer(Response<Body>),
     /// Refused (no route, method, CONNECT).
     Error(ProxyError),
-    /// Refused by the route's rate limit.
-    Limited(Arc<RouteLimit>, Decision),
     /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
-    /// normalized path when normalization changed it; the rate limit's state.
-    Forward(Arc<Route>, bool, Option<NormalizedPath>, Limiting),
+    /// normalized path when normalization changed it; what the route's security lets through.
+    /// The rate limit's state.
+    Forward(
+        Arc<Route>,
+        bool,
+        Option<NormalizedPath>,
+        portcullis_auth::Grant,
+        Limiting,
+    ),
 }
 
 /// Where a forwarded request stands with its route's rate limit.
@@ -343,12 +424,13 @@ enum Limiting {
     None,
     /// Allowed already (decided locally); its headers go on the response.
     Decided(Decision),
-    /// To be decided on Redis before going on; `hit_after` when a cache hit may answer after
-    /// an allowing decision (cache hits count).
-    Pending(Pending, bool),
+    /// Decided in the request's future: on Redis, or once a pending credential is settled (the
+    /// consumer, hence the key and tier, is known only then). `true` when a cache hit may answer
+    /// after an allowing decision (cache hits count).
+    Deferred(bool),
 }
 
-/// What the deferred (Redis) rate-limit decision says.
+/// What the deferred rate-limit decision says.
 enum LimitOutcome {
     /// Refused: the 429.
     Refused(Response<Body>),
@@ -358,20 +440,25 @@ enum LimitOutcome {
     Go(Option<Decision>),
 }
 
-async fn decide_limit(
+/// Decides a deferred rate limit. The request carries its consumer extensions by now.
+async fn decide_limit<B>(
     shared: &Shared,
     conn: &ConnInfo,
     route: &Route,
-    req: &http::request::Parts,
+    req: &mut Request<B>,
     request_id: &RequestId,
     limiting: Limiting,
 ) -> LimitOutcome {
-    let (pending, hit_after) = match limiting {
+    let hit_after = match limiting {
         Limiting::None => return LimitOutcome::Go(None),
         Limiting::Decided(d) => return LimitOutcome::Go(Some(d)),
-        Limiting::Pending(p, hit_after) => (p, hit_after),
+        Limiting::Deferred(hit_after) => hit_after,
     };
     let Some(limit) = &route.limit else {
+        return LimitOutcome::Go(None);
+    };
+    let ip = shared.trusted.client_ip(conn.peer.ip(), req.headers());
+    let Some(pending) = limit.limiter.prepare(req, Caller::of(req, ip)) else {
         return LimitOutcome::Go(None);
     };
     let Some(decision) = limit.limiter.decide(&pending).await else {
@@ -380,7 +467,7 @@ async fn decide_limit(
     if !decision.verdict.allowed {
         return LimitOutcome::Refused(refusal(limit, &decision, request_id));
     }
-    if hit_after && let Some(mut hit) = fresh_hit(shared, conn, route, req, routed_path(req)) {
+    if hit_after && let Some(mut hit) = fresh_hit(shared, conn, route, &*req, routed_path_of(req)) {
         limit.annotate(&decision, hit.headers_mut());
         return LimitOutcome::Hit(hit);
     }
@@ -400,16 +487,39 @@ fn annotate(
     decision: Option<&Decision>,
     result: Result<Response<Body>, ProxyError>,
 ) -> Result<Response<Body>, ProxyError> {
-    let (Some(limit), Some(decision)) = (&route.limit, decision) else {
-        return result;
-    };
-    Ok(match result {
-        Ok(mut response) => {
+    match (&route.limit, decision, result) {
+        (Some(limit), Some(decision), Ok(mut response)) => {
             limit.annotate(decision, response.headers_mut());
-            response
+            Ok(response)
         }
-        Err(e) => return Err(e),
-    })
+        (.., result) => result,
+    }
+}
+
+/// A fresh cache hit for `req` on `route`, if the route caches and has one.
+fn fresh_hit<B>(
+    shared: &Shared,
+    conn: &ConnInfo,
+    route: &Route,
+    req: &Request<B>,
+    path: &str,
+) -> Option<Response<Body>> {
+    let policy = route.cache.as_ref()?;
+    let target = RequestTarget {
+        scheme: scheme(conn),
+        host: request_host(req.uri(), req.headers()).unwrap_or(""),
+        path,
+    };
+    shared
+        .cache
+        .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
+}
+
+/// The normalized path of a request (see [`routed_path`]).
+fn routed_path_of<B>(req: &Request<B>) -> &str {
+    req.extensions()
+        .get::<NormalizedPath>()
+        .map_or(req.uri().path(), |p| p.0.as_str())
 }
 
 /// The request's path after dot-segment removal, carried as a request extension only when it
@@ -426,51 +536,30 @@ fn routed_path(parts: &http::request::Parts) -> &str {
         .map_or(parts.uri.path(), |p| p.0.as_str())
 }
 
-/// The request-line and headers of a request, which a cache lookup needs.
-trait RequestHead {
-    fn head(&self) -> (&Method, &Uri, &http::HeaderMap);
-}
-
-impl<B> RequestHead for Request<B> {
-    fn head(&self) -> (&Method, &Uri, &http::HeaderMap) {
-        (self.method(), self.uri(), self.headers())
-    }
-}
-
-impl RequestHead for http::request::Parts {
-    fn head(&self) -> (&Method, &Uri, &http::HeaderMap) {
-        (&self.method, &self.uri, &self.headers)
-    }
-}
-
-/// A fresh cache hit for `req` on `route`, if the route caches and has one.
-fn fresh_hit(
+fn route<B>(
     shared: &Shared,
     conn: &ConnInfo,
-    route: &Route,
-    req: &impl RequestHead,
-    path: &str,
-) -> Option<Response<Body>> {
-    let policy = route.cache.as_ref()?;
-    let (method, uri, headers) = req.head();
-    let target = RequestTarget {
-        scheme: scheme(conn),
-        host: request_host(uri, headers).unwrap_or(""),
-        path,
-    };
-    shared
-        .cache
-        .serve_fresh(policy, target, method, uri, headers)
-}
-
-fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Measure) -> Routed {
+    req: &Request<B>,
+    request_id: &RequestId,
+    measure: &mut Measure,
+) -> Routed {
     if req.method() == Method::CONNECT {
         return Routed::Error(ProxyError::MethodNotAllowed(Vec::new()));
     }
     let wants_upgrade = is_upgrade_request(req.version(), req.headers());
     let path = path::normalize(req.uri().path());
     let host = request_host(req.uri(), req.headers());
-    let route = match shared.router.lookup(host, &path, req.method()) {
+    let mut lookup = shared.router.lookup(host, &path, req.method());
+    // A CORS preflight goes to the route of the method it asks about, when that route answers
+    // CORS itself (otherwise it is routed as any OPTIONS request, e.g. to an upstream that
+    // handles CORS).
+    if let Some(asked) = portcullis_auth::routing_method(req)
+        && let Lookup::Found(r) = shared.router.lookup(host, &path, &asked)
+        && r.security.has_cors()
+    {
+        lookup = Lookup::Found(r);
+    }
+    let route = match lookup {
         Lookup::Found(route) => route,
         Lookup::MethodNotAllowed(allow) => {
             return Routed::Error(ProxyError::MethodNotAllowed(allow));
@@ -478,42 +567,81 @@ fn route<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>, measure: &mut Me
         Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
     measure.routed(&route.metrics);
-    let cached = route.cache.is_some() && !wants_upgrade;
+    // Before the cache: a cached response never bypasses authentication.
+    let client_ip = || shared.trusted.client_ip(conn.peer.ip(), req.headers());
+    let grant = match route.security.check(req, client_ip) {
+        Ok(grant) => grant,
+        Err(rejection) => {
+            // Rendered here so it carries the route's CORS and security headers: a browser app
+            // can then read a 401/403 instead of seeing an opaque CORS failure.
+            let mut response = rejection.into_response(Some(request_id));
+            route.security.decorate_answer(req.headers(), &mut response);
+            return Routed::Answer(response);
+        }
+    };
+    if let Some(consumer) = grant.consumer() {
+        measure.consumer(&consumer.id.0);
+    }
+    // A hit answered here carries the route's security headers and response transforms.
+    let answer_hit = |mut hit: Response<Body>| {
+        route.security.decorate(&grant.decoration(), &mut hit);
+        if route.security.has_transforms() {
+            let consumer = grant.consumer().map(|c| c.id.clone());
+            let vars = template_vars(route, request_id, consumer.as_ref());
+            route.security.transform_response(&mut hit, &vars);
+        }
+        Routed::Answer(hit)
+    };
+    let cached = route.cache.is_some() && !wants_upgrade && !grant.is_pending();
     let limit = route.limit.as_ref();
     // Hits that do not count are answered before the limit is consulted.
     if cached
         && limit.is_none_or(|l| !l.count_cache_hits)
         && let Some(hit) = fresh_hit(shared, conn, route, req, &path)
     {
-        return Routed::Answer(hit);
+        return answer_hit(hit);
     }
     let mut limiting = Limiting::None;
-    if let Some(l) = limit
-        && let Some(pending) = l
-            .limiter
-            .prepare(req, shared.trusted.client_ip(conn.peer.ip(), req.headers()))
-    {
-        if l.limiter.is_shared() {
-            limiting = Limiting::Pending(pending, cached && l.count_cache_hits);
-        } else if let Some(decision) = l.limiter.decide_local(&pending) {
-            if !decision.verdict.allowed {
-                return Routed::Limited(Arc::clone(l), decision);
-            }
-            if cached
-                && l.count_cache_hits
-                && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path)
+    if let Some(l) = limit {
+        if l.limiter.is_shared() || grant.is_pending() {
+            limiting = Limiting::Deferred(cached && l.count_cache_hits);
+        } else {
+            let consumer = grant.consumer();
+            let caller = Caller {
+                ip: client_ip(),
+                consumer: consumer.map(|c| &*c.id.0),
+                tier: consumer.and_then(|c| c.tier.as_ref()).map(|t| &*t.0),
+            };
+            if let Some(pending) = l.limiter.prepare(req, caller)
+                && let Some(decision) = l.limiter.decide_local(&pending)
             {
-                l.annotate(&decision, hit.headers_mut());
-                return Routed::Answer(hit);
+                if !decision.verdict.allowed {
+                    let mut response = refusal(l, &decision, request_id);
+                    route.security.decorate_answer(req.headers(), &mut response);
+                    return Routed::Answer(response);
+                }
+                if cached
+                    && l.count_cache_hits
+                    && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path)
+                {
+                    l.annotate(&decision, hit.headers_mut());
+                    return answer_hit(hit);
+                }
+                limiting = Limiting::Decided(decision);
             }
-            limiting = Limiting::Decided(decision);
         }
     }
     let normalized = match path {
         Cow::Owned(p) => Some(NormalizedPath(p)),
         Cow::Borrowed(_) => None,
     };
-    Routed::Forward(Arc::clone(route), wants_upgrade, normalized, limiting)
+    Routed::Forward(
+        Arc::clone(route),
+        wants_upgrade,
+        normalized,
+        grant,
+        limiting,
+    )
 }
 
 fn scheme(conn: &ConnInfo) -> &'static str {

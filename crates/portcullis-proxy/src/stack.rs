@@ -197,6 +197,7 @@ pub(crate) fn build_shared(
         previous.and_then(|p| Some((p.config.redis.as_ref()?, p.redis.as_ref()?))),
     )?;
     let mut limiters = Vec::new();
+    let auth = crate::security::authenticator(config)?;
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
     let mut slos = Vec::new();
@@ -273,6 +274,7 @@ pub(crate) fn build_shared(
             cache: policy,
             metrics: metrics.route(name),
             limit,
+            security: crate::security::route_security(config, &auth, r)?,
         };
         routes.push((matcher, Arc::new(route)));
     }

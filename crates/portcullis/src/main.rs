@@ -2,7 +2,8 @@
 //!
 //! Sub-commands: `serve --config FILE` runs the gateway, `check --config FILE` validates a config
 //! and exits 1 on errors, `quickstart` runs a demo origin with the gateway in front of it,
-//! `bench` load-tests a URL or a scenario (`portcullis-bench`; exit 99 when a threshold fails).
+//! `bench` load-tests a URL or a scenario (`portcullis-bench`; exit 99 when a threshold fails),
+//! `hash-key` prints the SHA-256 hash of an API key for `[[consumers]]`.
 
 mod demo_origin;
 mod handover;
@@ -55,6 +56,12 @@ enum Command {
     },
     /// Load-test a URL or a scenario file; `bench compare A.json B.json` compares reports.
     Bench(Box<portcullis_bench::BenchCommand>),
+    /// Print the SHA-256 hash of an API key, for `api_keys` in `[[consumers]]`. Reads the key
+    /// from standard input (its first line) unless it is given as an argument.
+    HashKey {
+        /// The key; prefer standard input, since arguments end up in shell history.
+        key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
     let log_reload = init_tracing();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::HashKey { key } => return hash_key(key),
         Command::Serve { config, takeover } => {
             runtime().and_then(|rt| rt.block_on(serve(config, takeover, log_reload.as_ref())))
         }
@@ -89,6 +97,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hash-key`: prints the hash of the key given, or of the first line of standard input.
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("error: cannot read the key from standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if key.is_empty() {
+        eprintln!("error: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", portcullis_auth::hash_key_hex(key.as_bytes()));
+    ExitCode::SUCCESS
 }
 
 /// The async runtime: one thread per CPU the process may use. On a single CPU (a container

@@ -76,7 +76,7 @@ fn check_accepts_every_example() {
             checked += 1;
         }
     }
-    assert!(checked >= 3, "quickstart, redis, redis-cluster");
+    assert!(checked >= 4, "quickstart, redis, redis-cluster, security");
 }
 
 #[test]
@@ -137,6 +137,34 @@ fn check_reports_bad_values_and_syntax_errors_with_locations() {
     let (code, err) = check("[[routes]]\nname = \"r\"\n");
     assert_eq!(code, 1);
     assert!(err.contains("missing field `upstream`"), "{err}");
+}
+
+#[test]
+fn hash_key_prints_the_sha256_of_stdin_or_the_argument() {
+    use std::io::Write as _;
+    // SHA-256("abc") (FIPS 180-2).
+    const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let out = Command::new(BIN)
+        .args(["hash-key", "abc"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ABC);
+    let mut child = Command::new(BIN)
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ABC);
+    // The printed hash is what [[consumers]] accepts.
+    let (code, err) = check(&format!(
+        "[[consumers]]\nname = \"acme\"\napi_keys = [\"{ABC}\"]\n"
+    ));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]
