@@ -300,3 +300,55 @@ async fn with_redis_down_each_gateway_enforces_its_share_and_says_so_in_metrics(
         "{text}"
     );
 }
+
+fn tiered_config(up: &TestUpstream, top: &str) -> String {
+    let hash = |k: &str| portcullis_auth::hash_key_hex(k.as_bytes());
+    format!(
+        "{top}[[consumers]]\nname = \"acme\"\ntier = \"premium\"\napi_keys = [\"{}\"]\n\n[[consumers]]\nname = \"hobby\"\ntier = \"free\"\napi_keys = [\"{}\"]\n\n[[consumers]]\nname = \"hobby2\"\ntier = \"free\"\napi_keys = [\"{}\"]\n\n{}",
+        hash("key-acme"),
+        hash("key-hobby"),
+        hash("key-hobby2"),
+        single_route(
+            &[up],
+            "",
+            "auth = \"api_key\"\nrate_limit = { by = \"consumer\", rate = \"1/h\", tiers = { free = \"2/h\", premium = \"5/h\" } }"
+        )
+    )
+}
+
+async fn admitted_for(client: &Client, gw: &TestGateway, key: &str, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        let r = get_with(client, &gw.url("/"), &[("x-api-key", key)]).await;
+        ok += usize::from(r.status() == StatusCode::OK);
+    }
+    ok
+}
+
+#[tokio::test]
+async fn authenticated_consumers_get_their_tiers_limits_each_on_their_own() {
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&tiered_config(&up, "")).await;
+    let client = Client::http1();
+    assert_eq!(admitted_for(&client, &gw, "key-acme", 8).await, 5);
+    assert_eq!(admitted_for(&client, &gw, "key-hobby", 8).await, 2);
+    // Keyed by consumer, not by tier: another free consumer has its own two.
+    assert_eq!(admitted_for(&client, &gw, "key-hobby2", 8).await, 2);
+    // Unauthenticated requests never reach the limiter: 401 first.
+    let anon = client.get(&gw.url("/")).await;
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_apply_on_redis_too() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::start(echo()).await;
+    let config = tiered_config(&up, &format!("[redis]\nurl = \"{}\"\n\n", redis.url()));
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    assert_eq!(admitted_for(&client, &gw, "key-acme", 8).await, 5);
+    assert_eq!(admitted_for(&client, &gw, "key-hobby", 8).await, 2);
+    let keys = redis.cli(&["--scan", "--pattern", "pc:rl:*"]);
+    assert!(keys.contains(":tier:premium:premium"), "{keys}");
+    assert!(keys.contains(":tier:free:free"), "{keys}");
+}
