@@ -88,6 +88,11 @@ pub struct RateLimitDefaults {
     pub exempt_consumers: Vec<String>,
     /// Limits per consumer tier for routes that do not set their own `tiers`.
     pub tiers: BTreeMap<String, Spanned<TierLimits>>,
+    /// Redis backend: requests' worth of units one Redis call takes for a caller, spent locally
+    /// by the following requests (0 or 1: every request is decided on Redis).
+    pub lease: u64,
+    /// How long leased units stay usable.
+    pub lease_ttl: Duration,
 }
 
 impl Default for RateLimitDefaults {
@@ -101,6 +106,8 @@ impl Default for RateLimitDefaults {
             exempt_cidrs: Vec::new(),
             exempt_consumers: Vec::new(),
             tiers: BTreeMap::new(),
+            lease: 0,
+            lease_ttl: Duration::from_millis(250),
         }
     }
 }

@@ -35,6 +35,7 @@
 
 mod headers;
 mod key;
+mod lease;
 mod limiter;
 mod local;
 mod quota;

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
 
 use crate::{
     key::{Caller, KeyPart, identity},
+    lease::Leases,
     local::{Check, LocalStore, Verdict},
     quota::Quota,
     redis_script,
@@ -171,6 +172,7 @@ pub struct RateLimiter {
     exempt_cidrs: Vec<IpNet>,
     exempt_consumers: Vec<Arc<str>>,
     redis: Option<Redis>,
+    leases: Option<Leases>,
     local: LocalStore,
     fallback: LocalStore,
     stats: LimitStats,
@@ -214,6 +216,9 @@ impl RateLimiter {
             tiers.insert(Arc::clone(&tier), sets.len());
             sets.push(set(Arc::from(format!("tier:{tier}")), limits));
         }
+        let leases = redis
+            .is_some()
+            .then(|| Leases::new(1, std::time::Duration::from_millis(250)));
         Self {
             scope: policy.scope,
             sets,
@@ -222,10 +227,22 @@ impl RateLimiter {
             exempt_cidrs: policy.exempt_cidrs,
             exempt_consumers: policy.exempt_consumers,
             redis,
+            leases,
             local: LocalStore::default(),
             fallback: LocalStore::default(),
             stats: LimitStats::default(),
         }
+    }
+
+    /// Takes `size` requests' worth of units per Redis call while they are available, spending
+    /// them locally for `ttl` (see the `lease` module for the bound on exactness). `size` 0 or
+    /// 1: every request is decided on Redis.
+    #[must_use]
+    pub fn with_leases(mut self, size: u64, ttl: std::time::Duration) -> Self {
+        if self.redis.is_some() {
+            self.leases = Some(Leases::new(size.max(1), ttl));
+        }
+        self
     }
 
     /// Whether decisions need Redis (and so an `.await`).
@@ -298,18 +315,35 @@ impl RateLimiter {
             return self.decide_local(pending);
         };
         let set = &self.sets[pending.set];
+        let lease_key = pending
+            .keys
+            .iter()
+            .fold(0u128, |acc, (digest, _)| acc.rotate_left(17) ^ digest);
+        if let Some(leases) = &self.leases
+            && let Some(verdict) = leases.spend(lease_key, pending.cost)
+        {
+            return Some(self.redis_decision(set, verdict));
+        }
         let quotas: Vec<&Quota> = set.limits.iter().map(|l| &l.quota).collect();
         let keys = self.redis_keys(redis.prefix(), set, pending);
-        match redis_script::decide(redis, &keys, &quotas, pending.cost).await {
-            Ok(verdict) => {
-                self.stats.record(Backend::Redis, verdict.allowed);
-                let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
-                Some(Decision {
-                    verdict,
-                    name: Arc::clone(&limit.name),
-                    window: limit.quota.rate.period,
-                    backend: Backend::Redis,
-                })
+        let lease = self
+            .leases
+            .as_ref()
+            .map_or(0, |l| l.size.saturating_mul(pending.cost))
+            .max(pending.cost);
+        match redis_script::decide(redis, &keys, &quotas, pending.cost, lease).await {
+            Ok((verdict, granted)) => {
+                let verdict = match &self.leases {
+                    Some(leases) if granted > pending.cost => {
+                        leases.keep(lease_key, granted - pending.cost, verdict)
+                    }
+                    Some(leases) if !verdict.allowed => {
+                        leases.refuse(lease_key, pending.cost, verdict);
+                        verdict
+                    }
+                    _ => verdict,
+                };
+                Some(self.redis_decision(set, verdict))
             }
             Err(e) => {
                 tracing::debug!(scope = %self.scope, error = %e, "rate limit decided locally");
@@ -321,6 +355,17 @@ impl RateLimiter {
                     Backend::Fallback,
                 )
             }
+        }
+    }
+
+    fn redis_decision(&self, set: &LimitSet, verdict: Verdict) -> Decision {
+        self.stats.record(Backend::Redis, verdict.allowed);
+        let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
+        Decision {
+            verdict,
+            name: Arc::clone(&limit.name),
+            window: limit.quota.rate.period,
+            backend: Backend::Redis,
         }
     }
 

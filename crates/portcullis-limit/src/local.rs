@@ -73,7 +73,7 @@ impl Verdict {
 /// Keys are already uniform 128-bit digests: hashing them again (SipHash, by default) would
 /// only cost time. The low 64 bits are the hash.
 #[derive(Debug, Default)]
-struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {

@@ -251,3 +251,60 @@ async fn limits_work_on_redis_cluster_with_keys_in_one_slot() {
         assert_eq!(allowed, expected);
     }
 }
+
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["info", "commandstats"]);
+    ["cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|name| {
+            let line = stats.lines().find(|l| l.starts_with(name))?;
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_cut_redis_calls_and_stay_exact_once_spent() {
+    let server = RedisServer::start();
+    let r = redis(&server.url());
+    let p = policy(
+        "leased",
+        vec![(
+            "h",
+            Quota::gcra(Rate::new(100, Duration::from_secs(3600))),
+            vec![KeyPart::ClientIp],
+        )],
+    );
+    let limiters: Vec<Arc<RateLimiter>> = (0..3)
+        .map(|_| {
+            Arc::new(
+                RateLimiter::shared(p.clone(), r.clone()).with_leases(10, Duration::from_secs(60)),
+            )
+        })
+        .collect();
+    let before = script_calls(&server);
+    // Each instance gets its share of requests in turn, so every leased unit is spent.
+    let ip: IpAddr = CLIENT.parse().unwrap();
+    let mut allowed = 0;
+    for i in 0..300 {
+        let limiter = &limiters[i % 3];
+        let req = request();
+        let pending = limiter.prepare(&req, Caller::of(&req, ip)).unwrap();
+        let d = limiter.decide(&pending).await.unwrap();
+        assert_eq!(d.backend, Backend::Redis);
+        allowed += usize::from(d.verdict.allowed);
+    }
+    assert_eq!(
+        allowed, 100,
+        "leases are taken from Redis, so the total stays exact"
+    );
+    let calls = script_calls(&server) - before;
+    // Ten leases of ten would do; near the limit requests go one by one, and a refusal is
+    // remembered until its Retry-After, so the 200 refused requests cost a call per instance.
+    assert!(calls <= 30, "{calls} script calls for 300 requests");
+}

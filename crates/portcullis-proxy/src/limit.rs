@@ -221,7 +221,9 @@ fn build_limiter(
     };
     Ok(match (d.backend, redis) {
         (LimitBackend::Local, _) | (LimitBackend::Auto, None) => RateLimiter::local(policy),
-        (_, Some(redis)) => RateLimiter::shared(policy, redis.clone()),
+        (_, Some(redis)) => {
+            RateLimiter::shared(policy, redis.clone()).with_leases(d.lease, d.lease_ttl.0)
+        }
         (LimitBackend::Redis, None) => {
             return Err(err("backend = \"redis\" needs a [redis] table".into()));
         }
