@@ -197,10 +197,21 @@ impl GatewayProcess {
 
     /// Runs `serve` on the config at `path` with `extra` arguments.
     fn spawn(dir: tempfile::TempDir, path: std::path::PathBuf, extra: &[&str]) -> Self {
+        Self::spawn_env(dir, path, extra, &[])
+    }
+
+    /// Runs `serve` with extra environment variables.
+    fn spawn_env(
+        dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
             .args(extra)
+            .envs(env.iter().copied())
             .env("PORTCULLIS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -682,4 +693,46 @@ fn the_kubernetes_configmap_config_passes_check() {
     let without = run(None);
     assert_eq!(without.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&without.stderr).contains("needs a token"));
+}
+
+/// libfaketime (Debian's `libfaketime`; scripts/test installs it): shifts a process's clocks.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_rate_limits_ignore_clock_skew_between_instances() {
+    let redis = portcullis_test_support::RedisServer::start();
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[redis]\nurl = \"{}\"\ntimeout = \"1s\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"up\"\nrate_limit = {{ rate = \"10/h\" }}\n",
+        redis.url(),
+        up.url()
+    );
+    let (dir, path) = write_config(&config);
+    let on_time = GatewayProcess::spawn(dir, path, &[]);
+    let (dir, path) = write_config(&config);
+    // Two hours ahead: a limiter timed by its instance's clock would see the other's quota as
+    // long refilled.
+    let ahead = GatewayProcess::spawn_env(
+        dir,
+        path,
+        &[],
+        &[("LD_PRELOAD", FAKETIME), ("FAKETIME", "+2h")],
+    );
+    let client = Client::http1();
+    let mut ok = 0;
+    let mut dates = Vec::new();
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { &on_time } else { &ahead };
+        let r = client.get(&gw.url("/")).await;
+        ok += usize::from(r.status() == http::StatusCode::OK);
+        if r.status() == http::StatusCode::TOO_MANY_REQUESTS && dates.len() < 2 && i >= 28 {
+            dates.push(httpdate::parse_http_date(r.headers()["date"].to_str().unwrap()).unwrap());
+        }
+    }
+    assert_eq!(ok, 10, "exactly the limit across both instances");
+    // The skew is real: the gateways' own Date headers are two hours apart.
+    let skew = dates[1].duration_since(dates[0]).unwrap();
+    assert!(skew >= Duration::from_secs(7000), "skew {skew:?}");
 }
