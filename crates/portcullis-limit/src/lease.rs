@@ -103,46 +103,52 @@ impl Leases {
 
     /// Remembers a refusal of a request costing `cost`, valid for its `retry_after`.
     pub(crate) fn refuse(&self, key: u128, cost: u64, verdict: Verdict) {
+        self.update(key, verdict, |lease, now| {
+            lease.refusal = Some(verdict);
+            lease.refused_cost = cost;
+            lease.refused_until = now.saturating_add(verdict.binding.retry_after);
+            lease.expires = lease.expires.max(lease.refused_until);
+        });
+    }
+
+    /// Runs `f` on the caller's entry (created if missing), then sweeps expired entries once
+    /// the shard has doubled since the last sweep.
+    fn update<R>(
+        &self,
+        key: u128,
+        verdict: Verdict,
+        f: impl FnOnce(&mut Lease, Duration) -> R,
+    ) -> R {
         let now = self.epoch.elapsed();
         let mut shard = self.shard(key).lock();
         let lease = shard
             .leases
             .entry(key)
             .or_insert_with(|| Lease::empty(now, verdict));
-        lease.refusal = Some(verdict);
-        lease.refused_cost = cost;
-        lease.refused_until = now + verdict.binding.retry_after;
-        lease.expires = lease.expires.max(lease.refused_until);
-        Self::sweep(&mut shard, now);
-    }
-
-    fn sweep(shard: &mut Shard, now: Duration) {
+        let out = f(lease, now);
         if shard.leases.len() >= shard.sweep_at.max(1024) {
             shard.leases.retain(|_, l| l.expires > now);
             shard.sweep_at = shard.leases.len() * 2;
         }
+        out
     }
 
     /// Keeps `units` (what a Redis call granted beyond the request's own cost) for the caller;
     /// returns the decision to report for the request itself.
     pub(crate) fn keep(&self, key: u128, units: u64, verdict: Verdict) -> Verdict {
-        let now = self.epoch.elapsed();
-        let mut shard = self.shard(key).lock();
-        let lease = shard
-            .leases
-            .entry(key)
-            .or_insert_with(|| Lease::empty(now, verdict));
-        lease.refusal = None;
-        // Units of a live lease are kept (two requests may lease at once); expired ones are lost.
-        if lease.expires <= now {
-            lease.units = 0;
-        }
-        lease.units += units;
-        lease.expires = now + self.ttl;
-        lease.verdict = verdict;
-        let reported = reported(lease);
-        Self::sweep(&mut shard, now);
-        reported
+        let ttl = self.ttl;
+        self.update(key, verdict, |lease, now| {
+            lease.refusal = None;
+            // Units of a live lease are kept (two requests may lease at once); expired ones are
+            // lost.
+            if lease.expires <= now {
+                lease.units = 0;
+            }
+            lease.units += units;
+            lease.expires = now + ttl;
+            lease.verdict = verdict;
+            reported(lease)
+        })
     }
 }
 
