@@ -277,6 +277,7 @@ where
                 return Box::pin(async move {
                     let _busy = busy;
                     let mut consumer = None;
+                    let mut allowed_by = None;
                     let result = match settle(&route, pending, &mut req, &mut measure).await {
                         Ok(settled) => {
                             decoration = settled.unwrap_or(decoration);
@@ -293,22 +294,15 @@ where
                                     Ok(response)
                                 }
                                 LimitOutcome::Go(decision) => {
+                                    allowed_by = decision;
                                     if route.security.has_transforms() {
                                         consumer = req.extensions().get::<ConsumerId>().cloned();
                                         let vars =
                                             template_vars(&route, &request_id, consumer.as_ref());
                                         route.security.transform_request(&mut req, &vars);
                                     }
-                                    let result = forward(
-                                        &shared,
-                                        &conn,
-                                        &route,
-                                        req,
-                                        &request_id,
-                                        wants_upgrade,
-                                    )
-                                    .await;
-                                    annotate(&route, decision.as_ref(), result)
+                                    forward(&shared, &conn, &route, req, &request_id, wants_upgrade)
+                                        .await
                                 }
                             }
                         }
@@ -320,6 +314,10 @@ where
                         None => result,
                     };
                     let mut response = finish(result, &request_id, &shared.request_id_header);
+                    // The limit's headers on whatever answers an allowed request, errors too.
+                    if let (Some(limit), Some(decision)) = (&route.limit, &allowed_by) {
+                        limit.annotate(decision, response.headers_mut());
+                    }
                     route.security.decorate(&decoration, &mut response);
                     if route.security.has_transforms() {
                         let vars = template_vars(&route, &request_id, consumer.as_ref());
@@ -479,21 +477,6 @@ fn refusal(limit: &RouteLimit, decision: &Decision, request_id: &RequestId) -> R
     let mut response = ProxyError::RateLimited.into_response(request_id);
     limit.annotate(decision, response.headers_mut());
     response
-}
-
-/// Adds the decision's rate-limit headers to a forwarded request's response.
-fn annotate(
-    route: &Route,
-    decision: Option<&Decision>,
-    result: Result<Response<Body>, ProxyError>,
-) -> Result<Response<Body>, ProxyError> {
-    match (&route.limit, decision, result) {
-        (Some(limit), Some(decision), Ok(mut response)) => {
-            limit.annotate(decision, response.headers_mut());
-            Ok(response)
-        }
-        (.., result) => result,
-    }
 }
 
 /// A fresh cache hit for `req` on `route`, if the route caches and has one.

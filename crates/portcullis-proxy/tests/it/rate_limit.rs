@@ -352,3 +352,16 @@ async fn tiers_apply_on_redis_too() {
     assert!(keys.contains(":tier:premium:premium"), "{keys}");
     assert!(keys.contains(":tier:free:free"), "{keys}");
 }
+
+#[tokio::test]
+async fn gateway_errors_of_allowed_requests_carry_the_limit_headers_too() {
+    let port = crate::refused_port().await;
+    let gw = TestGateway::start(&format!(
+        "[[upstreams]]\nname = \"gone\"\ntargets = [{{ url = \"http://127.0.0.1:{port}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"gone\"\nrate_limit = {{ rate = \"5/min\" }}\n"
+    ))
+    .await;
+    let r = Client::http1().get(&gw.url("/")).await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(header(&r, "ratelimit-remaining"), "4");
+}
