@@ -94,8 +94,11 @@ impl TestUpstream {
                             version: req.version(),
                             headers: req.headers().clone(),
                         });
-                        received_tx.send_modify(|n| *n += 1);
+                        // The handler is called before the request counts as received, so
+                        // whatever it registers (a held request's wait) is in place by the time
+                        // `wait_requests` returns.
                         let fut = handler(req);
+                        received_tx.send_modify(|n| *n += 1);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -136,9 +139,12 @@ impl TestUpstream {
         let release = Arc::new(Notify::new());
         let gate = Arc::clone(&release);
         let up = Self::start(Arc::new(move |_req| {
-            let gate = Arc::clone(&gate);
+            // Registered now, not at the first poll: a `notify_waiters` right after
+            // `wait_requests` must release this request even if its task has not run yet.
+            let mut released = Box::pin(Arc::clone(&gate).notified_owned());
+            released.as_mut().enable();
             Box::pin(async move {
-                gate.notified().await;
+                released.await;
                 Response::new(full(body))
             })
         }))
