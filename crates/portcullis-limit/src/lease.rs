@@ -22,7 +22,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::local::{DigestHasher, Verdict};
+use crate::local::{DigestHasher, Verdict, sweep_if_doubled};
 
 const SHARDS: usize = 16;
 
@@ -126,10 +126,8 @@ impl Leases {
             .entry(key)
             .or_insert_with(|| Lease::empty(now, verdict));
         let out = f(lease, now);
-        if shard.leases.len() >= shard.sweep_at.max(1024) {
-            shard.leases.retain(|_, l| l.expires > now);
-            shard.sweep_at = shard.leases.len() * 2;
-        }
+        let Shard { leases, sweep_at } = &mut *shard;
+        sweep_if_doubled(leases, sweep_at, |l| l.expires > now);
         out
     }
 

@@ -322,7 +322,7 @@ impl RateLimiter {
         if let Some(leases) = &self.leases
             && let Some(verdict) = leases.spend(lease_key, pending.cost)
         {
-            return Some(self.redis_decision(set, verdict));
+            return Some(self.decision(set, verdict, Backend::Redis));
         }
         let quotas: Vec<&Quota> = set.limits.iter().map(|l| &l.quota).collect();
         let keys = self.redis_keys(redis.prefix(), set, pending);
@@ -343,7 +343,7 @@ impl RateLimiter {
                     }
                     _ => verdict,
                 };
-                Some(self.redis_decision(set, verdict))
+                Some(self.decision(set, verdict, Backend::Redis))
             }
             Err(e) => {
                 tracing::debug!(scope = %self.scope, error = %e, "rate limit decided locally");
@@ -358,14 +358,15 @@ impl RateLimiter {
         }
     }
 
-    fn redis_decision(&self, set: &LimitSet, verdict: Verdict) -> Decision {
-        self.stats.record(Backend::Redis, verdict.allowed);
+    /// Counts `verdict` and names its binding limit.
+    fn decision(&self, set: &LimitSet, verdict: Verdict, backend: Backend) -> Decision {
+        self.stats.record(backend, verdict.allowed);
         let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
         Decision {
             verdict,
             name: Arc::clone(&limit.name),
             window: limit.quota.rate.period,
-            backend: Backend::Redis,
+            backend,
         }
     }
 
@@ -400,14 +401,7 @@ impl RateLimiter {
                 .collect();
             store.decide(&checks, pending.cost, now)?
         };
-        self.stats.record(backend, verdict.allowed);
-        let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
-        Some(Decision {
-            verdict,
-            name: Arc::clone(&limit.name),
-            window: limit.quota.rate.period,
-            backend,
-        })
+        Some(self.decision(set, verdict, backend))
     }
 
     /// `{prefix}rl:{TAG}:...`: every key of one decision shares the hash tag, so the script's

@@ -218,11 +218,21 @@ fn store(shard: &mut Shard, key: u128, state: State, window_ns: u64, now: u64) {
 
 /// Drops idle keys once the shard has doubled since its last sweep.
 fn sweep_if_grown(shard: &mut Shard, now: u64) {
-    if shard.states.len() >= shard.sweep_at.max(MIN_SWEEP_LEN) {
-        shard
-            .states
-            .retain(|_, (state, window)| state.is_live(now, *window));
-        shard.sweep_at = shard.states.len() * 2;
+    sweep_if_doubled(&mut shard.states, &mut shard.sweep_at, |(state, window)| {
+        state.is_live(now, *window)
+    });
+}
+
+/// Keeps only the `live` entries of `map` once it has doubled since the last sweep (and holds
+/// at least 1024), so idle callers cost memory only until the map next grows.
+pub(crate) fn sweep_if_doubled<V, S>(
+    map: &mut HashMap<u128, V, S>,
+    sweep_at: &mut usize,
+    mut live: impl FnMut(&V) -> bool,
+) {
+    if map.len() >= (*sweep_at).max(MIN_SWEEP_LEN) {
+        map.retain(|_, v| live(v));
+        *sweep_at = map.len() * 2;
     }
 }
 

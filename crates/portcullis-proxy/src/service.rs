@@ -465,7 +465,15 @@ async fn decide_limit<B>(
     if !decision.verdict.allowed {
         return LimitOutcome::Refused(refusal(limit, &decision, request_id));
     }
-    if hit_after && let Some(mut hit) = fresh_hit(shared, conn, route, &*req, routed_path_of(req)) {
+    if hit_after
+        && let Some(mut hit) = fresh_hit(
+            shared,
+            conn,
+            route,
+            &*req,
+            routed_path_in(req.extensions(), req.uri()),
+        )
+    {
         limit.annotate(&decision, hit.headers_mut());
         return LimitOutcome::Hit(hit);
     }
@@ -498,13 +506,6 @@ fn fresh_hit<B>(
         .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
 }
 
-/// The normalized path of a request (see [`routed_path`]).
-fn routed_path_of<B>(req: &Request<B>) -> &str {
-    req.extensions()
-        .get::<NormalizedPath>()
-        .map_or(req.uri().path(), |p| p.0.as_str())
-}
-
 /// The request's path after dot-segment removal, carried as a request extension only when it
 /// differs from the URI's path (rare), so the hot path normalizes once and allocates nothing.
 #[derive(Debug, Clone)]
@@ -513,10 +514,14 @@ struct NormalizedPath(String);
 /// The normalized path of a request routed by `route`: the extension if normalization changed
 /// the path, else the URI's own path.
 fn routed_path(parts: &http::request::Parts) -> &str {
-    parts
-        .extensions
+    routed_path_in(&parts.extensions, &parts.uri)
+}
+
+/// [`routed_path`] from a request's extensions and URI (for a whole `Request`).
+fn routed_path_in<'a>(extensions: &'a http::Extensions, uri: &'a Uri) -> &'a str {
+    extensions
         .get::<NormalizedPath>()
-        .map_or(parts.uri.path(), |p| p.0.as_str())
+        .map_or(uri.path(), |p| p.0.as_str())
 }
 
 fn route<B>(
