@@ -8,6 +8,8 @@
 //! | `GET /metrics` | token if `metrics_require_token` | OpenMetrics text |
 //! | `GET /dashboard` | page: none; its data calls: token | the live dashboard (self-contained page) |
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
+//! | `GET /admin/cache/stats` | token | cache hit rates by tier and route, entries, bytes, Redis tier counters |
+//! | `POST /admin/cache/purge` | token | purge by `keys` (URLs), `tags` or `prefix`, optionally `soft`, in every tier and instance |
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
 //! | `GET /admin/alerts` | token | SLO alerts firing now |
@@ -21,6 +23,7 @@
 //! open to local clients. Health probes never need the token: load balancers have none.
 
 mod auth;
+mod cache;
 mod health;
 mod inspect;
 mod stats;
@@ -169,6 +172,8 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/admin/routes", get(inspect::routes))
         .route("/admin/upstreams", get(inspect::upstreams))
         .route("/admin/cache", get(inspect::cache))
+        .route("/admin/cache/stats", get(cache::stats))
+        .route("/admin/cache/purge", post(cache::purge))
         .route("/admin/reload", post(inspect::reload))
         .route("/admin/stats", get(stats::stats))
         .route("/admin/alerts", get(stats::alerts))

@@ -85,6 +85,15 @@ impl StoredResponse {
         ENTRY_OVERHEAD + HEADER_SLOT * self.headers.capacity() + headers + self.body.len()
     }
 
+    /// This response as a soft purge at `at` leaves it: stale from `at` on (its lifetime cut
+    /// to its age then), so its next use revalidates with the origin, while its
+    /// `stale-while-revalidate` and `stale-if-error` allowances count from the purge.
+    #[must_use]
+    pub fn softened(mut self, at: SystemTime) -> Self {
+        self.meta.lifetime = self.meta.lifetime.min(self.meta.age(at));
+        self
+    }
+
     /// Whether this variant answers a request with `req` headers.
     pub fn matches(&self, req: &HeaderMap) -> bool {
         self.vary

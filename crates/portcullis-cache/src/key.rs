@@ -207,6 +207,32 @@ fn push_normalized_query(s: &mut String, query: &str, ignore: &QueryIgnore) {
     }
 }
 
+/// A URL as purges address it (`scheme://host/path?query`, host lowercased without its port,
+/// query sorted as in keys), from what an operator or a backend sends; `None` when it is not
+/// an absolute `http`/`https` URL.
+pub fn normalize_url(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let host = uri.host()?;
+    let path = match uri.path() {
+        "" => "/",
+        p => p,
+    };
+    Some(resource_url(
+        &KeyInput {
+            scheme,
+            host,
+            path,
+            query: uri.query(),
+            consumer: None,
+            operation: None,
+        },
+        &QueryIgnore::default(),
+    ))
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -266,6 +292,17 @@ mod tests {
             key("/p", Some("a=1"), &h, &parts),
             key("/q", Some("a=1"), &h, &parts)
         );
+    }
+
+    #[test]
+    fn purge_urls_are_normalized_like_keys() {
+        assert_eq!(
+            normalize_url("https://API.example.com:8443/p?b=2&a=1").as_deref(),
+            Some("https://api.example.com/p?a=1&b=2")
+        );
+        assert_eq!(normalize_url("http://h").as_deref(), Some("http://h/"));
+        assert_eq!(normalize_url("/relative"), None);
+        assert_eq!(normalize_url("ftp://h/x"), None);
     }
 
     #[test]

@@ -11,12 +11,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use portcullis_http::{
-    Body, BoxError, ConsumerId, RequestId, body, error_response, headers::X_CACHE,
+    Body, BoxError, ConsumerId, RequestId, body, error_response,
+    headers::{X_CACHE, X_CACHE_TIER},
 };
 use tracing::debug;
 
@@ -28,11 +30,13 @@ use crate::{
     freshness::initial_age,
     key::{self, CacheKey, KeyInput},
     policy::{CacheConfig, RoutePolicy},
+    purge::{Attached, Purge},
     range,
     stats::{CacheStats, Outcome, StatsSnapshot},
     storability::{Storable, storable},
     store::MemoryStore,
     tee::{Sink, TeeBody},
+    tiered::{SharedLock, TIER_REDIS},
 };
 
 /// Sends a request to the origin. Errors are responses (502, 504): the cache treats 5xx as
@@ -66,19 +70,21 @@ pub struct RequestTarget<'a> {
 /// A shared HTTP cache: the memory tier, the in-flight map and the counters.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: CacheConfig,
-    store: MemoryStore,
+pub(crate) struct Inner {
+    pub(crate) config: CacheConfig,
+    pub(crate) store: MemoryStore,
     coalescer: Coalescer,
     /// Keys whose last response could not be stored: skip the lock for a while.
     hit_for_miss: moka::sync::Cache<u128, ()>,
     /// Keys whose origin failed recently: serve stale without asking again.
     backoff: moka::sync::Cache<u128, ()>,
     routes: Mutex<Vec<Arc<RoutePolicy>>>,
+    /// The Redis tier, when attached.
+    pub(crate) tier: ArcSwapOption<Attached>,
 }
 
 thread_local! {
@@ -155,9 +161,18 @@ impl Cache {
                 hit_for_miss: side_map(config.hit_for_miss),
                 backoff: side_map(config.error_backoff),
                 routes: Mutex::default(),
+                tier: ArcSwapOption::empty(),
                 config,
             }),
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Registers a route's policy so its counters appear in [`Cache::stats`].
@@ -196,20 +211,23 @@ impl Cache {
             routes,
             memory_bytes: self.inner.store.weighted_size(),
             memory_entries: self.inner.store.entry_count(),
+            redis: self.tier().map(|t| t.stats()),
         }
     }
 
-    /// Removes every entry carrying `tag`; returns how many keys went.
+    /// Removes every entry carrying `tag` from the memory tier; returns how many keys went.
+    /// ([`Cache::purge`] purges every tier and instance.)
     pub fn purge_tag(&self, tag: &str) -> usize {
         self.inner.store.purge_tag(tag)
     }
 
-    /// Removes every entry of the resource at `url` (`scheme://host/path?query`).
+    /// Removes every entry of the resource at `url` (`scheme://host/path?query`) from the
+    /// memory tier.
     pub fn purge_url(&self, url: &str) -> usize {
         self.inner.store.purge_url(url)
     }
 
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.inner.config.clock.now()
     }
 
@@ -269,7 +287,15 @@ impl Cache {
         let resp = self.bypass(policy, req, &fetch).await;
         let status = resp.status();
         if status.is_success() || status.is_redirection() {
-            let mut removed = self.inner.store.purge_url(&url);
+            let mut purge = Purge {
+                urls: vec![url],
+                tags: policy
+                    .invalidate_tags_on_write
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                ..Purge::default()
+            };
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 let Some(uri) = resp
                     .headers()
@@ -292,17 +318,13 @@ impl Cache {
                         path,
                         ..key_input(target, uri.query(), None)
                     };
-                    removed += self
-                        .inner
-                        .store
-                        .purge_url(&key::resource_url(&input, ignore));
+                    purge.urls.push(key::resource_url(&input, ignore));
                 }
             }
-            for tag in &policy.invalidate_tags_on_write {
-                removed += self.inner.store.purge_tag(tag);
-            }
+            let purged = self.purge(&purge).await;
+            let removed = purged.memory.max(purged.redis.unwrap_or(0));
             policy.stats.invalidated(removed);
-            debug!(route = %policy.name, url, removed, "write invalidated cached entries");
+            debug!(route = %policy.name, url = %purge.urls[0], removed, "write invalidated cached entries");
         }
         resp
     }
@@ -349,13 +371,15 @@ impl Cache {
             }
             Some(crate::graphql::Operation::Mutation) => {
                 let resp = self.write(policy, target, req, fetch).await;
-                if resp.status().is_success() {
-                    let removed: usize = policy
-                        .tags
-                        .iter()
-                        .map(|t| self.inner.store.purge_tag(t))
-                        .sum();
-                    policy.stats.invalidated(removed);
+                if resp.status().is_success() && !policy.tags.is_empty() {
+                    let purge = Purge {
+                        tags: policy.tags.iter().map(ToString::to_string).collect(),
+                        ..Purge::default()
+                    };
+                    let purged = self.purge(&purge).await;
+                    policy
+                        .stats
+                        .invalidated(purged.memory.max(purged.redis.unwrap_or(0)));
                 }
                 resp
             }
@@ -426,39 +450,58 @@ impl Cache {
         );
         let req_cc = CacheControl::from_headers(headers);
         let pragma = !headers.contains_key(header::CACHE_CONTROL) && pragma_no_cache(headers);
-        let now = self.now();
         let head = req.method() == Method::HEAD;
 
-        let found = match self.lookup(&key, headers) {
+        let mut found = match self.lookup(&key, headers) {
             Some(stored) => Some(stored),
             None => self.derive_encoded(policy, &key, headers).await,
         };
-        if let Some(stored) = found {
-            match decide(&stored.meta, &req_cc, pragma, now) {
-                Decision::Fresh => {
-                    return self.hit(policy, &stored, headers, head, Outcome::Hit, now);
-                }
-                Decision::StaleByClient => {
-                    return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
-                }
-                Decision::StaleWhileRevalidate => {
-                    self.refresh_in_background(policy, &key, &req, &stored, &fetch);
-                    return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
-                }
-                Decision::Revalidate => {
-                    if self.inner.backoff.contains_key(&key.digest)
-                        && stored.meta.usable_on_error(&req_cc, now)
-                    {
-                        return self.hit(policy, &stored, headers, head, Outcome::Stale, now);
+        // Memory missed: ask Redis, once per key in this instance (concurrent requests wait
+        // for the answer, or for the fill that follows a Redis miss).
+        let tier = if found.is_none() && !self.inner.hit_for_miss.contains_key(&key.digest) {
+            self.tier()
+        } else {
+            None
+        };
+        let mut from_redis = false;
+        let mut flight = None;
+        if let Some(tier) = &tier {
+            match self.inner.coalescer.join(key.digest) {
+                Joined::Leader(f) => match self.shared_lookup(tier, &key, headers).await {
+                    Some(stored) => {
+                        found = Some(stored);
+                        from_redis = true;
                     }
-                    if !req_cc.only_if_cached {
-                        return self
-                            .revalidate(policy, key, req, stored, &req_cc, fetch)
-                            .await;
-                    }
+                    None => flight = Some(f),
+                },
+                Joined::Waiter(waiter) => {
+                    return self
+                        .after_wait(policy, key, req, &req_cc, pragma, waiter, fetch)
+                        .await;
                 }
             }
         }
+        let (key, req) = match found {
+            Some(stored) => {
+                match self
+                    .use_stored(
+                        policy,
+                        key,
+                        req,
+                        stored,
+                        &req_cc,
+                        pragma,
+                        from_redis,
+                        fetch.clone(),
+                    )
+                    .await
+                {
+                    Ok(resp) => return resp,
+                    Err(back) => back,
+                }
+            }
+            None => (key, req),
+        };
         if req_cc.only_if_cached {
             policy.stats.record(Outcome::Miss);
             let id = req.extensions().get::<RequestId>();
@@ -473,29 +516,181 @@ impl Cache {
         // A HEAD cannot fill the cache, and a range request gets a 206 that is not stored:
         // send them on without taking the key's lock.
         if head
-            || headers.contains_key(header::RANGE)
+            || req.headers().contains_key(header::RANGE)
             || self.inner.hit_for_miss.contains_key(&key.digest)
         {
-            return self.fill(policy, key, req, &req_cc, None, &fetch).await;
+            drop(flight);
+            return self
+                .fill(policy, key, req, &req_cc, None, None, &fetch)
+                .await;
         }
-        match self.inner.coalescer.join(key.digest) {
-            Joined::Leader(flight) => {
-                self.fill(policy, key, req, &req_cc, Some(flight), &fetch)
-                    .await
-            }
-            Joined::Waiter(waiter) => {
-                if waiter.wait(self.inner.config.lock_timeout).await {
-                    let now = self.now();
-                    if let Some(stored) = self.lookup(&key, req.headers())
-                        && decide(&stored.meta, &req_cc, pragma, now) == Decision::Fresh
-                    {
-                        policy.stats.coalesced();
-                        return self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
-                    }
+        let flight = match flight {
+            Some(f) => f,
+            None => match self.inner.coalescer.join(key.digest) {
+                Joined::Leader(f) => f,
+                Joined::Waiter(waiter) => {
+                    return self
+                        .after_wait(policy, key, req, &req_cc, pragma, waiter, fetch)
+                        .await;
                 }
-                self.fill(policy, key, req, &req_cc, None, &fetch).await
+            },
+        };
+        // Coalesce across instances too: one of them fetches, the others read its entry.
+        let lock = match &tier {
+            Some(tier) => match self.lock_or_wait(tier, &key, req.headers()).await {
+                Ok(lock) => lock,
+                Err(stored) => {
+                    let now = self.now();
+                    if decide(&stored.meta, &req_cc, pragma, now) == Decision::Fresh {
+                        policy.stats.coalesced();
+                        drop(flight);
+                        let resp =
+                            self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
+                        return mark_redis(policy, resp);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        self.fill(policy, key, req, &req_cc, Some(flight), lock, &fetch)
+            .await
+    }
+
+    /// Answers from a stored response: fresh or acceptably stale as it is, otherwise after
+    /// revalidating it. `Err` hands the request back when it may only be answered from the
+    /// cache and the stored response needs revalidation.
+    #[allow(clippy::too_many_arguments)]
+    async fn use_stored<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        key: CacheKey,
+        req: Request<Body>,
+        stored: Arc<StoredResponse>,
+        req_cc: &CacheControl,
+        pragma: bool,
+        from_redis: bool,
+        fetch: F,
+    ) -> Result<Response<Body>, (CacheKey, Request<Body>)> {
+        let now = self.now();
+        let headers = req.headers();
+        let head = req.method() == Method::HEAD;
+        let served = |resp: Response<Body>| {
+            if from_redis {
+                mark_redis(policy, resp)
+            } else {
+                resp
+            }
+        };
+        match decide(&stored.meta, req_cc, pragma, now) {
+            Decision::Fresh => Ok(served(self.hit(
+                policy,
+                &stored,
+                headers,
+                head,
+                Outcome::Hit,
+                now,
+            ))),
+            Decision::StaleByClient => Ok(served(self.hit(
+                policy,
+                &stored,
+                headers,
+                head,
+                Outcome::Stale,
+                now,
+            ))),
+            Decision::StaleWhileRevalidate => {
+                self.refresh_in_background(policy, &key, &req, &stored, &fetch);
+                Ok(served(self.hit(
+                    policy,
+                    &stored,
+                    headers,
+                    head,
+                    Outcome::Stale,
+                    now,
+                )))
+            }
+            Decision::Revalidate => {
+                if self.inner.backoff.contains_key(&key.digest)
+                    && stored.meta.usable_on_error(req_cc, now)
+                {
+                    return Ok(served(self.hit(
+                        policy,
+                        &stored,
+                        headers,
+                        head,
+                        Outcome::Stale,
+                        now,
+                    )));
+                }
+                if req_cc.only_if_cached {
+                    return Err((key, req));
+                }
+                Ok(self
+                    .revalidate(policy, key, req, stored, req_cc, fetch)
+                    .await)
             }
         }
+    }
+
+    /// After waiting for this instance's request in flight for the same key: its result if
+    /// fresh, the stored response's usual treatment if stale, or a fetch of our own.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_wait<F: Fetch>(
+        &self,
+        policy: &Arc<RoutePolicy>,
+        key: CacheKey,
+        req: Request<Body>,
+        req_cc: &CacheControl,
+        pragma: bool,
+        waiter: crate::coalesce::Waiter,
+        fetch: F,
+    ) -> Response<Body> {
+        if waiter.wait(self.inner.config.lock_timeout).await {
+            let mut found = self.lookup(&key, req.headers());
+            let mut from_redis = false;
+            if found.is_none()
+                && !self.memory_enabled()
+                && let Some(tier) = self.tier()
+            {
+                found = self.shared_lookup(&tier, &key, req.headers()).await;
+                from_redis = found.is_some();
+            }
+            if let Some(stored) = found {
+                let now = self.now();
+                if decide(&stored.meta, req_cc, pragma, now) == Decision::Fresh {
+                    policy.stats.coalesced();
+                    let head = req.method() == Method::HEAD;
+                    let resp = self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
+                    return if from_redis {
+                        mark_redis(policy, resp)
+                    } else {
+                        resp
+                    };
+                }
+                let (key, req) = match self
+                    .use_stored(
+                        policy,
+                        key,
+                        req,
+                        stored,
+                        req_cc,
+                        pragma,
+                        from_redis,
+                        fetch.clone(),
+                    )
+                    .await
+                {
+                    Ok(resp) => return resp,
+                    Err(back) => back,
+                };
+                return self
+                    .fill(policy, key, req, req_cc, None, None, &fetch)
+                    .await;
+            }
+        }
+        self.fill(policy, key, req, req_cc, None, None, &fetch)
+            .await
     }
 
     /// Compresses a stored identity response for the coding this client prefers, stores the
@@ -555,6 +750,7 @@ impl Cache {
         }
         let variant = Arc::new(variant.seal());
         self.inner.store.insert(key, Arc::clone(&variant));
+        self.share(key, &variant, None);
         debug!(route = %policy.name, key = %key.readable, coding, "stored a compressed variant");
         Some(variant)
     }
@@ -624,6 +820,7 @@ impl Cache {
     /// Fetches from the origin and stores the response if allowed. With a `flight`, the
     /// client's own validators are held back so the origin sends a full, storable response;
     /// they are answered from that response afterwards.
+    #[allow(clippy::too_many_arguments)]
     async fn fill<F: Fetch>(
         &self,
         policy: &Arc<RoutePolicy>,
@@ -631,6 +828,7 @@ impl Cache {
         mut req: Request<Body>,
         req_cc: &CacheControl,
         flight: Option<Flight>,
+        lock: Option<SharedLock>,
         fetch: &F,
     ) -> Response<Body> {
         policy.stats.record(Outcome::Miss);
@@ -652,7 +850,7 @@ impl Cache {
             request_time,
             response_time,
         };
-        let resp = self.admit_miss(&a, resp, flight);
+        let resp = self.admit_miss(&a, resp, flight, lock);
         if resp.status() == StatusCode::OK && not_modified(&req_headers, resp.headers()) {
             // The client already has it: finish storing in the background, answer 304.
             let (parts, body) = resp.into_parts();
@@ -671,6 +869,7 @@ impl Cache {
         a: &Admission<'_>,
         resp: Response<Body>,
         flight: Option<Flight>,
+        lock: Option<SharedLock>,
     ) -> Response<Body> {
         let policy = a.policy;
         let (mut parts, body) = resp.into_parts();
@@ -760,6 +959,7 @@ impl Cache {
             key: a.key.clone(),
             template,
             flight,
+            lock,
         };
         Response::from_parts(parts, body::boxed(TeeBody::new(body, max, job)))
     }
@@ -770,8 +970,9 @@ impl Cache {
         a: &Admission<'_>,
         resp: Response<Body>,
         flight: Option<Flight>,
+        lock: Option<SharedLock>,
     ) -> Response<Body> {
-        let mut resp = self.admit(a, resp, flight);
+        let mut resp = self.admit(a, resp, flight, lock);
         resp.headers_mut().insert(X_CACHE, x_cache(Outcome::Miss));
         resp
     }
@@ -909,7 +1110,7 @@ impl Cache {
             request_time,
             response_time,
         };
-        self.admit_miss(&a, resp, flight)
+        self.admit_miss(&a, resp, flight, None)
     }
 
     /// Starts one background refresh for `key` unless one is running or the origin is in
@@ -987,7 +1188,7 @@ impl Cache {
                 request_time,
                 response_time,
             };
-            let resp = this.admit(&a, resp, Some(flight));
+            let resp = this.admit(&a, resp, Some(flight), None);
             drain(resp.into_body()).await;
         });
     }
@@ -1061,8 +1262,16 @@ impl Cache {
             .seal(),
         );
         self.inner.store.replace_variant(key, stored, &fresh);
+        self.share(key, &fresh, None);
         fresh
     }
+}
+
+/// Marks a response read from the Redis tier.
+fn mark_redis(policy: &RoutePolicy, mut resp: Response<Body>) -> Response<Body> {
+    policy.stats.redis_hit();
+    resp.headers_mut().insert(X_CACHE_TIER, TIER_REDIS);
+    resp
 }
 
 /// Inputs of one admission decision.
@@ -1084,6 +1293,8 @@ struct StoreJob {
     template: StoredResponse,
     /// Held until the entry is in the store, so waiters find it when they wake.
     flight: Option<Flight>,
+    /// The Redis fill lock, held until the entry is in Redis.
+    lock: Option<SharedLock>,
 }
 
 impl Sink for StoreJob {
@@ -1108,14 +1319,16 @@ impl Sink for StoreJob {
                 .retain(|(name, _)| name != header::ACCEPT_ENCODING);
         }
         self.template.body = body;
+        let stored = Arc::new(self.template.seal());
         let inner = &self.cache.inner;
-        inner
-            .store
-            .insert(&self.key, Arc::new(self.template.seal()));
+        if self.cache.memory_enabled() {
+            inner.store.insert(&self.key, Arc::clone(&stored));
+        }
         inner.hit_for_miss.invalidate(&self.key.digest);
         inner.backoff.invalidate(&self.key.digest);
         self.policy.stats.stored();
         drop(self.flight);
+        self.cache.share(&self.key, &stored, self.lock);
     }
 
     fn abandon(self, too_large: bool) {

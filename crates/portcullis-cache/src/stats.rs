@@ -44,6 +44,7 @@ pub struct RouteStats {
     not_stored: AtomicU64,
     coalesced: AtomicU64,
     invalidations: AtomicU64,
+    redis_hits: AtomicU64,
 }
 
 impl RouteStats {
@@ -70,6 +71,10 @@ impl RouteStats {
         self.coalesced.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn redis_hit(&self) {
+        self.redis_hits.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn invalidated(&self, n: usize) {
         self.invalidations.fetch_add(n as u64, Relaxed);
     }
@@ -86,6 +91,7 @@ impl RouteStats {
             not_stored: self.not_stored.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            redis_hits: self.redis_hits.load(Relaxed),
         }
     }
 }
@@ -111,6 +117,9 @@ pub struct StatsSnapshot {
     pub coalesced: u64,
     /// Keys removed by writes and purges.
     pub invalidations: u64,
+    /// Of the hits and stale responses, those read from the Redis tier (the rest came from
+    /// memory).
+    pub redis_hits: u64,
 }
 
 impl StatsSnapshot {
@@ -135,6 +144,21 @@ impl StatsSnapshot {
         self.not_stored += o.not_stored;
         self.coalesced += o.coalesced;
         self.invalidations += o.invalidations;
+        self.redis_hits += o.redis_hits;
+    }
+
+    /// Of the lookups, the share answered from memory and from Redis; `(0.0, 0.0)` before any.
+    pub fn tier_ratios(&self) -> (f64, f64) {
+        let served = self.hits + self.stale + self.revalidated;
+        let total = served + self.misses;
+        if total == 0 {
+            return (0.0, 0.0);
+        }
+        let redis = self.redis_hits.min(served);
+        (
+            (served - redis) as f64 / total as f64,
+            redis as f64 / total as f64,
+        )
     }
 }
 
@@ -149,4 +173,6 @@ pub struct CacheStats {
     pub memory_bytes: u64,
     /// Keys in the memory tier.
     pub memory_entries: u64,
+    /// The Redis tier's counters, when it is configured.
+    pub redis: Option<crate::redis_tier::TierStats>,
 }

@@ -10,7 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use moka::{notification::RemovalCause, ops::compute::Op, sync::Cache};
@@ -169,6 +169,99 @@ impl MemoryStore {
             .into_iter()
             .filter(|d| self.cache.remove(d).is_some())
             .count()
+    }
+
+    /// Marks every entry carrying `tag` stale as of `at` (a soft purge: see
+    /// [`StoredResponse::softened`]). Returns how many keys were affected.
+    pub fn soften_tag(&self, tag: &str, at: SystemTime) -> usize {
+        let digests: Vec<u128> = self
+            .tags
+            .lock()
+            .get(tag)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        digests.into_iter().filter(|d| self.soften(*d, at)).count()
+    }
+
+    /// Marks every entry of the resource at `url` stale as of `at`.
+    pub fn soften_url(&self, url: &str, at: SystemTime) -> usize {
+        self.soften_tag(&url_tag(url), at)
+    }
+
+    /// Removes (or, when `soft`, marks stale as of `at`) every entry whose URL starts with
+    /// `prefix`. Walks the whole tier: purges by prefix are rare operator actions.
+    pub fn purge_prefix(&self, prefix: &str, soft: bool, at: SystemTime) -> usize {
+        let digests: Vec<u128> = self
+            .cache
+            .iter()
+            .filter(|(_, slot)| key_url(slot).starts_with(prefix))
+            .map(|(digest, _)| *digest)
+            .collect();
+        digests
+            .into_iter()
+            .filter(|d| {
+                if soft {
+                    self.soften(*d, at)
+                } else {
+                    self.cache.remove(d).is_some()
+                }
+            })
+            .count()
+    }
+
+    fn soften(&self, digest: u128, at: SystemTime) -> bool {
+        let mut changed = false;
+        self.cache.entry(digest).and_compute_with(|existing| {
+            let Some(e) = existing else { return Op::Nop };
+            let slot = e.value();
+            changed = true;
+            Op::Put(Arc::new(Slot {
+                key: Arc::clone(&slot.key),
+                url_len: slot.url_len,
+                variants: slot
+                    .variants
+                    .iter()
+                    .map(|v| Arc::new(StoredResponse::clone(v).softened(at)))
+                    .collect(),
+            }))
+        });
+        changed
+    }
+
+    /// Adds the variants of `slot` (read from the shared tier) to what is stored under its
+    /// key; a variant already held for the same request headers is replaced.
+    pub fn fill(&self, digest: u128, slot: &Slot) {
+        if slot.variants.is_empty() {
+            return;
+        }
+        let mut tags: Vec<Arc<str>> = vec![url_tag(key_url(slot))];
+        for v in &slot.variants {
+            tags.extend(v.tags.iter().cloned());
+        }
+        self.cache.entry(digest).and_compute_with(|existing| {
+            let merged = match existing {
+                Some(e) if e.value().key == slot.key => {
+                    // Oldest first, so the newest ends up first.
+                    slot.variants
+                        .iter()
+                        .rev()
+                        .fold(Slot::clone(e.value()), |acc, v| acc.with(v))
+                }
+                _ => slot.clone(),
+            };
+            Op::Put(Arc::new(merged))
+        });
+        let mut index = self.tags.lock();
+        for tag in tags {
+            index.entry(tag).or_default().insert(digest);
+        }
+    }
+
+    /// Drops everything (after the shared tier's invalidation messages may have been missed).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+        self.tags.lock().clear();
     }
 
     /// Bytes accounted to stored entries (after pending maintenance).

@@ -152,8 +152,13 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Bytes the memory tier may hold (headers, bodies and keys counted).
+    /// Bytes the memory tier may hold (headers, bodies and keys counted); `0` turns the
+    /// memory tier off (only with the Redis tier).
     pub memory_max: Spanned<ByteSize>,
+    /// Use the `[redis]` table as the shared second tier when it is present.
+    pub redis: Spanned<bool>,
+    /// Redis tier entries of at least this size are stored zstd-compressed.
+    pub redis_compress_min: ByteSize,
     /// Larger responses are passed through, never stored or buffered whole.
     pub max_object_size: Spanned<ByteSize>,
     /// Lifetime for responses that state none, on every cached route (unset: RFC 9111
@@ -187,6 +192,8 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             memory_max: Spanned::new(0..0, ByteSize(256 << 20)),
+            redis: Spanned::new(0..0, true),
+            redis_compress_min: ByteSize(8 << 10),
             max_object_size: Spanned::new(0..0, ByteSize(8 << 20)),
             default_ttl: None,
             stale_while_revalidate: Duration::from_secs(0),

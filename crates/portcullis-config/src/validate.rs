@@ -533,7 +533,18 @@ fn check_cache(c: &mut Checker<'_>, config: &Config) {
         "cache.tag_header".into(),
         values::parse_header_name(cache.tag_header.get_ref()).map(|_| ()),
     );
-    if cache.max_object_size.get_ref().0 > cache.memory_max.get_ref().0 {
+    let memory = cache.memory_max.get_ref().0;
+    let shared = *cache.redis.get_ref() && config.redis.is_some();
+    if memory == 0 && !shared && config.routes.iter().any(|r| r.cache.is_some()) {
+        c.error(
+            &cache.memory_max,
+            "cache.memory_max".into(),
+            "is 0 (memory tier off) but there is no Redis tier ([redis] with cache.redis = true); \
+             nothing could be stored"
+                .into(),
+        );
+    }
+    if memory > 0 && cache.max_object_size.get_ref().0 > memory {
         c.error(
             &cache.max_object_size,
             "cache.max_object_size".into(),

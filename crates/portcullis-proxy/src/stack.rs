@@ -278,6 +278,10 @@ pub(crate) fn build_shared(
         };
         routes.push((matcher, Arc::new(route)));
     }
+    let shared_tier = redis.as_ref().filter(|_| {
+        *config.cache.redis.get_ref() && config.routes.iter().any(|r| r.cache.is_some())
+    });
+    cache.attach_redis(shared_tier, config.cache.redis_compress_min.0);
     cache.set_routes(cached);
     base.limits.limiters.store(Arc::new(limiters));
     base.limits.redis.store(redis.clone().map(Arc::new));

@@ -10,6 +10,7 @@
 mod connection;
 mod health;
 mod metrics;
+mod subscribe;
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,6 +19,7 @@ use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation, ToRedisArgs};
 pub use connection::Connection;
 pub use health::{HealthState, RedisHealth};
 pub use metrics::RedisCollector;
+pub use subscribe::Notice;
 
 /// Where Redis is and how the gateway talks to it.
 #[derive(Debug, Clone)]
@@ -76,6 +78,8 @@ struct Inner {
     health: RedisHealth,
     metrics: metrics::RedisMetrics,
     describe: String,
+    /// Kept for subscriptions, which need connections of their own.
+    config: RedisConfig,
 }
 
 impl std::fmt::Debug for Redis {
@@ -102,8 +106,14 @@ impl Redis {
                 health: RedisHealth::new(),
                 metrics: metrics::RedisMetrics::default(),
                 describe,
+                config: config.clone(),
             }),
         })
+    }
+
+    /// Whether `other` is this same handle (a clone of it).
+    pub fn same(&self, other: &Redis) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The key prefix (`pc:` by default).
@@ -124,6 +134,19 @@ impl Redis {
     /// A collector for the handle's metrics (state, latency, errors by operation).
     pub fn collector(&self) -> RedisCollector {
         RedisCollector::new(self.clone())
+    }
+
+    /// Subscribes to `channel` on a connection of its own that reconnects by itself (see
+    /// [`Notice`]). The subscription ends when the receiver is dropped.
+    pub fn subscribe(&self, channel: &str) -> tokio::sync::mpsc::Receiver<Notice> {
+        subscribe::spawn(&self.inner.config, channel.to_owned())
+    }
+
+    /// Publishes `payload` on `channel` (under the budget and the breaker); returns how many
+    /// subscribers received it (in a cluster: those of the node that took it).
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64, Unavailable> {
+        self.query("publish", redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await
     }
 
     /// Runs `script` with `keys` and `args` (EVALSHA, falling back to EVAL when the server

@@ -8,6 +8,7 @@ mod access_log;
 mod balancing;
 mod breaker;
 mod cache;
+mod cache_redis;
 mod correlation;
 mod edge;
 mod errors;

@@ -1,0 +1,222 @@
+//! Purges: by URL, tag or URL prefix, hard (delete) or soft (mark stale), in this instance's
+//! memory, in the Redis tier, and — through an invalidation message on Redis pub/sub — in the
+//! memory of every other instance.
+//!
+//! An instance whose subscription broke may have missed messages; when it resubscribes it
+//! clears its memory tier (the Redis tier, already purged, refills it), so a purge is never
+//! silently lost.
+
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use portcullis_redis::Notice;
+use serde::{Deserialize, Serialize};
+
+use crate::{Cache, redis_tier::RedisTier, serve::Inner};
+
+/// What to purge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    /// Resources by URL (`scheme://host/path?query`; the query is normalized as in keys), with
+    /// every variant and extra-key form.
+    #[serde(default, alias = "keys")]
+    pub urls: Vec<String>,
+    /// Entries carrying any of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Resources whose URL starts with any of these.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Mark stale (revalidated on next use, still usable for stale-if-error) instead of
+    /// deleting.
+    #[serde(default)]
+    pub soft: bool,
+}
+
+impl Purge {
+    /// Whether it names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty() && self.tags.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Keys affected in this instance's memory tier.
+    pub memory: usize,
+    /// Entries affected in the Redis tier (`None` without one, or when it failed).
+    pub redis: Option<usize>,
+    /// Whether other instances were told (always true without a Redis tier: there are none
+    /// sharing this cache).
+    pub propagated: bool,
+    /// Why the Redis part failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The message other instances receive.
+#[derive(Debug, Serialize, Deserialize)]
+struct Invalidation {
+    /// The publishing instance (it has purged its own memory already).
+    from: String,
+    /// When the purge happened, ms since the epoch (soft purges mark staleness from here).
+    at: u64,
+    purge: Purge,
+}
+
+impl Cache {
+    /// Purges `what` here, in the Redis tier, and in every instance's memory.
+    pub async fn purge(&self, what: &Purge) -> Purged {
+        let at = self.now();
+        let memory = self.purge_memory(what, at);
+        let Some(tier) = self.tier() else {
+            return Purged {
+                memory,
+                redis: None,
+                propagated: true,
+                error: None,
+            };
+        };
+        let mut purged = Purged {
+            memory,
+            ..Purged::default()
+        };
+        match purge_shared(&tier, what, at).await {
+            Ok(n) => purged.redis = Some(n),
+            Err(e) => purged.error = Some(e.to_string()),
+        }
+        let message = Invalidation {
+            from: tier.instance().to_owned(),
+            at: millis(at),
+            purge: what.clone(),
+        };
+        match serde_json::to_vec(&message) {
+            Ok(bytes) => match tier.publish(&bytes).await {
+                Ok(()) => purged.propagated = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache purge not propagated to other instances");
+                    purged.error.get_or_insert_with(|| e.to_string());
+                }
+            },
+            Err(e) => purged.error = Some(e.to_string()),
+        }
+        purged
+    }
+
+    /// Applies `what` to this instance's memory tier only.
+    pub(crate) fn purge_memory(&self, what: &Purge, at: SystemTime) -> usize {
+        let store = self.memory();
+        let mut n = 0;
+        for url in &what.urls {
+            n += if what.soft {
+                store.soften_url(url, at)
+            } else {
+                store.purge_url(url)
+            };
+        }
+        for tag in &what.tags {
+            n += if what.soft {
+                store.soften_tag(tag, at)
+            } else {
+                store.purge_tag(tag)
+            };
+        }
+        for prefix in &what.prefixes {
+            n += store.purge_prefix(prefix, what.soft, at);
+        }
+        n
+    }
+}
+
+async fn purge_shared(
+    tier: &RedisTier,
+    what: &Purge,
+    at: SystemTime,
+) -> Result<usize, portcullis_redis::Unavailable> {
+    let mut n = 0;
+    for url in &what.urls {
+        n += tier.purge_tag(&format!("url:{url}"), what.soft, at).await?;
+    }
+    for tag in &what.tags {
+        n += tier.purge_tag(tag, what.soft, at).await?;
+    }
+    for prefix in &what.prefixes {
+        n += tier.purge_prefix(prefix, what.soft, at).await?;
+    }
+    Ok(n)
+}
+
+/// Applies other instances' invalidation messages to the memory tier until the cache or the
+/// tier is gone.
+pub(crate) async fn listen(
+    cache: Weak<Inner>,
+    tier: Weak<RedisTier>,
+    mut notices: tokio::sync::mpsc::Receiver<Notice>,
+) {
+    while let Some(notice) = notices.recv().await {
+        let (Some(inner), Some(tier)) = (cache.upgrade(), tier.upgrade()) else {
+            return;
+        };
+        let cache = Cache::from_inner(inner);
+        match notice {
+            Notice::Message(bytes) => {
+                let Ok(message) = serde_json::from_slice::<Invalidation>(&bytes) else {
+                    tracing::debug!("ignored a malformed cache invalidation message");
+                    continue;
+                };
+                if message.from == tier.instance() {
+                    continue;
+                }
+                let at = UNIX_EPOCH + Duration::from_millis(message.at);
+                let n = cache.purge_memory(&message.purge, at);
+                tier.received();
+                tracing::debug!(from = %message.from, removed = n, "applied a cache invalidation");
+            }
+            Notice::Resubscribed => {
+                cache.memory().clear();
+                tier.gap();
+                tracing::warn!(
+                    "cache invalidation messages may have been missed; memory tier cleared"
+                );
+            }
+        }
+        drop(tier);
+    }
+}
+
+/// A Redis tier and the task applying its invalidation messages; dropping it stops the task.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub(crate) tier: Arc<RedisTier>,
+    listener: Option<tokio::task::AbortHandle>,
+}
+
+impl Attached {
+    /// Attaches `tier` and, inside a tokio runtime, starts applying its messages (outside
+    /// one, as in a synchronous unit test, the tier works without them).
+    pub(crate) fn start(cache: &Cache, tier: Arc<RedisTier>) -> Self {
+        let listener = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let notices = tier.subscribe();
+            rt.spawn(listen(cache.downgrade(), Arc::downgrade(&tier), notices))
+                .abort_handle()
+        });
+        Self { tier, listener }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

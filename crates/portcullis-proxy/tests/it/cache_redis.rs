@@ -1,0 +1,480 @@
+//! The Redis tier with real redis-server processes and several gateway instances in one test:
+//! fills shared across instances, purges by URL, tag and prefix seen everywhere (pub/sub),
+//! soft purges, coalescing across instances, Redis restarts under load, memory off, and a
+//! 3-master Redis Cluster.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use portcullis_test_support::{Client, RedisCluster, RedisServer, TestGateway, TestUpstream, full};
+
+use crate::json;
+
+/// An origin answering every GET with `max-age=60`, a body naming the path and a counter,
+/// and `Surrogate-Key: items <last path segment>`.
+async fn origin() -> TestUpstream {
+    let n = Arc::new(AtomicUsize::new(0));
+    TestUpstream::respond(move |req| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let path = req.uri().path().to_owned();
+        let last = path.rsplit('/').next().unwrap_or("").to_owned();
+        Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("etag", format!("\"{last}\""))
+            .header("surrogate-key", format!("items item-{last}"))
+            .body(full(format!("{path} #{i}")))
+            .unwrap()
+    })
+    .await
+}
+
+fn shared_config(redis_table: &str, up: &TestUpstream, cache_extra: &str) -> String {
+    format!(
+        "{redis_table}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[cache]\n{cache_extra}\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"all\"\nupstream = \"up\"\ncache = {{ ttl = \"60s\" }}\n",
+        up.url()
+    )
+}
+
+fn redis_table(redis: &RedisServer) -> String {
+    format!("[redis]\nurl = \"{}\"\ntimeout = \"500ms\"\n", redis.url())
+}
+
+fn header<'a>(r: &'a Response<Bytes>, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap_or(""))
+}
+
+/// `X-Cache` and `X-Cache-Tier` of a response.
+fn cache_status(r: &Response<Bytes>) -> (String, String) {
+    (
+        header(r, "x-cache").to_owned(),
+        header(r, "x-cache-tier").to_owned(),
+    )
+}
+
+/// Polls `cond` until it holds (at most 10 s): for effects that happen in the background
+/// (Redis writes, pub/sub delivery) and have no signal a test can wait on.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn writes(gw: &TestGateway) -> u64 {
+    gw.cache()
+        .tier()
+        .expect("redis tier attached")
+        .stats()
+        .writes
+}
+
+fn received(gw: &TestGateway) -> u64 {
+    gw.cache()
+        .tier()
+        .expect("redis tier attached")
+        .stats()
+        .invalidations_received
+}
+
+async fn purge(client: &Client, gw: &TestGateway, body: &str) -> serde_json::Value {
+    let r = client
+        .send(
+            Request::post(gw.admin_url("/admin/cache/purge"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+    json(r.body())
+}
+
+#[tokio::test]
+async fn a_response_filled_on_one_instance_is_a_redis_hit_on_another() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    let first = client.get(&a.url("/items/1")).await;
+    assert_eq!(cache_status(&first).0, "MISS");
+    eventually("the fill to reach redis", || writes(&a) >= 1).await;
+
+    let on_b = client.get(&b.url("/items/1")).await;
+    assert_eq!(on_b.status(), StatusCode::OK);
+    assert_eq!(cache_status(&on_b), ("HIT".into(), "redis".into()));
+    assert_eq!(on_b.body(), first.body(), "the same stored response");
+    assert!(header(&on_b, "age").parse::<u64>().is_ok());
+    let again = client.get(&b.url("/items/1")).await;
+    assert_eq!(
+        cache_status(&again),
+        ("HIT".into(), "memory".into()),
+        "a redis hit fills memory"
+    );
+    assert_eq!(up.request_count(), 1);
+
+    let stats = json(client.get(&b.admin_url("/admin/cache/stats")).await.body());
+    assert_eq!(stats["total"]["redis_hits"], 1);
+    assert_eq!(stats["total"]["hits"], 2);
+    assert_eq!(stats["redis"]["state"], "up");
+    assert_eq!(stats["total"]["hit_ratio_redis"], 0.5);
+}
+
+#[tokio::test]
+async fn purges_by_url_tag_and_prefix_reach_every_instance() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    let paths = ["/items/1", "/items/2", "/items/3", "/other/4"];
+    for p in paths {
+        client.get(&a.url(p)).await;
+    }
+    eventually("fills in redis", || writes(&a) >= 4).await;
+    // B reads everything once (from Redis), so both instances hold memory copies.
+    for p in paths {
+        assert_eq!(cache_status(&client.get(&b.url(p)).await).1, "redis");
+    }
+    let base = format!("http://{}", a.addr.ip());
+
+    // By URL, through B: A's memory copy goes too.
+    let r = purge(&client, &b, &format!("{{\"keys\":[\"{base}/items/1\"]}}")).await;
+    assert_eq!(r["purged"]["memory"], 1);
+    assert_eq!(r["purged"]["redis"], 1);
+    assert_eq!(r["propagated"], true);
+    let url_set = format!("pc:t:{{url:{base}/items/1}}");
+    assert_eq!(
+        redis.cli(&["exists", &url_set]).trim(),
+        "0",
+        "the URL's index is gone"
+    );
+    eventually("A to apply the purge", || received(&a) >= 1).await;
+    assert_eq!(
+        cache_status(&client.get(&a.url("/items/1")).await).0,
+        "MISS"
+    );
+    assert_eq!(cache_status(&client.get(&a.url("/items/2")).await).0, "HIT");
+
+    // By tag (the origin's Surrogate-Key), through A.
+    let r = purge(&client, &a, "{\"tags\":[\"item-2\"]}").await;
+    assert_eq!(r["purged"]["redis"], 1);
+    eventually("B to apply the purge", || received(&b) >= 1).await;
+    assert_eq!(
+        cache_status(&client.get(&b.url("/items/2")).await).0,
+        "MISS"
+    );
+
+    // By prefix: /items/ goes, /other/ stays.
+    eventually("refills in redis", || writes(&a) >= 5 && writes(&b) >= 1).await;
+    let r = purge(&client, &b, &format!("{{\"prefix\":\"{base}/items/\"}}")).await;
+    assert!(r["purged"]["redis"].as_u64().unwrap() >= 3, "{r}");
+    eventually("A to apply the prefix purge", || received(&a) >= 2).await;
+    for p in ["/items/1", "/items/2", "/items/3"] {
+        assert_eq!(cache_status(&client.get(&a.url(p)).await).0, "MISS", "{p}");
+    }
+    assert_eq!(cache_status(&client.get(&a.url("/other/4")).await).0, "HIT");
+}
+
+#[tokio::test]
+async fn a_soft_purge_revalidates_instead_of_refetching() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::respond(|req| {
+        let matches = req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"");
+        let b = Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"v1\"");
+        if matches {
+            b.status(304).body(full("")).unwrap()
+        } else {
+            b.body(full("the body")).unwrap()
+        }
+    })
+    .await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    client.get(&a.url("/doc")).await;
+    eventually("the fill in redis", || writes(&a) >= 1).await;
+    assert_eq!(cache_status(&client.get(&b.url("/doc")).await).1, "redis");
+
+    let base = format!("http://{}", a.addr.ip());
+    let r = purge(
+        &client,
+        &a,
+        &format!("{{\"keys\":[\"{base}/doc\"],\"soft\":true}}"),
+    )
+    .await;
+    assert_eq!(r["purged"]["redis"], 1);
+    eventually("B to apply the soft purge", || received(&b) >= 1).await;
+    for gw in [&a, &b] {
+        let r = client.get(&gw.url("/doc")).await;
+        assert_eq!(header(&r, "x-cache"), "REVALIDATED");
+        assert_eq!(r.body().as_ref(), b"the body");
+    }
+    let conditional = up
+        .requests()
+        .iter()
+        .filter(|s| s.headers.contains_key("if-none-match"))
+        .count();
+    assert_eq!(conditional, 2, "each instance revalidated once");
+    // A third instance starting now reads the stamped entry from Redis: stale, so it
+    // revalidates too (or finds the entry an instance already refreshed).
+    let c = TestGateway::start(&config).await;
+    let r = client.get(&c.url("/doc")).await;
+    assert_ne!(header(&r, "x-cache"), "MISS");
+}
+
+#[tokio::test]
+async fn three_instances_missing_one_key_send_one_request_upstream() {
+    let redis = RedisServer::start();
+    let (up, release) = TestUpstream::held("filled once").await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let gws = [
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    ];
+    let client = Client::http1();
+    let mut tasks = Vec::new();
+    for gw in &gws {
+        for _ in 0..100 {
+            let (client, url) = (client.clone(), gw.url("/cold"));
+            tasks.push(tokio::spawn(async move { client.get(&url).await }));
+        }
+    }
+    up.wait_requests(1).await;
+    // Release the fill only once the other two instances are waiting for it.
+    let lock_waits = || -> u64 {
+        gws.iter()
+            .map(|g| g.cache().tier().unwrap().stats().lock_waits)
+            .sum()
+    };
+    eventually("two instances to wait on the lock", || lock_waits() >= 2).await;
+    release.notify_waiters();
+    let mut bodies = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.body().as_ref(), b"filled once");
+        bodies += 1;
+    }
+    assert_eq!(bodies, 300);
+    assert_eq!(
+        up.request_count(),
+        1,
+        "one fill for 300 cold requests on 3 instances"
+    );
+    assert_eq!(
+        lock_waits(),
+        2,
+        "one leader per instance; two waited for the third"
+    );
+}
+
+#[tokio::test]
+async fn redis_stopped_under_load_causes_no_errors_and_the_tier_resumes() {
+    let mut redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    let load = |gw: &TestGateway, round: usize| {
+        let client = client.clone();
+        let urls: Vec<String> = (0..20).map(|i| gw.url(&format!("/r{round}/{i}"))).collect();
+        async move {
+            let mut statuses = Vec::new();
+            for u in urls {
+                statuses.push(client.get(&u).await.status());
+            }
+            statuses
+        }
+    };
+    assert!(load(&a, 0).await.iter().all(StatusCode::is_success));
+    redis.stop();
+    for round in 1..4 {
+        for gw in [&a, &b] {
+            let statuses = load(gw, round).await;
+            assert!(
+                statuses.iter().all(StatusCode::is_success),
+                "no 5xx while redis is down: {statuses:?}"
+            );
+        }
+    }
+    // Memory keeps serving what this instance holds.
+    assert_eq!(
+        cache_status(&client.get(&a.url("/r0/0")).await),
+        ("HIT".into(), "memory".into())
+    );
+    redis.restart();
+    // The breaker probes again within seconds; then fills reach Redis and B reads them.
+    let before = writes(&a);
+    let mut round = 10;
+    eventually_async(
+        "writes to resume",
+        || {
+            round += 1;
+            let (client, url) = (client.clone(), a.url(&format!("/resume/{round}")));
+            async move {
+                client.get(&url).await;
+            }
+        },
+        || writes(&a) > before,
+    )
+    .await;
+    let on_b = client.get(&b.url(&format!("/resume/{round}"))).await;
+    assert_eq!(cache_status(&on_b), ("HIT".into(), "redis".into()));
+}
+
+/// Runs `step` until `done` holds (at most 20 s): for recovery after a Redis restart, which
+/// the breaker notices on a later request.
+async fn eventually_async<F, Fut>(what: &str, mut step: F, mut done: impl FnMut() -> bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        step().await;
+        for _ in 0..20 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_memory_off_every_hit_comes_from_redis() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "memory_max = \"0\"");
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    assert_eq!(cache_status(&client.get(&gw.url("/m")).await).0, "MISS");
+    eventually("the fill in redis", || writes(&gw) >= 1).await;
+    for _ in 0..3 {
+        let r = client.get(&gw.url("/m")).await;
+        assert_eq!(cache_status(&r), ("HIT".into(), "redis".into()));
+    }
+    assert_eq!(gw.cache().stats().memory_entries, 0);
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn an_entry_of_another_format_is_a_miss_and_is_replaced() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let a = TestGateway::start(&config).await;
+    let client = Client::http1();
+    client.get(&a.url("/v")).await;
+    eventually("the fill in redis", || writes(&a) >= 1).await;
+    let key = redis.cli(&["--scan", "--pattern", "pc:e:*"]);
+    let key = key.trim();
+    // An older (or newer) gateway's entry: another version byte.
+    redis.cli(&["setrange", key, "3", "\u{7}"]);
+    let b = TestGateway::start(&config).await;
+    let r = client.get(&b.url("/v")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(cache_status(&r).0, "MISS");
+    eventually("the replacement in redis", || writes(&b) >= 1).await;
+    let c = TestGateway::start(&config).await;
+    assert_eq!(cache_status(&client.get(&c.url("/v")).await).1, "redis");
+}
+
+#[tokio::test]
+async fn the_redis_tier_shares_and_purges_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let up = origin().await;
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let table = format!(
+        "[redis]\ncluster = [{}]\ntimeout = \"500ms\"\n",
+        seeds.join(", ")
+    );
+    let config = shared_config(&table, &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    for i in 0..12 {
+        client.get(&a.url(&format!("/items/{i}"))).await;
+    }
+    eventually("fills in the cluster", || writes(&a) >= 12).await;
+    for i in 0..12 {
+        let r = client.get(&b.url(&format!("/items/{i}"))).await;
+        assert_eq!(cache_status(&r), ("HIT".into(), "redis".into()), "item {i}");
+    }
+    // Entries spread over the masters (hash tags keep each entry with its lock, not all in
+    // one slot).
+    let holding = cluster
+        .nodes()
+        .iter()
+        .filter(|n| !n.cli(&["--scan", "--pattern", "pc:e:*"]).trim().is_empty())
+        .count();
+    assert!(holding >= 2, "entries on {holding} node(s)");
+    let r = purge(&client, &b, "{\"tags\":[\"items\"]}").await;
+    assert_eq!(r["purged"]["redis"], 12);
+    eventually("A to apply the purge", || received(&a) >= 1).await;
+    for i in 0..12 {
+        let r = client.get(&a.url(&format!("/items/{i}"))).await;
+        assert_eq!(cache_status(&r).0, "MISS", "item {i}");
+    }
+}
+
+#[tokio::test]
+async fn bad_purge_requests_get_400() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let gw = TestGateway::start(&shared_config(&redis_table(&redis), &up, "")).await;
+    let client = Client::http1();
+    for body in [
+        "not json",
+        "{}",
+        "{\"keys\":[\"/relative\"]}",
+        "{\"prefix\":\"no-scheme\"}",
+        "{\"tags\":[\"x\"],\"unknown\":1}",
+    ] {
+        let r = client
+            .send(
+                Request::post(gw.admin_url("/admin/cache/purge"))
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(json(r.body())["status"], 400);
+    }
+}
