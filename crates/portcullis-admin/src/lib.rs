@@ -10,6 +10,7 @@
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
 //! | `GET /admin/cache/stats` | token | cache hit rates by tier and route, entries, bytes, Redis tier counters |
 //! | `POST /admin/cache/purge` | token | purge by `keys` (URLs), `tags` or `prefix`, optionally `soft`, in every tier and instance |
+//! | `POST /hooks/cache/purge` | HMAC signature (`[cache.webhook]`) | the purge API for backends, signed, with replay protection |
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
 //! | `GET /admin/alerts` | token | SLO alerts firing now |
@@ -27,6 +28,7 @@ mod cache;
 mod health;
 mod inspect;
 mod stats;
+mod webhook;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -40,6 +42,10 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::auth::Token;
+
+pub use webhook::{
+    Refusal, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign as sign_webhook, verify as verify_webhook,
+};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,8 @@ pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, String> + Send + Sync>;
 pub(crate) struct AdminState {
     pub(crate) handle: GatewayHandle,
     pub(crate) reload: Option<ReloadFn>,
+    /// Webhook signatures accepted recently (replay protection).
+    pub(crate) replays: Arc<webhook::ReplayGuard>,
 }
 
 impl AdminState {
@@ -111,7 +119,11 @@ impl Admin {
         Ok(Self {
             listener,
             router: router(
-                AdminState { handle, reload },
+                AdminState {
+                    handle,
+                    reload,
+                    replays: Arc::default(),
+                },
                 token,
                 config.metrics_require_token,
             ),
@@ -196,6 +208,7 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/status", get(health::status))
+        .route("/hooks/cache/purge", post(webhook::purge))
         .merge(metrics)
         .merge(admin)
         .fallback(inspect::not_found)

@@ -465,6 +465,25 @@ impl RedisTier {
         })
     }
 
+    /// Records `id` for `ttl` across every instance; false when it was recorded already (a
+    /// replay guard for signed webhooks).
+    pub async fn first_use(&self, id: &str, ttl: Duration) -> Result<bool, Unavailable> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .redis
+            .query(
+                "cache_webhook",
+                redis::cmd("SET")
+                    .arg(format!("{}{id}", self.prefix))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Publishes an invalidation message.
     pub async fn publish(&self, payload: &[u8]) -> Result<(), Unavailable> {
         self.redis.publish(&self.channel, payload).await?;

@@ -1269,7 +1269,11 @@ impl Cache {
 
 /// Marks a response read from the Redis tier.
 fn mark_redis(policy: &RoutePolicy, mut resp: Response<Body>) -> Response<Body> {
-    policy.stats.redis_hit();
+    let stale = resp
+        .headers()
+        .get(X_CACHE)
+        .is_some_and(|v| v.as_bytes() == b"STALE");
+    policy.stats.redis_hit(stale);
     resp.headers_mut().insert(X_CACHE_TIER, TIER_REDIS);
     resp
 }

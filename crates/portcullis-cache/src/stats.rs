@@ -45,6 +45,7 @@ pub struct RouteStats {
     coalesced: AtomicU64,
     invalidations: AtomicU64,
     redis_hits: AtomicU64,
+    redis_stale: AtomicU64,
 }
 
 impl RouteStats {
@@ -71,8 +72,12 @@ impl RouteStats {
         self.coalesced.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn redis_hit(&self) {
-        self.redis_hits.fetch_add(1, Relaxed);
+    pub(crate) fn redis_hit(&self, stale: bool) {
+        if stale {
+            self.redis_stale.fetch_add(1, Relaxed);
+        } else {
+            self.redis_hits.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn invalidated(&self, n: usize) {
@@ -92,6 +97,7 @@ impl RouteStats {
             coalesced: self.coalesced.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             redis_hits: self.redis_hits.load(Relaxed),
+            redis_stale: self.redis_stale.load(Relaxed),
         }
     }
 }
@@ -117,9 +123,10 @@ pub struct StatsSnapshot {
     pub coalesced: u64,
     /// Keys removed by writes and purges.
     pub invalidations: u64,
-    /// Of the hits and stale responses, those read from the Redis tier (the rest came from
-    /// memory).
+    /// Of the fresh hits, those read from the Redis tier (the rest came from memory).
     pub redis_hits: u64,
+    /// Of the stale responses served, those read from the Redis tier.
+    pub redis_stale: u64,
 }
 
 impl StatsSnapshot {
@@ -145,6 +152,7 @@ impl StatsSnapshot {
         self.coalesced += o.coalesced;
         self.invalidations += o.invalidations;
         self.redis_hits += o.redis_hits;
+        self.redis_stale += o.redis_stale;
     }
 
     /// Of the lookups, the share answered from memory and from Redis; `(0.0, 0.0)` before any.
@@ -154,7 +162,7 @@ impl StatsSnapshot {
         if total == 0 {
             return (0.0, 0.0);
         }
-        let redis = self.redis_hits.min(served);
+        let redis = (self.redis_hits + self.redis_stale).min(served);
         (
             (served - redis) as f64 / total as f64,
             redis as f64 / total as f64,

@@ -157,6 +157,8 @@ pub struct CacheConfig {
     pub memory_max: Spanned<ByteSize>,
     /// Use the `[redis]` table as the shared second tier when it is present.
     pub redis: Spanned<bool>,
+    /// The signed invalidation webhook (`POST /hooks/cache/purge` on the admin listener).
+    pub webhook: Option<CacheWebhook>,
     /// Redis tier entries of at least this size are stored zstd-compressed.
     pub redis_compress_min: ByteSize,
     /// Larger responses are passed through, never stored or buffered whole.
@@ -193,6 +195,7 @@ impl Default for CacheConfig {
         Self {
             memory_max: Spanned::new(0..0, ByteSize(256 << 20)),
             redis: Spanned::new(0..0, true),
+            webhook: None,
             redis_compress_min: ByteSize(8 << 10),
             max_object_size: Spanned::new(0..0, ByteSize(8 << 20)),
             default_ttl: None,
@@ -207,6 +210,24 @@ impl Default for CacheConfig {
             compress_min_size: ByteSize(1024),
             compress_types: None,
         }
+    }
+}
+
+/// `[cache.webhook]`: backends purge the cache with signed requests.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWebhook {
+    /// The HMAC-SHA256 key shared with the senders.
+    pub secret: Spanned<Secret>,
+    /// How far a request's timestamp may be from the gateway's clock (and how long its
+    /// signature is remembered against replays, twice this).
+    #[serde(default = "CacheWebhook::default_tolerance")]
+    pub tolerance: Duration,
+}
+
+impl CacheWebhook {
+    fn default_tolerance() -> Duration {
+        Duration::from_secs(300)
     }
 }
 

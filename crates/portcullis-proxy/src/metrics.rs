@@ -366,17 +366,24 @@ impl Collector for CacheCollector {
                 prometheus_client::metrics::MetricType::Counter,
             )?;
             for (route, s) in &stats.routes {
-                for (result, n) in [
-                    ("hit", s.hits),
-                    ("miss", s.misses),
-                    ("stale", s.stale),
-                    ("bypass", s.bypass),
-                    ("revalidated", s.revalidated),
+                let redis_hits = s.redis_hits.min(s.hits);
+                let redis_stale = s.redis_stale.min(s.stale);
+                for (result, tier, n) in [
+                    ("hit", "memory", s.hits - redis_hits),
+                    ("hit", "redis", redis_hits),
+                    ("stale", "memory", s.stale - redis_stale),
+                    ("stale", "redis", redis_stale),
+                    ("miss", "none", s.misses),
+                    ("bypass", "none", s.bypass),
+                    ("revalidated", "none", s.revalidated),
                 ] {
+                    if tier == "redis" && stats.redis.is_none() {
+                        continue;
+                    }
                     let labels = [
                         ("route", route.as_str()),
                         ("result", result),
-                        ("tier", "memory"),
+                        ("tier", tier),
                     ];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
@@ -403,6 +410,27 @@ impl Collector for CacheCollector {
             for (route, s) in &stats.routes {
                 ConstCounter::new(s.coalesced)
                     .encode(family.encode_family(&[("route", route)])?)?;
+            }
+        }
+        if let Some(t) = &stats.redis {
+            let mut family = encoder.encode_descriptor(
+                "portcullis_cache_redis_operations",
+                "Redis tier operations by kind and result (reads, writes, invalidation messages, lock waits, subscription gaps)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (op, result, n) in [
+                ("read", "ok", t.reads.saturating_sub(t.read_errors)),
+                ("read", "error", t.read_errors),
+                ("write", "ok", t.writes),
+                ("write", "error", t.write_errors),
+                ("invalidation_published", "ok", t.invalidations_published),
+                ("invalidation_received", "ok", t.invalidations_received),
+                ("subscription_gap", "ok", t.subscription_gaps),
+                ("lock_wait", "ok", t.lock_waits),
+            ] {
+                ConstCounter::new(n)
+                    .encode(family.encode_family(&[("op", op), ("result", result)])?)?;
             }
         }
         let bytes = ConstGauge::new(stats.memory_bytes);

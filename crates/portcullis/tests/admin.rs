@@ -145,15 +145,20 @@ async fn metrics_after_known_traffic_parse_with_the_reference_parser() {
         Some(5.0)
     );
     assert_eq!(up.request_count(), 5);
-    let cache = |result: &str| {
+    let cache = |result: &str, tier: &str| {
         sample(
             &families,
             "portcullis_cache_requests_total",
-            &[("route", "cached"), ("result", result), ("tier", "memory")],
+            &[("route", "cached"), ("result", result), ("tier", tier)],
         )
     };
-    assert_eq!(cache("hit"), Some(1.0));
-    assert_eq!(cache("miss"), Some(1.0));
+    assert_eq!(cache("hit", "memory"), Some(1.0));
+    assert_eq!(cache("miss", "none"), Some(1.0));
+    assert_eq!(
+        cache("hit", "redis"),
+        None,
+        "no redis tier, no redis series"
+    );
     assert!(
         sample(
             &families,

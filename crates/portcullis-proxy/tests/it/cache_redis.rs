@@ -134,6 +134,16 @@ async fn a_response_filled_on_one_instance_is_a_redis_hit_on_another() {
     assert_eq!(stats["total"]["hits"], 2);
     assert_eq!(stats["redis"]["state"], "up");
     assert_eq!(stats["total"]["hit_ratio_redis"], 0.5);
+
+    let metrics = client.get(&b.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(metrics.body());
+    for line in [
+        "portcullis_cache_requests_total{route=\"all\",result=\"hit\",tier=\"redis\"} 1",
+        "portcullis_cache_requests_total{route=\"all\",result=\"hit\",tier=\"memory\"} 1",
+        "portcullis_cache_redis_operations_total{op=\"read\",result=\"ok\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -477,4 +487,109 @@ async fn bad_purge_requests_get_400() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(json(r.body())["status"], 400);
     }
+}
+
+/// `X-Portcullis-Signature` for `body` at `timestamp`, computed here independently of the
+/// gateway's code.
+fn signature(secret: &str, timestamp: u64, body: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+async fn hook(
+    client: &Client,
+    gw: &TestGateway,
+    ts: u64,
+    sig: &str,
+    body: &str,
+) -> Response<Bytes> {
+    client
+        .send(
+            Request::post(gw.admin_url("/hooks/cache/purge"))
+                .header("x-portcullis-timestamp", ts.to_string())
+                .header("x-portcullis-signature", sig)
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_webhook_accepts_signed_purges_once_and_refuses_the_rest() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(
+        &redis_table(&redis),
+        &up,
+        "\n[cache.webhook]\nsecret = \"hook-secret\"\ntolerance = \"60s\"",
+    );
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    client.get(&a.url("/items/7")).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = "{\"tags\":[\"item-7\"]}";
+
+    let bad = hook(
+        &client,
+        &a,
+        now,
+        &signature("wrong-secret", now, body),
+        body,
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json(bad.body())["error"], "bad signature");
+    let old = now - 120;
+    let stale = hook(&client, &a, old, &signature("hook-secret", old, body), body).await;
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json(stale.body())["error"],
+        "timestamp outside the accepted window"
+    );
+    let unsigned = client
+        .send(
+            Request::post(a.admin_url("/hooks/cache/purge"))
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(cache_status(&client.get(&a.url("/items/7")).await).0, "HIT");
+
+    let sig = signature("hook-secret", now, body);
+    let ok = hook(&client, &a, now, &sig, body).await;
+    assert_eq!(ok.status(), StatusCode::OK, "{:?}", ok.body());
+    assert_eq!(json(ok.body())["purged"]["memory"], 1);
+    assert_eq!(
+        cache_status(&client.get(&a.url("/items/7")).await).0,
+        "MISS"
+    );
+    // The same request again, on this instance or another: a replay.
+    for gw in [&a, &b] {
+        let replay = hook(&client, gw, now, &sig, body).await;
+        assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(json(replay.body())["error"], "replayed request");
+    }
+}
+
+#[tokio::test]
+async fn without_a_configured_webhook_the_endpoint_is_404() {
+    let up = origin().await;
+    let gw = TestGateway::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        crate::single_route(&[&up], "", "cache = {}")
+    ))
+    .await;
+    let client = Client::http1();
+    let r = hook(&client, &gw, 1, "sha256=00", "{}").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
