@@ -146,3 +146,53 @@ pub(crate) fn stats_json(cache: &portcullis_cache::Cache) -> Value {
 pub(crate) async fn stats(State(state): State<AdminState>) -> Json<Value> {
     Json(stats_json(state.shared().cache()))
 }
+
+/// The body of a warming request: URLs (default: `[cache.warm] urls`) and how many at once
+/// (default: `[cache.warm] concurrency`, else 4).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmRequest {
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+}
+
+pub(crate) async fn warm(State(state): State<AdminState>, body: Bytes) -> Response {
+    let request: WarmRequest = if body.is_empty() {
+        WarmRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        }
+    };
+    let shared = state.shared();
+    let configured = shared.config().cache.warm.as_ref();
+    let urls = match request.urls {
+        Some(urls) => urls,
+        None => configured
+            .map(|w| w.urls.iter().map(|u| u.get_ref().clone()).collect())
+            .unwrap_or_default(),
+    };
+    if urls.is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "no URLs: give \"urls\" or configure [cache.warm] urls",
+        );
+    }
+    let concurrency = request
+        .concurrency
+        .or(configured.map(|w| *w.concurrency.get_ref()))
+        .unwrap_or(4)
+        .clamp(1, 256);
+    let report = portcullis_proxy::warm(&state.handle, &urls, concurrency).await;
+    tracing::info!(
+        requested = report.requested,
+        fetched = report.fetched,
+        cached = report.cached,
+        failed = report.failed.len(),
+        "cache warmed through the admin API"
+    );
+    Json(report).into_response()
+}

@@ -10,6 +10,7 @@
 //! | `GET /admin/routes`, `/admin/upstreams`, `/admin/cache` | token | inspection (JSON) |
 //! | `GET /admin/cache/stats` | token | cache hit rates by tier and route, entries, bytes, Redis tier counters |
 //! | `POST /admin/cache/purge` | token | purge by `keys` (URLs), `tags` or `prefix`, optionally `soft`, in every tier and instance |
+//! | `POST /admin/cache/warm` | token | fetch URLs into the cache (`{"urls": [...]}`, default `[cache.warm] urls`); a report |
 //! | `POST /hooks/cache/purge` | HMAC signature (`[cache.webhook]`) | the purge API for backends, signed, with replay protection |
 //! | `POST /admin/reload` | token | re-read the config file and swap it in (JSON report) |
 //! | `GET /admin/stats` | token | throughput, errors, latency percentiles over 1/5/15 min; top and slowest routes |
@@ -186,6 +187,7 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route("/admin/cache", get(inspect::cache))
         .route("/admin/cache/stats", get(cache::stats))
         .route("/admin/cache/purge", post(cache::purge))
+        .route("/admin/cache/warm", post(cache::warm))
         .route("/admin/reload", post(inspect::reload))
         .route("/admin/stats", get(stats::stats))
         .route("/admin/alerts", get(stats::alerts))

@@ -31,6 +31,8 @@ pub struct CacheConfig {
     pub keep_stale: Duration,
     /// Heuristic freshness for responses with `Last-Modified` and no explicit lifetime.
     pub heuristic: HeuristicPolicy,
+    /// Most refresh-ahead requests in flight at once.
+    pub refresh_concurrency: usize,
     /// The clock for ages and freshness.
     pub clock: Arc<dyn Clock>,
 }
@@ -45,6 +47,7 @@ impl Default for CacheConfig {
             error_backoff: Duration::from_secs(5),
             keep_stale: Duration::from_secs(600),
             heuristic: HeuristicPolicy::default(),
+            refresh_concurrency: 8,
             clock: Arc::new(SystemClock),
         }
     }
@@ -67,6 +70,9 @@ pub struct RoutePolicy {
     pub stale_while_revalidate: Duration,
     /// `stale-if-error` when the response gives none.
     pub stale_if_error: Duration,
+    /// Refresh an entry in the background when a read finds it in this last fraction of its
+    /// freshness lifetime (0: off).
+    pub refresh_ahead: f64,
     /// Key by consumer: `private` and authorized responses are stored per consumer.
     pub per_consumer: bool,
     /// Add a strong `ETag` (hash of the body) to stored responses without one.
@@ -101,6 +107,7 @@ impl RoutePolicy {
             ttl_override: false,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            refresh_ahead: 0.0,
             per_consumer: false,
             etag: false,
             graphql: false,

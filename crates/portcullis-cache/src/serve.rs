@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     routes: Mutex<Vec<Arc<RoutePolicy>>>,
     /// The Redis tier, when attached.
     pub(crate) tier: ArcSwapOption<Attached>,
+    /// Permits for refresh-ahead requests in flight.
+    refresh_slots: Arc<tokio::sync::Semaphore>,
 }
 
 thread_local! {
@@ -162,6 +164,7 @@ impl Cache {
                 backoff: side_map(config.error_backoff),
                 routes: Mutex::default(),
                 tier: ArcSwapOption::empty(),
+                refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.refresh_concurrency)),
                 config,
             }),
         }
@@ -419,7 +422,8 @@ impl Cache {
             let slot = self.inner.store.get_raw(key::digest(buf), buf)?;
             let stored = slot.select(headers)?;
             let now = self.now();
-            let fresh = decide(&stored.meta, &NO_DIRECTIVES, false, now) == Decision::Fresh;
+            let fresh = decide(&stored.meta, &NO_DIRECTIVES, false, now) == Decision::Fresh
+                && !due_for_refresh(policy.refresh_ahead, &stored.meta, now);
             fresh.then(|| self.hit(policy, stored, headers, head, Outcome::Hit, now))
         })
     }
@@ -583,14 +587,21 @@ impl Cache {
             }
         };
         match decide(&stored.meta, req_cc, pragma, now) {
-            Decision::Fresh => Ok(served(self.hit(
-                policy,
-                &stored,
-                headers,
-                head,
-                Outcome::Hit,
-                now,
-            ))),
+            Decision::Fresh => {
+                if due_for_refresh(policy.refresh_ahead, &stored.meta, now)
+                    && let Ok(slot) = Arc::clone(&self.inner.refresh_slots).try_acquire_owned()
+                {
+                    self.refresh_in_background(policy, &key, &req, &stored, &fetch, Some(slot));
+                }
+                Ok(served(self.hit(
+                    policy,
+                    &stored,
+                    headers,
+                    head,
+                    Outcome::Hit,
+                    now,
+                )))
+            }
             Decision::StaleByClient => Ok(served(self.hit(
                 policy,
                 &stored,
@@ -600,7 +611,7 @@ impl Cache {
                 now,
             ))),
             Decision::StaleWhileRevalidate => {
-                self.refresh_in_background(policy, &key, &req, &stored, &fetch);
+                self.refresh_in_background(policy, &key, &req, &stored, &fetch, None);
                 Ok(served(self.hit(
                     policy,
                     &stored,
@@ -1122,6 +1133,7 @@ impl Cache {
         req: &Request<Body>,
         stored: &Arc<StoredResponse>,
         fetch: &F,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         if self.inner.backoff.contains_key(&key.digest) {
             return;
@@ -1161,6 +1173,8 @@ impl Cache {
             fetch.clone(),
         );
         tokio::spawn(async move {
+            // Held for the whole refresh: caps refresh-ahead requests in flight.
+            let _slot = slot;
             let request_time = this.now();
             let resp = fetch.fetch(refresh).await;
             let response_time = this.now();
@@ -1265,6 +1279,16 @@ impl Cache {
         self.share(key, &fresh, None);
         fresh
     }
+}
+
+/// Whether a fresh response read at `now` is in the last `fraction` of its freshness lifetime
+/// (refresh-ahead; `fraction` 0 is off).
+pub(crate) fn due_for_refresh(fraction: f64, meta: &StoredMeta, now: SystemTime) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let left = meta.lifetime.saturating_sub(meta.age(now));
+    left.as_secs_f64() < meta.lifetime.as_secs_f64() * fraction
 }
 
 /// Marks a response read from the Redis tier.
@@ -1657,6 +1681,25 @@ mod tests {
             &resp
         ));
         assert!(!not_modified(&HeaderMap::new(), &resp));
+    }
+
+    #[test]
+    fn refresh_ahead_is_due_only_in_the_last_fraction_of_freshness() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let meta = StoredMeta {
+            response_time: t0,
+            initial_age: Duration::ZERO,
+            lifetime: Duration::from_secs(100),
+            no_cache: false,
+            must_revalidate: false,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        };
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(!due_for_refresh(0.1, &meta, at(89)));
+        assert!(due_for_refresh(0.1, &meta, at(91)));
+        assert!(!due_for_refresh(0.0, &meta, at(99)), "0 is off");
+        assert!(due_for_refresh(0.5, &meta, at(51)));
     }
 
     #[test]

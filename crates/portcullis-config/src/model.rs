@@ -159,6 +159,14 @@ pub struct CacheConfig {
     pub redis: Spanned<bool>,
     /// The signed invalidation webhook (`POST /hooks/cache/purge` on the admin listener).
     pub webhook: Option<CacheWebhook>,
+    /// URLs fetched into the cache at start-up (and on `POST /admin/cache/warm`).
+    pub warm: Option<CacheWarm>,
+    /// Refresh a fresh entry in the background when it is read in this last fraction of its
+    /// freshness lifetime (`0.1`: the last 10%); `0` turns refresh-ahead off.
+    pub refresh_ahead: Spanned<f64>,
+    /// Most refresh-ahead requests in flight at once (beyond it, a read does not start one;
+    /// a later read will).
+    pub refresh_concurrency: usize,
     /// Redis tier entries of at least this size are stored zstd-compressed.
     pub redis_compress_min: ByteSize,
     /// Larger responses are passed through, never stored or buffered whole.
@@ -196,6 +204,9 @@ impl Default for CacheConfig {
             memory_max: Spanned::new(0..0, ByteSize(256 << 20)),
             redis: Spanned::new(0..0, true),
             webhook: None,
+            warm: None,
+            refresh_ahead: Spanned::new(0..0, 0.0),
+            refresh_concurrency: 8,
             redis_compress_min: ByteSize(8 << 10),
             max_object_size: Spanned::new(0..0, ByteSize(8 << 20)),
             default_ttl: None,
@@ -210,6 +221,31 @@ impl Default for CacheConfig {
             compress_min_size: ByteSize(1024),
             compress_types: None,
         }
+    }
+}
+
+/// `[cache.warm]`: URLs fetched into the cache ahead of the first client.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWarm {
+    /// Absolute URLs (`http://host/path?query`): the host picks the route as a request's
+    /// `Host` header would, and is part of the cache key.
+    pub urls: Vec<Spanned<String>>,
+    /// Most warming requests in flight at once.
+    #[serde(default = "CacheWarm::default_concurrency")]
+    pub concurrency: Spanned<usize>,
+    /// Warm when the gateway starts (otherwise only on `POST /admin/cache/warm`).
+    #[serde(default = "CacheWarm::default_on_start")]
+    pub on_start: bool,
+}
+
+impl CacheWarm {
+    fn default_concurrency() -> Spanned<usize> {
+        Spanned::new(0..0, 4)
+    }
+
+    fn default_on_start() -> bool {
+        true
     }
 }
 
@@ -264,6 +300,8 @@ pub struct RouteCacheConfig {
     pub bypass_cookies: Option<Vec<String>>,
     /// Tags given to every response stored by this route.
     pub tags: Vec<String>,
+    /// Overrides `[cache].refresh_ahead`.
+    pub refresh_ahead: Option<Spanned<f64>>,
 }
 
 /// `[server]`: the public listener.

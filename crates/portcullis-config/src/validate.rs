@@ -554,8 +554,50 @@ fn check_cache(c: &mut Checker<'_>, config: &Config) {
             ),
         );
     }
+    let fraction = |f: f64| {
+        if (0.0..1.0).contains(&f) {
+            Ok(())
+        } else {
+            Err(format!(
+                "must be at least 0 and below 1 (a fraction of the lifetime), not {f}"
+            ))
+        }
+    };
+    c.check(
+        &cache.refresh_ahead,
+        "cache.refresh_ahead".into(),
+        fraction(*cache.refresh_ahead.get_ref()),
+    );
+    if let Some(warm) = &cache.warm {
+        if *warm.concurrency.get_ref() == 0 {
+            c.error(
+                &warm.concurrency,
+                "cache.warm.concurrency".into(),
+                "must be at least 1".into(),
+            );
+        }
+        for (i, u) in warm.urls.iter().enumerate() {
+            let absolute = u.get_ref().parse::<http::Uri>().ok().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            });
+            if !absolute {
+                c.error(
+                    u,
+                    format!("cache.warm.urls[{i}]"),
+                    format!("{:?} is not an absolute http(s) URL", u.get_ref()),
+                );
+            }
+        }
+    }
     for (i, r) in config.routes.iter().enumerate() {
         let Some(rc) = &r.cache else { continue };
+        if let Some(f) = &rc.refresh_ahead {
+            c.check(
+                f,
+                format!("routes[{i}].cache.refresh_ahead"),
+                fraction(*f.get_ref()),
+            );
+        }
         for (j, h) in rc.key_headers.iter().enumerate() {
             c.check(
                 h,

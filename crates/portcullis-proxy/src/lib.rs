@@ -33,6 +33,7 @@ mod service;
 mod stack;
 mod tls;
 mod upstream;
+mod warm;
 mod watchdog;
 
 pub use error::ProxyError;
@@ -41,3 +42,4 @@ pub use route::Route;
 pub use service::{ConnInfo, ProxyService, Shared};
 pub use stack::{BoundGateway, BuildError, Gateway};
 pub use upstream::Upstream;
+pub use warm::{WarmFailure, WarmReport, warm};

@@ -365,6 +365,7 @@ fn cache_config(c: &CacheConfig) -> portcullis_cache::CacheConfig {
         hit_for_miss: c.hit_for_miss.0,
         error_backoff: c.error_backoff.0,
         keep_stale: c.keep_stale.0,
+        refresh_concurrency: c.refresh_concurrency.max(1),
         ..portcullis_cache::CacheConfig::default()
     }
 }
@@ -384,6 +385,11 @@ fn route_cache_policy(config: &Config, r: &RouteConfig) -> Result<Option<RoutePo
     policy.enabled = r.cache.is_some();
     policy.ttl = rc.ttl.or(defaults.default_ttl).map(|t| t.0);
     policy.ttl_override = rc.ttl_override;
+    policy.refresh_ahead = *rc
+        .refresh_ahead
+        .as_ref()
+        .unwrap_or(&defaults.refresh_ahead)
+        .get_ref();
     policy.stale_while_revalidate = rc
         .stale_while_revalidate
         .unwrap_or(defaults.stale_while_revalidate)
@@ -475,8 +481,36 @@ impl BoundGateway {
             g.handle.clone(),
             g.evaluate_every,
         ));
+        let warming = g
+            .handle
+            .current()
+            .config()
+            .cache
+            .warm
+            .clone()
+            .filter(|w| w.on_start && !w.urls.is_empty())
+            .map(|w| {
+                let handle = g.handle.clone();
+                tokio::spawn(async move {
+                    let urls: Vec<String> = w.urls.iter().map(|u| u.get_ref().clone()).collect();
+                    let report = crate::warm(&handle, &urls, *w.concurrency.get_ref()).await;
+                    tracing::info!(
+                        requested = report.requested,
+                        fetched = report.fetched,
+                        cached = report.cached,
+                        failed = report.failed.len(),
+                        "cache warmed"
+                    );
+                    for f in &report.failed {
+                        tracing::warn!(url = %f.url, reason = %f.reason, "cache warming failed");
+                    }
+                })
+            });
         server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;
         ticker.abort();
         evaluator.abort();
+        if let Some(w) = warming {
+            w.abort();
+        }
     }
 }

@@ -9,6 +9,7 @@ mod balancing;
 mod breaker;
 mod cache;
 mod cache_redis;
+mod cache_warm;
 mod correlation;
 mod edge;
 mod errors;
