@@ -197,7 +197,7 @@ pub(crate) fn build_shared(
         previous.and_then(|p| Some((p.config.redis.as_ref()?, p.redis.as_ref()?))),
     )?;
     let mut limiters = Vec::new();
-    let auth = crate::security::authenticator(config)?;
+    let auth = crate::security::authenticator(config, previous.map(|p| &*p.auth))?;
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
     let mut slos = Vec::new();
@@ -261,6 +261,7 @@ pub(crate) fn build_shared(
         if let Some(l) = &limit {
             limiters.push((Arc::from(name.as_str()), Arc::clone(&l.limiter)));
         }
+        let versions = crate::version::route_versions(r, &upstreams, &upstream)?;
         let route = Route {
             name: Arc::from(name.as_str()),
             timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
@@ -275,6 +276,7 @@ pub(crate) fn build_shared(
             metrics: metrics.route(name),
             limit,
             security: crate::security::route_security(config, &auth, r)?,
+            versions,
         };
         routes.push((matcher, Arc::new(route)));
     }
@@ -317,6 +319,7 @@ pub(crate) fn build_shared(
         slos,
         max_in_flight: s.max_in_flight,
         redis,
+        auth,
     })
 }
 
