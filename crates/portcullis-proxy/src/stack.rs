@@ -412,6 +412,10 @@ fn route_cache_policy(config: &Config, r: &RouteConfig) -> Result<Option<RoutePo
             .collect::<Result<_, _>>()?,
         cookies: rc.key_cookies.clone(),
     };
+    if r.versioning.is_some() {
+        // The resolved API version (see crate::version): v1 and v2 never share an entry.
+        policy.key.headers.push(crate::version::VERSION_KEY);
+    }
     policy.bypass_cookies = rc
         .bypass_cookies
         .clone()
