@@ -968,4 +968,77 @@ mod tests {
         let bad_header = errors("[security_headers]\nhsts = \"a\\nb\"\n");
         assert!(bad_header.contains("security_headers.hsts"), "{bad_header}");
     }
+
+    #[test]
+    fn a_consumers_file_adds_consumers_and_its_errors_name_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("gw.toml");
+        let extra = dir.path().join("consumers.toml");
+        let text = format!(
+            "{ROUTE}auth = \"api_key\"\nacl = {{ consumers = [\"file-only\"] }}\n\n[auth]\nconsumers_file = \"consumers.toml\"\n\n[[consumers]]\nname = \"inline\"\n"
+        );
+        std::fs::write(
+            &extra,
+            format!("[[consumers]]\nname = \"file-only\"\ntier = \"gold\"\napi_keys = [\"{HASH}\"]\n"),
+        )
+        .unwrap();
+        let config = parse(&text, &main).unwrap();
+        let names: Vec<&str> = config.consumers.iter().map(|c| c.name.get_ref().as_str()).collect();
+        assert_eq!(names, ["inline", "file-only"]);
+        assert_eq!(
+            config.auth.consumers_file.as_ref().unwrap().get_ref(),
+            &extra,
+            "anchored at the config's directory"
+        );
+
+        // Errors in the consumers file name it, with line and key.
+        std::fs::write(
+            &extra,
+            "[[consumers]]\nname = \"file-only\"\n\n[[consumers]]\nname = \"inline\"\napi_keys = [\"not-a-hash\"]\n",
+        )
+        .unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(e.contains("consumers.toml:5") && e.contains("consumers[1].name"), "{e}");
+        assert!(e.contains("duplicate consumer name"), "{e}");
+        assert!(e.contains("consumers.toml:6") && e.contains("consumers[1].api_keys[0]"), "{e}");
+        std::fs::write(&extra, "[[consumers]]\nname = \"x\"\nteir = \"gold\"\n").unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(e.contains("consumers.toml:3") && e.contains("teir"), "{e}");
+        std::fs::remove_file(&extra).unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(e.contains("gw.toml") && e.contains("auth.consumers_file"), "{e}");
+    }
+
+    #[test]
+    fn routes_turn_cors_and_bot_rules_off_with_false_only() {
+        let ok = format!("[cors]\norigins = [\"*\"]\n[bot_rules]\n{ROUTE}cors = false\nbot_rules = false\n");
+        let config = parse(&ok, "t.toml".as_ref()).unwrap();
+        assert_eq!(config.routes[0].cors, Some(crate::Toggle::Off));
+        let own = format!("{ROUTE}bot_rules = {{ deny = [\"curl\"], default_list = false }}\n");
+        assert_eq!(errors(&own), "");
+        let on = errors(&format!("{ROUTE}cors = true\n"));
+        assert!(on.contains("`true` is not a setting") && on.contains("t.toml:8"), "{on}");
+        let typo = errors(&format!("{ROUTE}bot_rules = {{ deny_emtpy = true }}\n"));
+        assert!(typo.contains("deny_emtpy") && typo.contains("t.toml:8"), "{typo}");
+        let bad_origin = errors(&format!("{ROUTE}cors = {{ origins = [\"nope\"] }}\n"));
+        assert!(bad_origin.contains("routes[0].cors.origins[0]"), "{bad_origin}");
+    }
+
+    #[test]
+    fn a_jwks_ca_file_must_exist_and_go_with_an_https_url() {
+        let missing = errors(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks\"\njwks_ca_file = \"nowhere.pem\"\n",
+        );
+        assert!(missing.contains("auth.jwt.jwks_ca_file") && missing.contains("not found"), "{missing}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+        let plain = format!(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"http://idp.test/jwks\"\njwks_ca_file = \"{}\"\n",
+            dir.path().join("ca.pem").display()
+        );
+        let e = errors(&plain);
+        assert!(e.contains("only used for an https://"), "{e}");
+        assert_eq!(errors(&plain.replace("http://", "https://")), "");
+    }
+
 }
