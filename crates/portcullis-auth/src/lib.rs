@@ -70,8 +70,8 @@ pub use rejection::Rejection;
 pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
 pub use transform::{HeaderTransformOptions, TemplateVars};
 pub use version::{
-    ApiVersionOptions, ApiVersionSource, ApiVersionSpec, ApiVersions, DEPRECATION,
-    ResolvedVersion, SUNSET,
+    ApiVersionOptions, ApiVersionSource, ApiVersionSpec, ApiVersions, DEPRECATION, ResolvedVersion,
+    SUNSET,
 };
 
 /// Header carrying the authenticated consumer's id upstream (when forwarding is on); removed

@@ -418,14 +418,18 @@ mod tests {
             Err(400)
         );
         let strict = versions(vec![ApiVersionSource::Query("v".into())], None, false);
-        let e = strict.resolve(&none, &"/x".parse().unwrap(), "/x").unwrap_err();
+        let e = strict
+            .resolve(&none, &"/x".parse().unwrap(), "/x")
+            .unwrap_err();
         assert_eq!(e.message(), "API version required");
     }
 
     #[test]
     fn deprecated_versions_get_deprecation_sunset_and_link() {
         let v = versions(
-            vec![ApiVersionSource::Header(HeaderName::from_static("accept-version"))],
+            vec![ApiVersionSource::Header(HeaderName::from_static(
+                "accept-version",
+            ))],
             Some("2"),
             false,
         );
@@ -439,7 +443,10 @@ mod tests {
         assert_eq!(h["sunset"], "Thu, 01 Jan 2026 00:00:00 GMT");
         let links: Vec<_> = h.get_all("link").iter().collect();
         assert_eq!(links.len(), 2);
-        assert_eq!(links[1], "<https://docs.example.com/v1>; rel=\"deprecation\"");
+        assert_eq!(
+            links[1],
+            "<https://docs.example.com/v1>; rel=\"deprecation\""
+        );
         assert_eq!(h.get_all("vary").iter().nth(1).unwrap(), "accept-version");
         let v2 = v.resolve(&HeaderMap::new(), &uri, "/").unwrap();
         let mut h = HeaderMap::new();

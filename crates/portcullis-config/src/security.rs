@@ -97,7 +97,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
                     Ok(Toggle::Off)
                 }
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Toggle<T>, A::Error> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Toggle::On)
             }
         }
@@ -979,11 +982,17 @@ mod tests {
         );
         std::fs::write(
             &extra,
-            format!("[[consumers]]\nname = \"file-only\"\ntier = \"gold\"\napi_keys = [\"{HASH}\"]\n"),
+            format!(
+                "[[consumers]]\nname = \"file-only\"\ntier = \"gold\"\napi_keys = [\"{HASH}\"]\n"
+            ),
         )
         .unwrap();
         let config = parse(&text, &main).unwrap();
-        let names: Vec<&str> = config.consumers.iter().map(|c| c.name.get_ref().as_str()).collect();
+        let names: Vec<&str> = config
+            .consumers
+            .iter()
+            .map(|c| c.name.get_ref().as_str())
+            .collect();
         assert_eq!(names, ["inline", "file-only"]);
         assert_eq!(
             config.auth.consumers_file.as_ref().unwrap().get_ref(),
@@ -998,30 +1007,50 @@ mod tests {
         )
         .unwrap();
         let e = parse(&text, &main).unwrap_err().to_string();
-        assert!(e.contains("consumers.toml:5") && e.contains("consumers[1].name"), "{e}");
+        assert!(
+            e.contains("consumers.toml:5") && e.contains("consumers[1].name"),
+            "{e}"
+        );
         assert!(e.contains("duplicate consumer name"), "{e}");
-        assert!(e.contains("consumers.toml:6") && e.contains("consumers[1].api_keys[0]"), "{e}");
+        assert!(
+            e.contains("consumers.toml:6") && e.contains("consumers[1].api_keys[0]"),
+            "{e}"
+        );
         std::fs::write(&extra, "[[consumers]]\nname = \"x\"\nteir = \"gold\"\n").unwrap();
         let e = parse(&text, &main).unwrap_err().to_string();
         assert!(e.contains("consumers.toml:3") && e.contains("teir"), "{e}");
         std::fs::remove_file(&extra).unwrap();
         let e = parse(&text, &main).unwrap_err().to_string();
-        assert!(e.contains("gw.toml") && e.contains("auth.consumers_file"), "{e}");
+        assert!(
+            e.contains("gw.toml") && e.contains("auth.consumers_file"),
+            "{e}"
+        );
     }
 
     #[test]
     fn routes_turn_cors_and_bot_rules_off_with_false_only() {
-        let ok = format!("[cors]\norigins = [\"*\"]\n[bot_rules]\n{ROUTE}cors = false\nbot_rules = false\n");
+        let ok = format!(
+            "[cors]\norigins = [\"*\"]\n[bot_rules]\n{ROUTE}cors = false\nbot_rules = false\n"
+        );
         let config = parse(&ok, "t.toml".as_ref()).unwrap();
         assert_eq!(config.routes[0].cors, Some(crate::Toggle::Off));
         let own = format!("{ROUTE}bot_rules = {{ deny = [\"curl\"], default_list = false }}\n");
         assert_eq!(errors(&own), "");
         let on = errors(&format!("{ROUTE}cors = true\n"));
-        assert!(on.contains("`true` is not a setting") && on.contains("t.toml:8"), "{on}");
+        assert!(
+            on.contains("`true` is not a setting") && on.contains("t.toml:8"),
+            "{on}"
+        );
         let typo = errors(&format!("{ROUTE}bot_rules = {{ deny_emtpy = true }}\n"));
-        assert!(typo.contains("deny_emtpy") && typo.contains("t.toml:8"), "{typo}");
+        assert!(
+            typo.contains("deny_emtpy") && typo.contains("t.toml:8"),
+            "{typo}"
+        );
         let bad_origin = errors(&format!("{ROUTE}cors = {{ origins = [\"nope\"] }}\n"));
-        assert!(bad_origin.contains("routes[0].cors.origins[0]"), "{bad_origin}");
+        assert!(
+            bad_origin.contains("routes[0].cors.origins[0]"),
+            "{bad_origin}"
+        );
     }
 
     #[test]
@@ -1029,7 +1058,10 @@ mod tests {
         let missing = errors(
             "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks\"\njwks_ca_file = \"nowhere.pem\"\n",
         );
-        assert!(missing.contains("auth.jwt.jwks_ca_file") && missing.contains("not found"), "{missing}");
+        assert!(
+            missing.contains("auth.jwt.jwks_ca_file") && missing.contains("not found"),
+            "{missing}"
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
         let plain = format!(
@@ -1040,5 +1072,4 @@ mod tests {
         assert!(e.contains("only used for an https://"), "{e}");
         assert_eq!(errors(&plain.replace("http://", "https://")), "");
     }
-
 }

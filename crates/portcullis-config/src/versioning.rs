@@ -97,9 +97,8 @@ pub struct VersionConfig {
 /// Parses a date as `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` into seconds since
 /// the Unix epoch.
 pub fn parse_date(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("{text:?} is not a date: use \"2025-06-30\" or \"2025-06-30T12:00:00Z\" (UTC)")
-    };
+    let bad =
+        || format!("{text:?} is not a date: use \"2025-06-30\" or \"2025-06-30T12:00:00Z\" (UTC)");
     let (date, time) = match text.split_once(['T', 't']) {
         Some((d, t)) => (d, Some(t.strip_suffix(['Z', 'z']).ok_or_else(bad)?)),
         None => (text, None),
@@ -185,7 +184,11 @@ pub(crate) fn check(config: &Config, text: &str, file: &Path, errors: &mut Vec<C
         let key = |k: &str| format!("routes[{i}].versioning.{k}");
         let from = v.from.get_ref();
         if from.is_empty() {
-            err(v.from.span(), key("from"), "list at least one source".into());
+            err(
+                v.from.span(),
+                key("from"),
+                "list at least one source".into(),
+            );
         }
         let mut seen = HashSet::new();
         for s in from {
@@ -205,7 +208,10 @@ pub(crate) fn check(config: &Config, text: &str, file: &Path, errors: &mut Vec<C
             ("media_type_parameter", &v.media_type_parameter),
         ] {
             let t = p.get_ref();
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && !b"&=#;,\"".contains(&b))
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"&=#;,\"".contains(&b))
             {
                 err(
                     p.span(),
@@ -216,7 +222,11 @@ pub(crate) fn check(config: &Config, text: &str, file: &Path, errors: &mut Vec<C
         }
         let versions = v.versions.get_ref();
         if versions.is_empty() {
-            err(v.versions.span(), key("versions"), "list at least one version".into());
+            err(
+                v.versions.span(),
+                key("versions"),
+                "list at least one version".into(),
+            );
         }
         let names = || versions.keys().map(String::as_str);
         if let Some(d) = &v.default
@@ -236,8 +246,7 @@ pub(crate) fn check(config: &Config, text: &str, file: &Path, errors: &mut Vec<C
             let span = version.span();
             if let Err(m) = check_version_name(name) {
                 err(span.clone(), key(&format!("versions.{name}")), m);
-            } else if from.contains(&VersionSource::Path) && !name.as_bytes()[0].is_ascii_digit()
-            {
+            } else if from.contains(&VersionSource::Path) && !name.as_bytes()[0].is_ascii_digit() {
                 err(
                     span.clone(),
                     key(&format!("versions.{name}")),

@@ -54,7 +54,10 @@ impl Route {
     }
 
     /// The upstream and timeout of `version` (the route's own without one).
-    pub(crate) fn target_for(&self, version: Option<ResolvedVersion>) -> (&Arc<Upstream>, Duration) {
+    pub(crate) fn target_for(
+        &self,
+        version: Option<ResolvedVersion>,
+    ) -> (&Arc<Upstream>, Duration) {
         match (version, &self.versions) {
             (Some(v), Some(versions)) => {
                 let t = &versions.targets[v.index()];

@@ -174,18 +174,18 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
         None => config.bot_rules.as_ref(),
     }
     .map_or_else(BotRules::default, |b| BotRules {
-            deny: if b.default_list {
-                &DEFAULT_BAD_BOTS[..]
-            } else {
-                &[]
-            }
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(b.deny.iter().cloned())
-            .collect(),
-            allow: b.allow.clone(),
-            deny_empty: b.deny_empty,
-        });
+        deny: if b.default_list {
+            &DEFAULT_BAD_BOTS[..]
+        } else {
+            &[]
+        }
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(b.deny.iter().cloned())
+        .collect(),
+        allow: b.allow.clone(),
+        deny_empty: b.deny_empty,
+    });
     let cors = match &r.cors {
         Some(route_cors) => route_cors.on(),
         None => config.cors.as_ref(),

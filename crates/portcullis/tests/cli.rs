@@ -613,7 +613,10 @@ async fn a_changed_consumers_file_is_reloaded_and_a_broken_one_keeps_the_old_con
     assert_eq!(status("key-dave").await, StatusCode::UNAUTHORIZED);
 
     // Only the consumers file changes: the gateway reloads and dave's key works.
-    replace_file(&consumers, &(consumer("carol", "key-carol") + &consumer("dave", "key-dave")));
+    replace_file(
+        &consumers,
+        &(consumer("carol", "key-carol") + &consumer("dave", "key-dave")),
+    );
     gw.wait_log(&["configuration reloaded", "file change"]);
     assert_eq!(status("key-dave").await, StatusCode::OK);
 

@@ -401,7 +401,11 @@ async fn https_server(
                 let service = hyper::service::service_fn(move |_req| {
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let body = body.clone();
-                    async move { Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

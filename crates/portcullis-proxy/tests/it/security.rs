@@ -233,13 +233,20 @@ async fn consumers_from_a_separate_file_authenticate_and_a_bad_reload_keeps_them
     assert_json_error(&resp, StatusCode::UNAUTHORIZED);
 
     // A broken file is refused with its name, line and key; dave keeps working.
-    std::fs::write(&file, "[[consumers]]\nname = \"erin\"\napi_keys = [\"plain-key\"]\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[consumers]]\nname = \"erin\"\napi_keys = [\"plain-key\"]\n",
+    )
+    .unwrap();
     let refused = gw.reload(&config).unwrap_err();
     assert!(
         refused.contains("consumers.toml:3") && refused.contains("consumers[0].api_keys[0]"),
         "{refused}"
     );
-    assert!(!refused.contains("plain-key"), "the value is not echoed: {refused}");
+    assert!(
+        !refused.contains("plain-key"),
+        "the value is not echoed: {refused}"
+    );
     let resp = get(&client, &gw.url("/"), &with_key("key-dave")).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -90,7 +90,10 @@ async fn a_header_version_picks_its_upstream_and_deprecated_versions_say_so() {
     let body = json(unknown.body());
     assert_eq!(body["error"], "unknown API version");
     assert_eq!(body["status"], 400);
-    assert_eq!(body["request_id"], unknown.headers()["x-request-id"].to_str().unwrap());
+    assert_eq!(
+        body["request_id"],
+        unknown.headers()["x-request-id"].to_str().unwrap()
+    );
     assert_eq!((v1.request_count(), v2.request_count()), (1, 2));
 }
 
