@@ -143,6 +143,16 @@ impl Authenticator {
         })
     }
 
+    /// Takes over `previous`'s cached JWK Set when the JWK Set URL and CA are the same, so a
+    /// configuration reload does not fetch the keys again.
+    pub fn keep_jwks_of(&mut self, previous: &Authenticator) {
+        if let (Some(jwt), Some(old)) = (&mut self.jwt, &previous.jwt)
+            && let (Some(next), Some(cached)) = (&mut jwt.jwks, &old.jwks)
+        {
+            *next = cached.successor(Arc::clone(next));
+        }
+    }
+
     /// The consumer named `name`.
     pub fn consumer(&self, name: &str) -> Option<&Arc<Consumer>> {
         self.by_name.get(name)

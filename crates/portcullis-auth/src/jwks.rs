@@ -1,6 +1,7 @@
 //! A JWK Set fetched over HTTP(S) and cached: keys by `kid`, refreshed when older than its
 //! max age (in the background) or when a token names an unknown `kid` (at most once per
-//! `min_refresh`, one fetch at a time).
+//! `min_refresh`, one fetch at a time). A new configuration with the same URL and CA takes the
+//! cached keys over ([`JwksCache::successor`]), so a reload does not fetch again.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,8 @@ use jsonwebtoken::{
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
+
+use crate::consumer::BuildError;
 
 /// How long one fetch may take, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +54,10 @@ pub(crate) enum KeyLookup {
 /// The cached JWK Set of one URL.
 pub(crate) struct JwksCache {
     url: Uri,
+    /// The PEM of `jwks_ca_file`, to tell whether a successor trusts the same CAs.
+    ca_pem: Option<Vec<u8>>,
+    /// TLS settings trusting only `ca_pem`'s certificates; `None`: the system's roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
     min_refresh: Duration,
     max_age: Duration,
     keys: RwLock<Arc<KeySet>>,
@@ -60,16 +67,39 @@ pub(crate) struct JwksCache {
 }
 
 impl JwksCache {
-    pub(crate) fn new(url: Uri, min_refresh: Duration, max_age: Duration) -> Self {
-        Self {
+    pub(crate) fn new(
+        url: Uri,
+        ca_pem: Option<Vec<u8>>,
+        min_refresh: Duration,
+        max_age: Duration,
+    ) -> Result<Self, BuildError> {
+        let tls = ca_pem.as_deref().map(tls_config_with_ca).transpose()?;
+        Ok(Self {
             url,
+            ca_pem,
+            tls,
             min_refresh,
             max_age,
             keys: RwLock::new(Arc::default()),
             last_attempt: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
+        })
+    }
+
+    /// The cache a new configuration (`next`, not used yet) should use: `self` when nothing
+    /// that matters changed, `next` seeded with `self`'s keys and last attempt when only the
+    /// timings changed, `next` as it is when the URL or the CAs differ.
+    pub(crate) fn successor(self: &Arc<Self>, next: Arc<Self>) -> Arc<Self> {
+        if next.url != self.url || next.ca_pem != self.ca_pem {
+            return next;
         }
+        if next.min_refresh == self.min_refresh && next.max_age == self.max_age {
+            return Arc::clone(self);
+        }
+        *next.keys.write() = Arc::clone(&self.keys.read());
+        *next.last_attempt.lock() = *self.last_attempt.lock();
+        next
     }
 
     /// The key for `kid`, for a token signed with `alg`.
@@ -119,7 +149,7 @@ impl JwksCache {
             return;
         }
         *self.last_attempt.lock() = Some(Instant::now());
-        match tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url)).await {
+        match tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url, self.tls.as_ref())).await {
             Ok(Ok(set)) => {
                 let keys = keys_of(&set);
                 debug!(url = %self.url, keys = keys.len(), "JWK Set fetched");
@@ -155,7 +185,7 @@ fn keys_of(set: &JwkSet) -> HashMap<String, (Arc<DecodingKey>, Option<Algorithm>
 }
 
 /// GETs `url` and parses the body as a JWK Set.
-async fn fetch(url: &Uri) -> Result<JwkSet, String> {
+async fn fetch(url: &Uri, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<JwkSet, String> {
     let host = url.host().ok_or("no host")?;
     let https = url.scheme_str() == Some("https");
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -166,7 +196,11 @@ async fn fetch(url: &Uri) -> Result<JwkSet, String> {
     let body = if https {
         let name = rustls_pki_types::ServerName::try_from(bare_host.to_owned())
             .map_err(|e| format!("server name: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+        let config = match tls {
+            Some(config) => Arc::clone(config),
+            None => tls_config()?,
+        };
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
@@ -208,6 +242,28 @@ where
         .to_bytes();
     conn.abort();
     Ok(body)
+}
+
+/// TLS client settings trusting only the CA certificates in `pem` (`jwks_ca_file`).
+fn tls_config_with_ca(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, BuildError> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    let bad = |e: String| BuildError(format!("jwks_ca_file: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The TLS client settings for `https://` JWK Set URLs: the system's roots, built once.

@@ -29,6 +29,8 @@ pub struct JwtOptions {
     pub public_key_pem: Option<Vec<u8>>,
     /// A JWK Set URL (`http://` or `https://`); keys are chosen by `kid`.
     pub jwks_url: Option<http::Uri>,
+    /// PEM CA certificates trusted for an `https://` JWK Set URL instead of the system's roots.
+    pub jwks_ca_pem: Option<Vec<u8>>,
     /// Cached keys older than this are fetched again in the background.
     pub jwks_max_age: Duration,
     /// An unknown `kid` fetches the set again at most this often.
@@ -56,6 +58,7 @@ impl Default for JwtOptions {
             secret: None,
             public_key_pem: None,
             jwks_url: None,
+            jwks_ca_pem: None,
             jwks_max_age: Duration::from_secs(600),
             jwks_min_refresh: Duration::from_secs(30),
             issuers: Vec::new(),
@@ -76,6 +79,7 @@ impl fmt::Debug for JwtOptions {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("public_key_pem", &self.public_key_pem.is_some())
             .field("jwks_url", &self.jwks_url)
+            .field("jwks_ca_pem", &self.jwks_ca_pem.is_some())
             .field("issuers", &self.issuers)
             .field("audiences", &self.audiences)
             .field("leeway", &self.leeway)
@@ -128,13 +132,19 @@ impl JwtVerifier {
             .as_deref()
             .map(public_key_from_pem)
             .transpose()?;
-        let jwks = options.jwks_url.clone().map(|url| {
-            Arc::new(JwksCache::new(
-                url,
-                options.jwks_min_refresh,
-                options.jwks_max_age,
-            ))
-        });
+        let jwks = options
+            .jwks_url
+            .clone()
+            .map(|url| {
+                JwksCache::new(
+                    url,
+                    options.jwks_ca_pem.clone(),
+                    options.jwks_min_refresh,
+                    options.jwks_max_age,
+                )
+                .map(Arc::new)
+            })
+            .transpose()?;
         let leeway = options.leeway.as_secs();
         let validations = options
             .algorithms

@@ -1,6 +1,6 @@
 //! Edge security for Portcullis: consumers and tiers, API keys, JWT bearer tokens (static keys
 //! or a JWK Set URL), route ACLs, IP rules, bot rules, CORS, security headers, the request
-//! body size limit, and request/response header transforms.
+//! body size limit, request/response header transforms, and API versions.
 //!
 //! The crate takes plain Rust config ([`ConsumerSpec`], [`AuthOptions`], [`RouteAuth`]), so an
 //! embedding app never needs `portcullis-config`. Every decision is synchronous: the gateway
@@ -55,6 +55,7 @@ mod jwt;
 mod rejection;
 mod route;
 mod transform;
+mod version;
 
 pub use api_key::{ApiKeyOptions, hash_key, hash_key_hex};
 pub use body_limit::{BodyTooLarge, LimitedBody, Overflow};
@@ -68,6 +69,10 @@ pub use portcullis_http::{ConsumerId, ConsumerTier};
 pub use rejection::Rejection;
 pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
 pub use transform::{HeaderTransformOptions, TemplateVars};
+pub use version::{
+    ApiVersionOptions, ApiVersionSource, ApiVersionSpec, ApiVersions, DEPRECATION, ResolvedVersion,
+    SUNSET,
+};
 
 /// Header carrying the authenticated consumer's id upstream (when forwarding is on); removed
 /// from every client request.

@@ -5,9 +5,9 @@ use std::fmt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use portcullis_http::{Body, RequestId, error_response};
 
-/// A request the gateway answers itself: 401 (no or bad credentials), 403 (not allowed: ACL,
-/// IP or bot rules, a refused CORS preflight), 413 (body too large), or an allowed CORS
-/// preflight's 204.
+/// A request the gateway answers itself: 400 (an unknown API version), 401 (no or bad
+/// credentials), 403 (not allowed: ACL, IP or bot rules, a refused CORS preflight), 413 (body
+/// too large), or an allowed CORS preflight's 204.
 ///
 /// Messages are fixed strings: they never say whether a presented key exists, and never echo
 /// a credential.
@@ -85,6 +85,21 @@ impl Rejection {
     pub(crate) const TOO_MANY_HEADERS: Self = Self {
         status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         message: "too many request headers",
+        challenge: None,
+        preflight: None,
+    };
+
+    /// 400: the request names an API version the route does not serve.
+    pub(crate) const UNKNOWN_VERSION: Self = Self {
+        status: StatusCode::BAD_REQUEST,
+        message: "unknown API version",
+        challenge: None,
+        preflight: None,
+    };
+    /// 400: the request names no API version and the route has no default.
+    pub(crate) const VERSION_REQUIRED: Self = Self {
+        status: StatusCode::BAD_REQUEST,
+        message: "API version required",
         challenge: None,
         preflight: None,
     };

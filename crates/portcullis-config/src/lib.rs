@@ -29,6 +29,7 @@ mod security;
 mod units;
 mod validate;
 mod values;
+mod versioning;
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ pub use security::*;
 pub use toml::Spanned;
 pub use units::{ByteSize, Duration};
 pub use values::*;
+pub use versioning::*;
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -665,9 +665,12 @@ pub struct RouteConfig {
     /// Client address rules (allow replaces the global list, deny adds to it).
     #[serde(default)]
     pub ip_rules: Option<crate::IpRulesConfig>,
-    /// CORS (replaces `[cors]`).
+    /// CORS (replaces `[cors]`), or `false` for none even when `[cors]` exists.
     #[serde(default)]
-    pub cors: Option<crate::CorsConfig>,
+    pub cors: Option<crate::Toggle<crate::CorsConfig>>,
+    /// `User-Agent` rules (replace `[bot_rules]`), or `false` for none.
+    #[serde(default)]
+    pub bot_rules: Option<crate::Toggle<crate::BotRulesConfig>>,
     /// Security header overrides (over `[security_headers]`).
     #[serde(default)]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
@@ -680,6 +683,10 @@ pub struct RouteConfig {
     /// Response header transform (remove, rename, add with templates).
     #[serde(default)]
     pub response_headers: Option<crate::HeaderTransformConfig>,
+    /// API versions: where the version is read, the default, per-version upstreams, path
+    /// prefixes and deprecation (see `versioning.rs`).
+    #[serde(default)]
+    pub versioning: Option<crate::VersioningConfig>,
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

@@ -45,6 +45,76 @@ pub struct AuthConfig {
     pub forward_consumer_headers: bool,
     /// JWT bearer tokens: keys and claim checks (absent: routes cannot use `auth = "jwt"`).
     pub jwt: Option<JwtConfig>,
+    /// A second file of `[[consumers]]` (same schema), relative to the config file; reloaded
+    /// with the config when either changes.
+    pub consumers_file: Option<Spanned<std::path::PathBuf>>,
+}
+
+/// The file named by `[auth] consumers_file`: `[[consumers]]` entries and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumersFile {
+    #[serde(default)]
+    consumers: Vec<ConsumerConfig>,
+}
+
+/// A table that a route may also turn off with `false` (`cors = false`,
+/// `bot_rules = false`) when a global one exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Toggle<T> {
+    /// `false`: none on this route.
+    Off,
+    /// The route's own table.
+    On(T),
+}
+
+impl<T> Toggle<T> {
+    /// The table, when on.
+    pub fn on(&self) -> Option<&T> {
+        match self {
+            Self::Off => None,
+            Self::On(t) => Some(t),
+        }
+    }
+}
+
+// A visitor rather than `#[serde(untagged)]`: untagged enums buffer their input, which loses
+// the spans inside the table that error messages point at.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Toggle<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table, or false to turn it off on this route")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Toggle<T>, E> {
+                if v {
+                    Err(E::custom(
+                        "`true` is not a setting: give a table, or `false` to turn it off on this route",
+                    ))
+                } else {
+                    Ok(Toggle::Off)
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Toggle<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Toggle::On)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<T: Serialize> Serialize for Toggle<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => serializer.serialize_bool(false),
+            Self::On(t) => t.serialize(serializer),
+        }
+    }
 }
 
 /// `[auth.jwt]`: how `Authorization: Bearer` tokens are verified.
@@ -64,6 +134,10 @@ pub struct JwtConfig {
     /// `http://` or `https://` URL of a JWK Set; keys are chosen by the token's `kid`.
     #[serde(default)]
     pub jwks_url: Option<Spanned<String>>,
+    /// PEM file of the CA certificates trusted for an `https://` `jwks_url` (instead of the
+    /// system's roots); relative to the config file.
+    #[serde(default)]
+    pub jwks_ca_file: Option<Spanned<std::path::PathBuf>>,
     /// Keys older than this are fetched again (in the background; the old ones serve meanwhile).
     #[serde(default = "JwtConfig::default_jwks_max_age")]
     pub jwks_max_age: crate::Duration,
@@ -330,9 +404,33 @@ fn check_token(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `[[consumers]]`, `[auth]` and the routes' `auth` and `acl`; errors go to `errors`.
-/// Anchors `auth.jwt.public_key` at the config file's directory.
+/// Checks `[[consumers]]` (of the config and of `consumers_file`, whose entries are appended
+/// to `config.consumers`), `[auth]` and the routes' `auth` and `acl`; errors go to `errors`.
+/// Anchors `auth.jwt.public_key`, `auth.jwt.jwks_ca_file` and `auth.consumers_file` at the
+/// config file's directory.
 pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut Vec<ConfigError>) {
+    let mut names = HashSet::new();
+    let mut hashes = HashSet::new();
+    let mut keyed = check_consumers(
+        &config.consumers,
+        file,
+        text,
+        &mut names,
+        &mut hashes,
+        errors,
+    );
+    if let Some(extra) = load_consumers_file(config, text, file, errors) {
+        let (path, extra_text, consumers) = extra;
+        keyed |= check_consumers(
+            &consumers,
+            &path,
+            &extra_text,
+            &mut names,
+            &mut hashes,
+            errors,
+        );
+        config.consumers.extend(consumers);
+    }
     let mut err = |span: std::ops::Range<usize>, key: String, message: String| {
         errors.push(ConfigError::at_key(file, text, span, key, message));
     };
@@ -342,39 +440,6 @@ pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut V
     let config = &*config;
     check_edge(config, &mut err);
     let has_jwt = config.auth.jwt.is_some();
-    let mut names = HashSet::new();
-    let mut hashes = HashSet::new();
-    let mut keyed = false;
-    for (i, c) in config.consumers.iter().enumerate() {
-        let name = c.name.get_ref();
-        if let Err(m) = check_token(name) {
-            err(c.name.span(), format!("consumers[{i}].name"), m);
-        } else if !names.insert(name.as_str()) {
-            err(
-                c.name.span(),
-                format!("consumers[{i}].name"),
-                format!("duplicate consumer name {name:?}"),
-            );
-        }
-        if let Some(tier) = &c.tier
-            && let Err(m) = check_token(tier.get_ref())
-        {
-            err(tier.span(), format!("consumers[{i}].tier"), m);
-        }
-        for (j, k) in c.api_keys.iter().enumerate() {
-            keyed = true;
-            match parse_key_hash(k.get_ref().expose()) {
-                // The hash is not echoed: it names a key.
-                Ok(h) if !hashes.insert(h) => err(
-                    k.span(),
-                    format!("consumers[{i}].api_keys[{j}]"),
-                    "this key hash is given twice; each key belongs to one consumer".into(),
-                ),
-                Ok(_) => {}
-                Err(m) => err(k.span(), format!("consumers[{i}].api_keys[{j}]"), m),
-            }
-        }
-    }
     let a = &config.auth.api_key;
     if let Err(m) = values::parse_header_name(a.header.get_ref()) {
         err(a.header.span(), "auth.api_key.header".into(), m);
@@ -430,7 +495,7 @@ pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut V
         for (j, c) in acl.consumers.iter().enumerate() {
             let wanted = c.get_ref();
             if !names.contains(wanted.as_str()) {
-                let hint = closest(wanted, names.iter().copied())
+                let hint = closest(wanted, names.iter().map(String::as_str))
                     .map(|s| format!("; did you mean {s:?}?"))
                     .unwrap_or_default();
                 err(
@@ -441,6 +506,90 @@ pub(crate) fn check(config: &mut Config, text: &str, file: &Path, errors: &mut V
             }
         }
     }
+}
+
+/// Reads, parses and returns the `[auth] consumers_file` (its path made absolute in
+/// `config`); `None` when there is none or it cannot be used (the error is in `errors`).
+fn load_consumers_file(
+    config: &mut Config,
+    text: &str,
+    file: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(std::path::PathBuf, String, Vec<ConsumerConfig>)> {
+    let path = config.auth.consumers_file.as_mut()?;
+    let resolved = file.parent().unwrap_or(Path::new(".")).join(path.get_ref());
+    *path.get_mut() = resolved.clone();
+    let extra_text = match std::fs::read_to_string(&resolved) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::at_key(
+                file,
+                text,
+                path.span(),
+                "auth.consumers_file".into(),
+                format!("cannot read {}: {e}", resolved.display()),
+            ));
+            return None;
+        }
+    };
+    match toml::from_str::<ConsumersFile>(&extra_text) {
+        Ok(parsed) => Some((resolved, extra_text, parsed.consumers)),
+        Err(e) => {
+            errors.push(crate::diagnostics::from_toml_error(
+                &e,
+                &extra_text,
+                &resolved,
+            ));
+            None
+        }
+    }
+}
+
+/// Checks consumers of one file (`text` is that file's): names and tiers well-formed, names
+/// and key hashes unique across files (`names`, `hashes`). Whether any has an API key.
+fn check_consumers(
+    consumers: &[ConsumerConfig],
+    file: &Path,
+    text: &str,
+    names: &mut HashSet<String>,
+    hashes: &mut HashSet<[u8; 32]>,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let mut err = |span: std::ops::Range<usize>, key: String, message: String| {
+        errors.push(ConfigError::at_key(file, text, span, key, message));
+    };
+    let mut keyed = false;
+    for (i, c) in consumers.iter().enumerate() {
+        let name = c.name.get_ref();
+        if let Err(m) = check_token(name) {
+            err(c.name.span(), format!("consumers[{i}].name"), m);
+        } else if !names.insert(name.clone()) {
+            err(
+                c.name.span(),
+                format!("consumers[{i}].name"),
+                format!("duplicate consumer name {name:?}"),
+            );
+        }
+        if let Some(tier) = &c.tier
+            && let Err(m) = check_token(tier.get_ref())
+        {
+            err(tier.span(), format!("consumers[{i}].tier"), m);
+        }
+        for (j, k) in c.api_keys.iter().enumerate() {
+            keyed = true;
+            match parse_key_hash(k.get_ref().expose()) {
+                // The hash is not echoed: it names a key.
+                Ok(h) if !hashes.insert(h) => err(
+                    k.span(),
+                    format!("consumers[{i}].api_keys[{j}]"),
+                    "this key hash is given twice; each key belongs to one consumer".into(),
+                ),
+                Ok(_) => {}
+                Err(m) => err(k.span(), format!("consumers[{i}].api_keys[{j}]"), m),
+            }
+        }
+    }
+    keyed
 }
 
 /// Checks IP rules, CORS and security headers, global and per route.
@@ -499,7 +648,7 @@ fn check_edge(config: &Config, err: &mut impl FnMut(std::ops::Range<usize>, Stri
         cors(c, "cors");
     }
     for (i, r) in config.routes.iter().enumerate() {
-        if let Some(c) = &r.cors {
+        if let Some(c) = r.cors.as_ref().and_then(Toggle::on) {
             cors(c, &format!("routes[{i}].cors"));
         }
     }
@@ -675,6 +824,27 @@ fn check_jwt(
         }
         *path.get_mut() = resolved;
     }
+    if let Some(path) = &mut jwt.jwks_ca_file {
+        let resolved = file.parent().unwrap_or(Path::new(".")).join(path.get_ref());
+        if !resolved.is_file() {
+            err(
+                path.span(),
+                "auth.jwt.jwks_ca_file".into(),
+                format!("file not found: {}", resolved.display()),
+            );
+        } else if !jwt
+            .jwks_url
+            .as_ref()
+            .is_some_and(|u| u.get_ref().starts_with("https://"))
+        {
+            err(
+                path.span(),
+                "auth.jwt.jwks_ca_file".into(),
+                "is only used for an https:// jwks_url".into(),
+            );
+        }
+        *path.get_mut() = resolved;
+    }
     if let Some(url) = &jwt.jwks_url {
         let ok = url
             .get_ref()
@@ -800,5 +970,106 @@ mod tests {
         );
         let bad_header = errors("[security_headers]\nhsts = \"a\\nb\"\n");
         assert!(bad_header.contains("security_headers.hsts"), "{bad_header}");
+    }
+
+    #[test]
+    fn a_consumers_file_adds_consumers_and_its_errors_name_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("gw.toml");
+        let extra = dir.path().join("consumers.toml");
+        let text = format!(
+            "{ROUTE}auth = \"api_key\"\nacl = {{ consumers = [\"file-only\"] }}\n\n[auth]\nconsumers_file = \"consumers.toml\"\n\n[[consumers]]\nname = \"inline\"\n"
+        );
+        std::fs::write(
+            &extra,
+            format!(
+                "[[consumers]]\nname = \"file-only\"\ntier = \"gold\"\napi_keys = [\"{HASH}\"]\n"
+            ),
+        )
+        .unwrap();
+        let config = parse(&text, &main).unwrap();
+        let names: Vec<&str> = config
+            .consumers
+            .iter()
+            .map(|c| c.name.get_ref().as_str())
+            .collect();
+        assert_eq!(names, ["inline", "file-only"]);
+        assert_eq!(
+            config.auth.consumers_file.as_ref().unwrap().get_ref(),
+            &extra,
+            "anchored at the config's directory"
+        );
+
+        // Errors in the consumers file name it, with line and key.
+        std::fs::write(
+            &extra,
+            "[[consumers]]\nname = \"file-only\"\n\n[[consumers]]\nname = \"inline\"\napi_keys = [\"not-a-hash\"]\n",
+        )
+        .unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(
+            e.contains("consumers.toml:5") && e.contains("consumers[1].name"),
+            "{e}"
+        );
+        assert!(e.contains("duplicate consumer name"), "{e}");
+        assert!(
+            e.contains("consumers.toml:6") && e.contains("consumers[1].api_keys[0]"),
+            "{e}"
+        );
+        std::fs::write(&extra, "[[consumers]]\nname = \"x\"\nteir = \"gold\"\n").unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(e.contains("consumers.toml:3") && e.contains("teir"), "{e}");
+        std::fs::remove_file(&extra).unwrap();
+        let e = parse(&text, &main).unwrap_err().to_string();
+        assert!(
+            e.contains("gw.toml") && e.contains("auth.consumers_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn routes_turn_cors_and_bot_rules_off_with_false_only() {
+        let ok = format!(
+            "[cors]\norigins = [\"*\"]\n[bot_rules]\n{ROUTE}cors = false\nbot_rules = false\n"
+        );
+        let config = parse(&ok, "t.toml".as_ref()).unwrap();
+        assert_eq!(config.routes[0].cors, Some(crate::Toggle::Off));
+        let own = format!("{ROUTE}bot_rules = {{ deny = [\"curl\"], default_list = false }}\n");
+        assert_eq!(errors(&own), "");
+        let on = errors(&format!("{ROUTE}cors = true\n"));
+        assert!(
+            on.contains("`true` is not a setting") && on.contains("t.toml:8"),
+            "{on}"
+        );
+        let typo = errors(&format!("{ROUTE}bot_rules = {{ deny_emtpy = true }}\n"));
+        assert!(
+            typo.contains("deny_emtpy") && typo.contains("t.toml:8"),
+            "{typo}"
+        );
+        let bad_origin = errors(&format!("{ROUTE}cors = {{ origins = [\"nope\"] }}\n"));
+        assert!(
+            bad_origin.contains("routes[0].cors.origins[0]"),
+            "{bad_origin}"
+        );
+    }
+
+    #[test]
+    fn a_jwks_ca_file_must_exist_and_go_with_an_https_url() {
+        let missing = errors(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks\"\njwks_ca_file = \"nowhere.pem\"\n",
+        );
+        assert!(
+            missing.contains("auth.jwt.jwks_ca_file") && missing.contains("not found"),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+        let plain = format!(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"http://idp.test/jwks\"\njwks_ca_file = \"{}\"\n",
+            dir.path().join("ca.pem").display()
+        );
+        let e = errors(&plain);
+        assert!(e.contains("only used for an https://"), "{e}");
+        assert_eq!(errors(&plain.replace("http://", "https://")), "");
     }
 }

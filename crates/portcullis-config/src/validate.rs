@@ -49,6 +49,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_slos(&mut c, config);
     check_rate_limits(&mut c, config);
     crate::security::check(config, text, file, &mut c.errors);
+    crate::versioning::check(config, text, file, &mut c.errors);
     if let Some(level) = &config.log.level {
         c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
     }

@@ -33,6 +33,7 @@ mod service;
 mod stack;
 mod tls;
 mod upstream;
+mod version;
 mod warm;
 mod watchdog;
 

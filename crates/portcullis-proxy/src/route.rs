@@ -2,6 +2,7 @@
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
+use portcullis_auth::ResolvedVersion;
 use portcullis_cache::RoutePolicy;
 use portcullis_observe::RouteMetrics;
 
@@ -30,19 +31,59 @@ pub struct Route {
     pub(crate) limit: Option<Arc<crate::limit::RouteLimit>>,
     /// Credentials and ACL checked before the cache or the upstream sees the request.
     pub security: portcullis_auth::RouteSecurity,
+    /// API versions, when the route has `versioning`.
+    pub(crate) versions: Option<Box<crate::version::RouteVersions>>,
 }
 
 impl Route {
     /// The path to send upstream. Stripping happens on segment boundaries only.
     pub fn rewrite_path<'a>(&self, path: &'a str) -> Cow<'a, str> {
-        let mut rest = path;
+        self.rewrite_path_for(path, None)
+    }
+
+    /// `path` after `strip_prefix` (on a segment boundary; the whole path when it does not
+    /// start with the prefix): where a path version segment is looked for.
+    pub(crate) fn after_strip<'a>(&self, path: &'a str) -> &'a str {
         if let Some(strip) = &self.strip_prefix
             && let Some(after) = path.strip_prefix(strip.as_str())
             && (after.is_empty() || after.starts_with('/'))
         {
-            rest = after;
+            return after;
         }
-        match (&self.add_prefix, rest.is_empty()) {
+        path
+    }
+
+    /// The upstream and timeout of `version` (the route's own without one).
+    pub(crate) fn target_for(
+        &self,
+        version: Option<ResolvedVersion>,
+    ) -> (&Arc<Upstream>, Duration) {
+        match (version, &self.versions) {
+            (Some(v), Some(versions)) => {
+                let t = &versions.targets[v.index()];
+                (&t.upstream, t.timeout)
+            }
+            _ => (&self.upstream, self.timeout),
+        }
+    }
+
+    /// The path to send upstream for a request of `version`: stripped of `strip_prefix` (and,
+    /// with `versioning.strip`, of a version path segment), then prefixed with the version's
+    /// `add_prefix`, else the route's.
+    pub(crate) fn rewrite_path_for<'a>(
+        &self,
+        path: &'a str,
+        version: Option<ResolvedVersion>,
+    ) -> Cow<'a, str> {
+        let mut rest = self.after_strip(path);
+        let mut add_prefix = self.add_prefix.as_ref();
+        if let (Some(v), Some(versions)) = (version, &self.versions) {
+            rest = versions.api.strip_path(v, rest);
+            if let Some(p) = &versions.targets[v.index()].add_prefix {
+                add_prefix = Some(p);
+            }
+        }
+        match (add_prefix, rest.is_empty()) {
             (None, false) if rest.len() == path.len() => Cow::Borrowed(path),
             (None, false) => Cow::Borrowed(rest),
             (None, true) => Cow::Borrowed("/"),
@@ -81,6 +122,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             cache: None,
             security: portcullis_auth::RouteSecurity::none(),
+            versions: None,
         }
     }
 

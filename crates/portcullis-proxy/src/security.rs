@@ -16,8 +16,12 @@ use portcullis_config::{
 
 use crate::stack::BuildError;
 
-/// The consumers and credential settings shared by every route.
-pub(crate) fn authenticator(config: &Config) -> Result<Arc<Authenticator>, BuildError> {
+/// The consumers and credential settings shared by every route. On reload, `previous` lends its
+/// cached JWK Set when the JWK Set URL and CA are unchanged.
+pub(crate) fn authenticator(
+    config: &Config,
+    previous: Option<&Authenticator>,
+) -> Result<Arc<Authenticator>, BuildError> {
     let consumers = config
         .consumers
         .iter()
@@ -45,9 +49,11 @@ pub(crate) fn authenticator(config: &Config) -> Result<Arc<Authenticator>, Build
         forward_consumer_headers: a.forward_consumer_headers,
         jwt: a.jwt.as_ref().map(jwt_options).transpose()?,
     };
-    Authenticator::new(consumers, options)
-        .map(Arc::new)
-        .map_err(|e| BuildError::Config(e.0))
+    let mut auth = Authenticator::new(consumers, options).map_err(|e| BuildError::Config(e.0))?;
+    if let Some(previous) = previous {
+        auth.keep_jwks_of(previous);
+    }
+    Ok(Arc::new(auth))
 }
 
 /// A route's security from its `auth`, `acl`, `ip_rules`, `cors`, `security_headers` and the
@@ -116,6 +122,14 @@ fn jwt_options(j: &JwtConfig) -> Result<JwtOptions, BuildError> {
                     .map_err(|e| config_error(format!("jwks_url: {e}")))
             })
             .transpose()?,
+        jwks_ca_pem: j
+            .jwks_ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read(p.get_ref())
+                    .map_err(|e| config_error(format!("{}: {e}", p.get_ref().display())))
+            })
+            .transpose()?,
         jwks_max_age: j.jwks_max_age.0,
         jwks_min_refresh: j.jwks_min_refresh.0,
         issuers: j.issuer.clone(),
@@ -138,8 +152,9 @@ fn jwt_options(j: &JwtConfig) -> Result<JwtOptions, BuildError> {
 }
 
 /// The edge rules of route `r`: global and route IP rules merged (route allow replaces, deny
-/// adds), the global bot rules, the route's CORS or the global one, and security headers
-/// (defaults, then `[security_headers]`, then the route's keys).
+/// adds), the route's bot rules or the global ones, the route's CORS or the global one (either
+/// turned off by `false` on the route), and security headers (defaults, then
+/// `[security_headers]`, then the route's keys).
 fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildError> {
     let nets = |list: &[Spanned<String>]| {
         list.iter()
@@ -154,28 +169,29 @@ fn edge_options(config: &Config, r: &RouteConfig) -> Result<EdgeOptions, BuildEr
         Some(i) => nets(&i.allow)?,
         None => nets(&config.ip_rules.allow)?,
     };
-    let bots = config
-        .bot_rules
-        .as_ref()
-        .map_or_else(BotRules::default, |b| BotRules {
-            deny: if b.default_list {
-                &DEFAULT_BAD_BOTS[..]
-            } else {
-                &[]
-            }
-            .iter()
-            .map(|s| (*s).to_owned())
-            .chain(b.deny.iter().cloned())
-            .collect(),
-            allow: b.allow.clone(),
-            deny_empty: b.deny_empty,
-        });
-    let cors = r
-        .cors
-        .as_ref()
-        .or(config.cors.as_ref())
-        .map(cors_options)
-        .transpose()?;
+    let bots = match &r.bot_rules {
+        Some(route_rules) => route_rules.on(),
+        None => config.bot_rules.as_ref(),
+    }
+    .map_or_else(BotRules::default, |b| BotRules {
+        deny: if b.default_list {
+            &DEFAULT_BAD_BOTS[..]
+        } else {
+            &[]
+        }
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(b.deny.iter().cloned())
+        .collect(),
+        allow: b.allow.clone(),
+        deny_empty: b.deny_empty,
+    });
+    let cors = match &r.cors {
+        Some(route_cors) => route_cors.on(),
+        None => config.cors.as_ref(),
+    }
+    .map(cors_options)
+    .transpose()?;
     Ok(EdgeOptions {
         ip: IpRules { allow, deny },
         bots,

@@ -22,7 +22,7 @@ use http::{
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use portcullis_auth::{Decoration, LimitedBody, Overflow, TemplateVars};
+use portcullis_auth::{Decoration, LimitedBody, Overflow, ResolvedVersion, TemplateVars};
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
@@ -94,6 +94,8 @@ pub struct Shared {
     pub(crate) upstreams: Vec<Arc<crate::Upstream>>,
     /// The Redis handle, when `[redis]` is configured.
     pub(crate) redis: Option<portcullis_redis::Redis>,
+    /// Consumers and credentials (kept for the next reload's JWK Set cache).
+    pub(crate) auth: Arc<portcullis_auth::Authenticator>,
 }
 
 impl Shared {
@@ -256,13 +258,14 @@ where
         let next = match routed {
             Routed::Answer(response) => Ok(response),
             Routed::Error(e) => Err(e),
-            Routed::Forward(route, wants_upgrade, normalized, grant, limiting) => {
+            Routed::Forward(route, wants_upgrade, normalized, grant, limiting, version) => {
                 let mut overflow = Overflow::default();
                 let mut req = req.map(|body| {
                     let (body, o) = LimitedBody::new(body, route.security.body_limit());
                     overflow = o;
                     RequestBytes::new(body, &route.metrics)
                 });
+                crate::version::mark(&route, version, &mut req);
                 let (pending, mut decoration) = if grant.is_pending() {
                     (Some(grant), Decoration::default())
                 } else {
@@ -319,6 +322,7 @@ where
                         limit.annotate(decision, response.headers_mut());
                     }
                     route.security.decorate(&decoration, &mut response);
+                    crate::version::decorate(&route, version, response.headers_mut());
                     if route.security.has_transforms() {
                         let vars = template_vars(&route, &request_id, consumer.as_ref());
                         route.security.transform_response(&mut response, &vars);
@@ -406,13 +410,14 @@ enum Routed {
     Error(ProxyError),
     /// Goes on to `forward` with this route; whether it asks for a protocol upgrade; the
     /// normalized path when normalization changed it; what the route's security lets through.
-    /// The rate limit's state.
+    /// The rate limit's state. The API version.
     Forward(
         Arc<Route>,
         bool,
         Option<NormalizedPath>,
         portcullis_auth::Grant,
         Limiting,
+        Option<ResolvedVersion>,
     ),
 }
 
@@ -472,6 +477,7 @@ async fn decide_limit<B>(
             route,
             &*req,
             routed_path_in(req.extensions(), req.uri()),
+            None,
         )
     {
         limit.annotate(&decision, hit.headers_mut());
@@ -487,13 +493,15 @@ fn refusal(limit: &RouteLimit, decision: &Decision, request_id: &RequestId) -> R
     response
 }
 
-/// A fresh cache hit for `req` on `route`, if the route caches and has one.
+/// A fresh cache hit for `req` on `route`, if the route caches and has one. `version`: the API
+/// version of a request not yet marked with it (see `crate::version::mark`).
 fn fresh_hit<B>(
     shared: &Shared,
     conn: &ConnInfo,
     route: &Route,
     req: &Request<B>,
     path: &str,
+    version: Option<ResolvedVersion>,
 ) -> Option<Response<Body>> {
     let policy = route.cache.as_ref()?;
     let target = RequestTarget {
@@ -501,9 +509,10 @@ fn fresh_hit<B>(
         host: request_host(req.uri(), req.headers()).unwrap_or(""),
         path,
     };
+    let headers = crate::version::keyed_headers(route, version, req.headers());
     shared
         .cache
-        .serve_fresh(policy, target, req.method(), req.uri(), req.headers())
+        .serve_fresh(policy, target, req.method(), req.uri(), &headers)
 }
 
 /// The request's path after dot-segment removal, carried as a request extension only when it
@@ -570,9 +579,19 @@ fn route<B>(
     if let Some(consumer) = grant.consumer() {
         measure.consumer(&consumer.id.0);
     }
+    // The API version, after credentials and before the limit and the cache: 400 if unknown.
+    let version = match crate::version::resolve(route, req, &path) {
+        Ok(version) => version,
+        Err(rejection) => {
+            let mut response = rejection.into_response(Some(request_id));
+            route.security.decorate_answer(req.headers(), &mut response);
+            return Routed::Answer(response);
+        }
+    };
     // A hit answered here carries the route's security headers and response transforms.
     let answer_hit = |mut hit: Response<Body>| {
         route.security.decorate(&grant.decoration(), &mut hit);
+        crate::version::decorate(route, version, hit.headers_mut());
         if route.security.has_transforms() {
             let consumer = grant.consumer().map(|c| c.id.clone());
             let vars = template_vars(route, request_id, consumer.as_ref());
@@ -585,7 +604,7 @@ fn route<B>(
     // Hits that do not count are answered before the limit is consulted.
     if cached
         && limit.is_none_or(|l| !l.count_cache_hits)
-        && let Some(hit) = fresh_hit(shared, conn, route, req, &path)
+        && let Some(hit) = fresh_hit(shared, conn, route, req, &path, version)
     {
         return answer_hit(hit);
     }
@@ -606,11 +625,12 @@ fn route<B>(
                 if !decision.verdict.allowed {
                     let mut response = refusal(l, &decision, request_id);
                     route.security.decorate_answer(req.headers(), &mut response);
+                    crate::version::decorate(route, version, response.headers_mut());
                     return Routed::Answer(response);
                 }
                 if cached
                     && l.count_cache_hits
-                    && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path)
+                    && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path, version)
                 {
                     l.annotate(&decision, hit.headers_mut());
                     return answer_hit(hit);
@@ -629,6 +649,7 @@ fn route<B>(
         normalized,
         grant,
         limiting,
+        version,
     )
 }
 
@@ -658,6 +679,7 @@ where
             .unwrap_or("")
             .to_owned();
         let normalized = parts.extensions.get::<NormalizedPath>().cloned();
+        let version = parts.extensions.get::<ResolvedVersion>().copied();
         let path = routed_path(&parts).to_owned();
         parts.extensions.insert(request_id.clone());
         let req = Request::from_parts(parts, body::boxed(body));
@@ -667,6 +689,7 @@ where
             route: Arc::clone(route),
             request_id: request_id.clone(),
             normalized,
+            version,
         };
         let target = RequestTarget {
             scheme: scheme(conn),
@@ -688,6 +711,8 @@ struct UpstreamFetch {
     request_id: RequestId,
     /// Carried into every request the cache sends (refreshes are built afresh).
     normalized: Option<NormalizedPath>,
+    /// The API version, carried likewise.
+    version: Option<ResolvedVersion>,
 }
 
 impl Fetch for UpstreamFetch {
@@ -697,6 +722,9 @@ impl Fetch for UpstreamFetch {
             let (mut parts, body) = req.into_parts();
             if let Some(path) = &this.normalized {
                 parts.extensions.insert(path.clone());
+            }
+            if let Some(version) = this.version {
+                parts.extensions.insert(version);
             }
             let id = &this.request_id;
             match send_upstream(
@@ -731,12 +759,16 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let version = parts.extensions.remove::<ResolvedVersion>();
+    if let Some(v) = version {
+        crate::version::strip(route, v, &mut parts);
+    }
+    let (upstream, timeout) = route.target_for(version);
     // Routing normalized the path already; reuse it rather than scanning again.
     let path = match parts.extensions.remove::<NormalizedPath>() {
         Some(NormalizedPath(p)) => Cow::Owned(p),
         None => Cow::Borrowed(parts.uri.path()),
     };
-    let upstream = &route.upstream;
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
     let permit = upstream.admit().await?;
     let Some((mut target, mut guard)) = upstream.pick(&parts.headers, client_ip) else {
@@ -771,6 +803,7 @@ where
         &parts.uri,
         &path,
         route,
+        version,
         upstream.protocol,
         &target.authority,
     )?;
@@ -825,6 +858,7 @@ where
             original_uri: uri,
             path,
             host_from_target,
+            api_version: version,
         }),
         _ => None,
     };
@@ -835,7 +869,7 @@ where
     let mut attempt = 1;
     let (sent, sent_at) = loop {
         let sent_at = Instant::now();
-        let sent = tokio::time::timeout(route.timeout, target.pool.send(upstream_req)).await;
+        let sent = tokio::time::timeout(timeout, target.pool.send(upstream_req)).await;
         let outcome = match &sent {
             Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
             _ => UpstreamOutcome::Error,
@@ -894,7 +928,7 @@ where
         }
         Err(_) => {
             warn!(request_id = %request_id, route = %route.name, target = %authority,
-                  timeout = ?route.timeout, "upstream timed out");
+                  timeout = ?timeout, "upstream timed out");
             return Err(ProxyError::Timeout {
                 upstream: Arc::clone(&upstream.name),
             });
@@ -943,6 +977,8 @@ struct Replay {
     path: String,
     /// `Host` names the target (HTTP/1.1 without `preserve_host`).
     host_from_target: bool,
+    /// The API version (its path rewrite).
+    api_version: Option<ResolvedVersion>,
 }
 
 impl Replay {
@@ -957,6 +993,7 @@ impl Replay {
             &self.original_uri,
             &self.path,
             route,
+            self.api_version,
             protocol,
             &target.authority,
         )?;
@@ -989,10 +1026,11 @@ fn upstream_uri(
     original: &Uri,
     normalized: &str,
     route: &Route,
+    version: Option<ResolvedVersion>,
     protocol: Protocol,
     authority: &Authority,
 ) -> Result<Uri, ProxyError> {
-    let rewritten = route.rewrite_path(normalized);
+    let rewritten = route.rewrite_path_for(normalized, version);
     let unchanged = rewritten.as_ref() == original.path();
     let path_and_query = match (unchanged, original.path_and_query(), original.query()) {
         (true, Some(pq), _) => pq.clone(),

@@ -197,7 +197,7 @@ pub(crate) fn build_shared(
         previous.and_then(|p| Some((p.config.redis.as_ref()?, p.redis.as_ref()?))),
     )?;
     let mut limiters = Vec::new();
-    let auth = crate::security::authenticator(config)?;
+    let auth = crate::security::authenticator(config, previous.map(|p| &*p.auth))?;
     let mut routes = Vec::with_capacity(config.routes.len());
     let mut cached = Vec::new();
     let mut slos = Vec::new();
@@ -261,6 +261,7 @@ pub(crate) fn build_shared(
         if let Some(l) = &limit {
             limiters.push((Arc::from(name.as_str()), Arc::clone(&l.limiter)));
         }
+        let versions = crate::version::route_versions(r, &upstreams, &upstream)?;
         let route = Route {
             name: Arc::from(name.as_str()),
             timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
@@ -275,6 +276,7 @@ pub(crate) fn build_shared(
             metrics: metrics.route(name),
             limit,
             security: crate::security::route_security(config, &auth, r)?,
+            versions,
         };
         routes.push((matcher, Arc::new(route)));
     }
@@ -321,6 +323,7 @@ pub(crate) fn build_shared(
         slos,
         max_in_flight: s.max_in_flight,
         redis,
+        auth,
     })
 }
 
@@ -419,6 +422,10 @@ fn route_cache_policy(config: &Config, r: &RouteConfig) -> Result<Option<RoutePo
             .collect::<Result<_, _>>()?,
         cookies: rc.key_cookies.clone(),
     };
+    if r.versioning.is_some() {
+        // The resolved API version (see crate::version): v1 and v2 never share an entry.
+        policy.key.headers.push(crate::version::VERSION_KEY);
+    }
     policy.bypass_cookies = rc
         .bypass_cookies
         .clone()

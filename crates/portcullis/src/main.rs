@@ -202,7 +202,6 @@ async fn serve(
     takeover: bool,
     log_reload: Option<&LogReload>,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&path).ok();
     let config = portcullis_config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     apply_log_level(log_reload, &config);
     let handover_path = config.server.handover_socket.clone();
@@ -236,7 +235,7 @@ async fn serve(
         }
         None => (bind(&config).await?, None, None),
     };
-    let reloader = reload::Reloader::new(path, gateway.handle(), text);
+    let reloader = reload::Reloader::new(path, gateway.handle(), &config);
     reloader.clone().on_sighup();
     reloader.clone().on_file_change();
     let admin = bind_admin(&config, &gateway, Some(reloader), admin_listener).await?;

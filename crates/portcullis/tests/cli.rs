@@ -576,6 +576,62 @@ async fn file_changes_sighup_and_the_admin_api_reload_the_config() {
     assert_eq!(client.get(&gw.url("/d/1")).await.status(), StatusCode::OK);
 }
 
+/// Replaces `path` the way editors do: write a new file, rename it over.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_consumers_file_is_reloaded_and_a_broken_one_keeps_the_old_consumers() {
+    let up = TestUpstream::start(echo()).await;
+    let consumer = |name: &str, key: &str| {
+        format!(
+            "[[consumers]]\nname = \"{name}\"\napi_keys = [\"{}\"]\n",
+            portcullis_auth::hash_key_hex(key.as_bytes())
+        )
+    };
+    let config = format!(
+        "{}auth = \"api_key\"\n\n[auth]\nconsumers_file = \"consumers.toml\"\n",
+        one_route(&up)
+    );
+    let (dir, path) = write_config(&config);
+    let consumers = dir.path().join("consumers.toml");
+    std::fs::write(&consumers, consumer("carol", "key-carol")).unwrap();
+    let gw = GatewayProcess::spawn(dir, path, &[]);
+    let client = Client::http1();
+    let status = |key: &'static str| {
+        let req = Request::get(gw.url("/x"))
+            .header("x-api-key", key)
+            .body(Full::default())
+            .unwrap();
+        let client = &client;
+        async move { client.send(req).await.status() }
+    };
+    assert_eq!(status("key-carol").await, StatusCode::OK);
+    assert_eq!(status("key-dave").await, StatusCode::UNAUTHORIZED);
+
+    // Only the consumers file changes: the gateway reloads and dave's key works.
+    replace_file(
+        &consumers,
+        &(consumer("carol", "key-carol") + &consumer("dave", "key-dave")),
+    );
+    gw.wait_log(&["configuration reloaded", "file change"]);
+    assert_eq!(status("key-dave").await, StatusCode::OK);
+
+    // A broken consumers file is refused with its file, line and key; both keys keep working.
+    replace_file(
+        &consumers,
+        "[[consumers]]\nname = \"erin\"\n\n[[consumers]]\nname = \"erin\"\n",
+    );
+    gw.wait_log(&["reload refused", "file change"]);
+    let error = gw.wait_log(&["consumers.toml:5"]);
+    assert!(error.contains("consumers[1].name"), "{error}");
+    assert_eq!(status("key-carol").await, StatusCode::OK);
+    assert_eq!(status("key-dave").await, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_process_takes_the_sockets_over_with_no_failed_request() {
     let up = TestUpstream::start(echo()).await;

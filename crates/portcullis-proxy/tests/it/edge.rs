@@ -423,3 +423,57 @@ async fn long_urls_get_414_and_too_many_headers_431() {
     assert_eq!(json(resp.body())["status"], 431);
     assert_eq!(up.request_count(), 2);
 }
+
+#[tokio::test]
+async fn a_route_can_turn_the_global_cors_and_bot_rules_off_or_replace_them() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[cors]\norigins = [\"https://app.example.com\"]\n\n[bot_rules]\ndeny = [\"EvilBot\"]\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"global\"\nmatch = {{ path_prefix = \"/global\" }}\nupstream = \"up\"\n\n\
+         [[routes]]\nname = \"no-cors\"\nmatch = {{ path_prefix = \"/no-cors\" }}\nupstream = \"up\"\ncors = false\n\n\
+         [[routes]]\nname = \"no-bots\"\nmatch = {{ path_prefix = \"/no-bots\" }}\nupstream = \"up\"\nbot_rules = false\n\n\
+         [[routes]]\nname = \"own-bots\"\nmatch = {{ path_prefix = \"/own-bots\" }}\nupstream = \"up\"\n\
+         bot_rules = {{ default_list = false, deny = [\"curl\"] }}\n",
+        up.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let origin = ("origin", "https://app.example.com");
+    let preflight = [origin, ("access-control-request-method", "GET")];
+
+    // The global CORS answers preflights and decorates responses...
+    let resp = send(&client, "OPTIONS", &gw.url("/global/x"), &preflight).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = get(&client, &gw.url("/global/x"), &[origin]).await;
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    // ...but not on the route that turned it off: the preflight goes upstream as it is.
+    let resp = send(&client, "OPTIONS", &gw.url("/no-cors/x"), &preflight).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp.body())["method"], "OPTIONS");
+    let resp = get(&client, &gw.url("/no-cors/x"), &[origin]).await;
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    assert!(resp.headers().get("vary").is_none());
+
+    let ua = |agent: &'static str| [("user-agent", agent)];
+    for (path, agent, allowed) in [
+        ("/global/x", "EvilBot/1.0", false),
+        ("/global/x", "sqlmap/1.7", false),
+        ("/global/x", "curl/8.5.0", true),
+        ("/no-bots/x", "EvilBot/1.0", true),
+        ("/no-bots/x", "sqlmap/1.7", true),
+        ("/own-bots/x", "EvilBot/1.0", true),
+        ("/own-bots/x", "sqlmap/1.7", true),
+        ("/own-bots/x", "curl/8.5.0", false),
+    ] {
+        let resp = get(&client, &gw.url(path), &ua(agent)).await;
+        if allowed {
+            assert_eq!(resp.status(), StatusCode::OK, "{path} {agent}");
+        } else {
+            assert_403(&resp, "user agent not allowed");
+        }
+    }
+}

@@ -307,3 +307,147 @@ async fn refreshes_on_unknown_kids_are_rate_limited() {
     }
     assert_eq!(jwks.request_count(), 1);
 }
+
+#[tokio::test]
+async fn the_jwk_set_cache_survives_reloads_while_its_url_is_unchanged() {
+    let a = EcKey::generate("key-a");
+    let keys = Arc::new(Mutex::new(vec![a.jwk.clone()]));
+    let jwks = jwks_server(Arc::clone(&keys)).await;
+    let up = TestUpstream::start(echo()).await;
+    let config = jwks_config(&up, &jwks, "1h");
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let token = a.sign("key-a");
+    assert_eq!(
+        get(&client, &gw.url("/"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(jwks.request_count(), 1);
+
+    // Reloads that keep the URL (one changes the refresh timing) fetch nothing.
+    gw.reload(&format!("{config}leeway = \"5s\"\n")).unwrap();
+    gw.reload(&config.replace("\"1h\"", "\"2h\"")).unwrap();
+    assert_eq!(
+        get(&client, &gw.url("/"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(jwks.request_count(), 1, "no fetch after the reloads");
+
+    // Another URL is another key set: fetched on the next token.
+    gw.reload(&config.replace("/.well-known/jwks.json", "/keys"))
+        .unwrap();
+    assert_eq!(
+        get(&client, &gw.url("/"), Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(jwks.request_count(), 2);
+    assert_eq!(jwks.requests()[1].uri, "/keys");
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM.
+struct TestCa {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    fn generate() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "portcullis test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        Self {
+            ca_pem: ca_cert.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// An HTTPS server on loopback answering every request with `body`; counts the requests it
+/// answered (after a completed TLS handshake).
+async fn https_server(
+    tls: Arc<rustls::ServerConfig>,
+    body: String,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body, count) = (acceptor.clone(), body.clone(), Arc::clone(&count));
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn an_https_jwk_set_is_trusted_through_the_configured_ca_only() {
+    let key = EcKey::generate("key-a");
+    let ca = TestCa::generate();
+    let body = json!({ "keys": [key.jwk.clone()] }).to_string();
+    let (addr, served) = https_server(Arc::clone(&ca.server), body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (good_ca, other_ca) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&good_ca, &ca.ca_pem).unwrap();
+    std::fs::write(&other_ca, TestCa::generate().ca_pem).unwrap();
+    let up = TestUpstream::start(echo()).await;
+    let config = |ca_file: &std::path::Path| {
+        format!(
+            "{}\n[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://{addr}/jwks.json\"\njwks_ca_file = \"{}\"\njwks_min_refresh = \"0s\"\n",
+            single_route(&[&up], "", "auth = \"jwt\""),
+            ca_file.display()
+        )
+    };
+    let client = Client::http1();
+    let token = key.sign("key-a");
+
+    // A CA that did not sign the server's certificate: the handshake fails, nothing is fetched.
+    let untrusting = TestGateway::start(&config(&other_ca)).await;
+    assert_401(
+        &get(&client, &untrusting.url("/"), Some(&token)).await,
+        "JWK Set server not trusted",
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let gw = TestGateway::start(&config(&good_ca)).await;
+    let resp = get(&client, &gw.url("/"), Some(&token)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(up.request_count(), 1);
+}

@@ -25,6 +25,7 @@ mod routing;
 mod security;
 mod streaming;
 mod upgrade;
+mod versioning;
 mod watchdog;
 
 use http::StatusCode;

@@ -200,3 +200,53 @@ async fn cached_responses_are_not_served_to_unauthenticated_requests() {
     assert!(!String::from_utf8_lossy(anonymous.body()).contains("secret data"));
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn consumers_from_a_separate_file_authenticate_and_a_bad_reload_keeps_them() {
+    let up = TestUpstream::start(echo()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("consumers.toml");
+    let consumer = |name: &str, key: &str| {
+        format!(
+            "[[consumers]]\nname = \"{name}\"\napi_keys = [\"{}\"]\n",
+            hash(key)
+        )
+    };
+    std::fs::write(&file, consumer("carol", "key-carol")).unwrap();
+    let config = format!(
+        "{}\n[auth]\nforward_consumer_headers = true\nconsumers_file = \"{}\"\n",
+        single_route(&[&up], "", "auth = \"api_key\""),
+        file.display()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let with_key = |key: &'static str| [("x-api-key", key)];
+    let resp = get(&client, &gw.url("/"), &with_key("key-carol")).await;
+    assert_eq!(json(resp.body())["headers"]["x-consumer-id"], "carol");
+
+    // The file changes: dave replaces carol.
+    std::fs::write(&file, consumer("dave", "key-dave")).unwrap();
+    gw.reload(&config).unwrap();
+    let resp = get(&client, &gw.url("/"), &with_key("key-dave")).await;
+    assert_eq!(json(resp.body())["headers"]["x-consumer-id"], "dave");
+    let resp = get(&client, &gw.url("/"), &with_key("key-carol")).await;
+    assert_json_error(&resp, StatusCode::UNAUTHORIZED);
+
+    // A broken file is refused with its name, line and key; dave keeps working.
+    std::fs::write(
+        &file,
+        "[[consumers]]\nname = \"erin\"\napi_keys = [\"plain-key\"]\n",
+    )
+    .unwrap();
+    let refused = gw.reload(&config).unwrap_err();
+    assert!(
+        refused.contains("consumers.toml:3") && refused.contains("consumers[0].api_keys[0]"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("plain-key"),
+        "the value is not echoed: {refused}"
+    );
+    let resp = get(&client, &gw.url("/"), &with_key("key-dave")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
