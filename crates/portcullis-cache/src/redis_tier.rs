@@ -153,6 +153,8 @@ pub struct RedisTier {
     compress_min: usize,
     max_payload: usize,
     counters: Counters,
+    /// Counts invalidation messages applied, for whoever waits on one (tests, measurements).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl RedisTier {
@@ -171,6 +173,7 @@ impl RedisTier {
                 .saturating_mul(2)
                 .saturating_add(1 << 20),
             counters: Counters::default(),
+            applied: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -498,6 +501,13 @@ impl RedisTier {
 
     pub(crate) fn received(&self) {
         self.counters.received.fetch_add(1, Relaxed);
+        self.applied.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver whose value is the number of other instances' invalidation messages applied
+    /// here so far; it changes as each is applied.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     pub(crate) fn gap(&self) {

@@ -21,6 +21,13 @@ pub struct RedisTable {
     /// Redis Cluster seed nodes (instead of `url`).
     #[serde(default)]
     pub cluster: Vec<Spanned<Secret>>,
+    /// Sentinels (`redis://host:26379`) that name the master; with them, `url` (optional)
+    /// gives only the data nodes' scheme, credentials and database.
+    #[serde(default)]
+    pub sentinel: Vec<Spanned<Secret>>,
+    /// The master's name at the Sentinels.
+    #[serde(default)]
+    pub sentinel_master: Option<Spanned<String>>,
     /// Prefix of every key the gateway writes.
     #[serde(default = "RedisTable::default_prefix")]
     pub prefix: String,

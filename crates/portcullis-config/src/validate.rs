@@ -87,6 +87,31 @@ fn check_rate_limits(c: &mut Checker<'_>, config: &Config) {
                 "give either `url` or `cluster`, not both".into(),
             );
         }
+        for (i, url) in redis.sentinel.iter().enumerate() {
+            check_redis_url(c, url, format!("redis.sentinel[{i}]"));
+        }
+        if let Some(first) = redis.sentinel.first() {
+            if !redis.cluster.is_empty() {
+                c.error(
+                    first,
+                    "redis.sentinel".into(),
+                    "give either `cluster` or `sentinel`, not both".into(),
+                );
+            }
+            if redis.sentinel_master.is_none() {
+                c.error(
+                    first,
+                    "redis.sentinel".into(),
+                    "needs `sentinel_master`, the master's name at the Sentinels".into(),
+                );
+            }
+        } else if let Some(name) = &redis.sentinel_master {
+            c.error(
+                name,
+                "redis.sentinel_master".into(),
+                "needs `sentinel`, the Sentinels' URLs".into(),
+            );
+        }
     }
     let d = &config.rate_limit;
     c.check(

@@ -67,6 +67,12 @@ pub(crate) fn redis_handle(
             .iter()
             .map(|u| u.get_ref().expose().to_owned())
             .collect(),
+        sentinels: table
+            .sentinel
+            .iter()
+            .map(|u| u.get_ref().expose().to_owned())
+            .collect(),
+        sentinel_master: table.sentinel_master.as_ref().map(|n| n.get_ref().clone()),
         prefix: table.prefix.clone(),
         timeout: table.timeout.0,
         connect_timeout: table.connect_timeout.0,

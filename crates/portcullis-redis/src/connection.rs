@@ -8,7 +8,7 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
-use crate::{RedisConfig, Unavailable};
+use crate::{RedisConfig, Unavailable, sentinel::SentinelConnection};
 
 /// A multiplexed connection to a server or a cluster. Cloning is cheap and shares the socket(s).
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub enum Connection {
     Single(ConnectionManager),
     /// A Redis Cluster; commands go to the node owning their keys' slot.
     Cluster(ClusterConnection),
+    /// Whichever server the Sentinels name as master.
+    Sentinel(SentinelConnection),
 }
 
 impl std::fmt::Debug for Connection {
@@ -24,6 +26,7 @@ impl std::fmt::Debug for Connection {
         f.write_str(match self {
             Self::Single(_) => "Connection::Single",
             Self::Cluster(_) => "Connection::Cluster",
+            Self::Sentinel(_) => "Connection::Sentinel",
         })
     }
 }
@@ -31,7 +34,9 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects in the background; the first commands wait for (or fail with) the connection.
     pub(crate) fn lazy(config: &RedisConfig) -> Result<Self, Unavailable> {
-        if config.cluster.is_empty() {
+        if !config.sentinels.is_empty() {
+            SentinelConnection::lazy(config).map(Self::Sentinel)
+        } else if config.cluster.is_empty() {
             let url = config
                 .url
                 .as_deref()
@@ -64,6 +69,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -76,6 +82,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -83,6 +90,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -96,7 +104,14 @@ pub(crate) fn describe(config: &RedisConfig) -> String {
             _ => url.to_owned(),
         }
     }
-    if config.cluster.is_empty() {
+    if !config.sentinels.is_empty() {
+        let nodes: Vec<String> = config.sentinels.iter().map(|u| strip(u)).collect();
+        format!(
+            "sentinel({} @ {})",
+            config.sentinel_master.as_deref().unwrap_or("?"),
+            nodes.join(", ")
+        )
+    } else if config.cluster.is_empty() {
         config.url.as_deref().map(strip).unwrap_or_default()
     } else {
         let nodes: Vec<String> = config.cluster.iter().map(|u| strip(u)).collect();

@@ -10,6 +10,7 @@
 mod connection;
 mod health;
 mod metrics;
+mod sentinel;
 mod subscribe;
 
 use std::{sync::Arc, time::Duration};
@@ -28,6 +29,12 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Redis Cluster seed nodes; used instead of `url` when not empty.
     pub cluster: Vec<String>,
+    /// Sentinels to ask for the master of `sentinel_master`; used instead of `url` when not
+    /// empty (then `url`, if set, gives only the data nodes' scheme, credentials and
+    /// database).
+    pub sentinels: Vec<String>,
+    /// The master's name at the Sentinels.
+    pub sentinel_master: Option<String>,
     /// Prefix of every key the gateway writes (`pc:` by default).
     pub prefix: String,
     /// Budget for one command, network included. Beyond it the call fails as unavailable.
@@ -41,6 +48,8 @@ impl Default for RedisConfig {
         Self {
             url: None,
             cluster: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: None,
             prefix: "pc:".to_owned(),
             timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),
@@ -139,7 +148,13 @@ impl Redis {
     /// Subscribes to `channel` on a connection of its own that reconnects by itself (see
     /// [`Notice`]). The subscription ends when the receiver is dropped.
     pub fn subscribe(&self, channel: &str) -> tokio::sync::mpsc::Receiver<Notice> {
-        subscribe::spawn(&self.inner.config, channel.to_owned())
+        let (config, connection) = (self.inner.config.clone(), self.inner.connection.clone());
+        let endpoints = move || match &connection {
+            Connection::Sentinel(s) => s.master_url().into_iter().collect(),
+            _ if config.cluster.is_empty() => config.url.iter().cloned().collect(),
+            _ => config.cluster.clone(),
+        };
+        subscribe::spawn(&self.inner.config, channel.to_owned(), endpoints)
     }
 
     /// Publishes `payload` on `channel` (under the budget and the breaker); returns how many

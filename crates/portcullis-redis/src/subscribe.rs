@@ -31,13 +31,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the subscription task; it runs until the receiver is dropped.
-pub(crate) fn spawn(config: &RedisConfig, channel: String) -> mpsc::Receiver<Notice> {
+/// `endpoints` gives the servers to try, asked again before each connection (behind Sentinel
+/// the master changes).
+pub(crate) fn spawn(
+    config: &RedisConfig,
+    channel: String,
+    endpoints: impl Fn() -> Vec<String> + Send + 'static,
+) -> mpsc::Receiver<Notice> {
     let (tx, rx) = mpsc::channel(1024);
-    let urls: Vec<String> = if config.cluster.is_empty() {
-        config.url.iter().cloned().collect()
-    } else {
-        config.cluster.clone()
-    };
     let connect_timeout = config.connect_timeout;
     let describe = crate::connection::describe(config);
     tokio::spawn(async move {
@@ -45,14 +46,17 @@ pub(crate) fn spawn(config: &RedisConfig, channel: String) -> mpsc::Receiver<Not
         let mut subscribed_before = false;
         let mut next = 0usize;
         loop {
-            if urls.is_empty() {
-                return;
-            }
-            let url = &urls[next % urls.len()];
-            next += 1;
-            let connected = tokio::select! {
-                () = tx.closed() => return,
-                r = tokio::time::timeout(connect_timeout, connect(url, &channel)) => r,
+            let urls = endpoints();
+            let connected = if urls.is_empty() {
+                // Not known yet (a Sentinel setup before its first answer): try again later.
+                Err(())
+            } else {
+                let url = &urls[next % urls.len()];
+                next += 1;
+                tokio::select! {
+                    () = tx.closed() => return,
+                    r = tokio::time::timeout(connect_timeout, connect(url, &channel)) => r.map_err(|_| ()),
+                }
             };
             match connected {
                 Ok(Ok(pubsub)) => {
@@ -72,8 +76,8 @@ pub(crate) fn spawn(config: &RedisConfig, channel: String) -> mpsc::Receiver<Not
                 Ok(Err(e)) => {
                     tracing::debug!(servers = %describe, error = %e, "redis subscription failed");
                 }
-                Err(_) => {
-                    tracing::debug!(servers = %describe, "redis subscription timed out connecting");
+                Err(()) => {
+                    tracing::debug!(servers = %describe, "redis subscription: no server reached in time");
                 }
             }
             tokio::select! {

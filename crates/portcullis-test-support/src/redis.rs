@@ -149,6 +149,151 @@ impl RedisCluster {
     }
 }
 
+/// A master, one replica and one Sentinel watching them as `mymaster`; killed on drop.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    servers: Vec<RedisServer>,
+    sentinel: Child,
+    sentinel_port: u16,
+    _dir: TempDir,
+}
+
+/// The name the Sentinel knows the master by.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+impl RedisSentinel {
+    /// Starts the master, the replica (returns once it is in sync) and the Sentinel (returns
+    /// once it knows the replica).
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        wait_until("the replica to sync", || {
+            replica
+                .cli(&["info", "replication"])
+                .contains("master_link_status:up")
+        });
+        let dir = tempfile::tempdir().expect("temp dir for sentinel");
+        let conf = dir.path().join("sentinel.conf");
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                    dir.path().display(),
+                    master.port
+                ),
+            )
+            .expect("write sentinel.conf");
+            let Ok(mut child) = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            else {
+                continue;
+            };
+            let up = wait_for(Duration::from_secs(5), || {
+                redis_cli(port, &["sentinel", "replicas", SENTINEL_MASTER])
+                    .contains(&replica.port.to_string())
+            });
+            if up {
+                return Self {
+                    servers: vec![master, replica],
+                    sentinel: child,
+                    sentinel_port: port,
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis sentinel did not start");
+    }
+
+    /// The Sentinel's URL.
+    pub fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The port of the server the Sentinel names as master now.
+    pub fn master_port(&self) -> u16 {
+        let out = redis_cli(
+            self.sentinel_port,
+            &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER],
+        );
+        out.lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the sentinel names a master")
+    }
+
+    /// The server listening on `port` (the master or the replica).
+    pub fn server(&self, port: u16) -> &RedisServer {
+        self.servers
+            .iter()
+            .find(|s| s.port == port)
+            .expect("one of the two servers")
+    }
+
+    /// Makes the replica the master (`SENTINEL FAILOVER`) and returns once the Sentinel names
+    /// it and it accepts writes.
+    pub fn failover(&self) -> u16 {
+        let old = self.master_port();
+        // Until the Sentinel has the replica's INFO it finds no replica to promote
+        // (NOGOODSLAVE): ask again.
+        let mut out = String::new();
+        wait_until("the sentinel to accept the failover", || {
+            out = redis_cli(
+                self.sentinel_port,
+                &["sentinel", "failover", SENTINEL_MASTER],
+            );
+            out.contains("OK")
+        });
+        wait_until("the sentinel to name the new master", || {
+            self.master_port() != old
+        });
+        let new = self.master_port();
+        wait_until("the new master to accept writes", || {
+            self.server(new)
+                .cli(&["set", "pc:failover-probe", "1"])
+                .contains("OK")
+        });
+        new
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// Polls `cond` (a Redis state with no notification to wait on) for up to 20 s.
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_for(Duration::from_secs(20), cond),
+        "timed out waiting for {what}"
+    );
+}
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -81,12 +81,13 @@ fn writes(gw: &TestGateway) -> u64 {
         .writes
 }
 
-fn received(gw: &TestGateway) -> u64 {
-    gw.cache()
-        .tier()
-        .expect("redis tier attached")
-        .stats()
-        .invalidations_received
+/// Waits until `gw` has applied `n` invalidation messages from other instances.
+async fn applied(gw: &TestGateway, n: u64) {
+    let mut rx = gw.cache().tier().expect("redis tier attached").applied();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|&got| got >= n))
+        .await
+        .expect("invalidation applied within 10 s")
+        .expect("tier alive");
 }
 
 async fn purge(client: &Client, gw: &TestGateway, body: &str) -> serde_json::Value {
@@ -178,7 +179,7 @@ async fn purges_by_url_tag_and_prefix_reach_every_instance() {
         "0",
         "the URL's index is gone"
     );
-    eventually("A to apply the purge", || received(&a) >= 1).await;
+    applied(&a, 1).await;
     assert_eq!(
         cache_status(&client.get(&a.url("/items/1")).await).0,
         "MISS"
@@ -188,7 +189,7 @@ async fn purges_by_url_tag_and_prefix_reach_every_instance() {
     // By tag (the origin's Surrogate-Key), through A.
     let r = purge(&client, &a, "{\"tags\":[\"item-2\"]}").await;
     assert_eq!(r["purged"]["redis"], 1);
-    eventually("B to apply the purge", || received(&b) >= 1).await;
+    applied(&b, 1).await;
     assert_eq!(
         cache_status(&client.get(&b.url("/items/2")).await).0,
         "MISS"
@@ -198,7 +199,7 @@ async fn purges_by_url_tag_and_prefix_reach_every_instance() {
     eventually("refills in redis", || writes(&a) >= 5 && writes(&b) >= 1).await;
     let r = purge(&client, &b, &format!("{{\"prefix\":\"{base}/items/\"}}")).await;
     assert!(r["purged"]["redis"].as_u64().unwrap() >= 3, "{r}");
-    eventually("A to apply the prefix purge", || received(&a) >= 2).await;
+    applied(&a, 2).await;
     for p in ["/items/1", "/items/2", "/items/3"] {
         assert_eq!(cache_status(&client.get(&a.url(p)).await).0, "MISS", "{p}");
     }
@@ -241,7 +242,7 @@ async fn a_soft_purge_revalidates_instead_of_refetching() {
     )
     .await;
     assert_eq!(r["purged"]["redis"], 1);
-    eventually("B to apply the soft purge", || received(&b) >= 1).await;
+    applied(&b, 1).await;
     for gw in [&a, &b] {
         let r = client.get(&gw.url("/doc")).await;
         assert_eq!(header(&r, "x-cache"), "REVALIDATED");
@@ -457,7 +458,7 @@ async fn the_redis_tier_shares_and_purges_on_a_cluster() {
     assert!(holding >= 2, "entries on {holding} node(s)");
     let r = purge(&client, &b, "{\"tags\":[\"items\"]}").await;
     assert_eq!(r["purged"]["redis"], 12);
-    eventually("A to apply the purge", || received(&a) >= 1).await;
+    applied(&a, 1).await;
     for i in 0..12 {
         let r = client.get(&a.url(&format!("/items/{i}"))).await;
         assert_eq!(cache_status(&r).0, "MISS", "item {i}");
@@ -592,4 +593,136 @@ async fn without_a_configured_webhook_the_endpoint_is_404() {
     let client = Client::http1();
     let r = hook(&client, &gw, 1, "sha256=00", "{}").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// Measures purge propagation across 3 instances: from the start of a purge on one to both
+/// others having applied its invalidation message. A measurement, not a check: run it with
+/// `scripts/bench-cache-propagation` (release build, prints percentiles).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with scripts/bench-cache-propagation"]
+async fn measure_purge_propagation() {
+    let redis = RedisServer::start();
+    let up = origin().await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let gws = [
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    ];
+    let client = Client::http1();
+    // Something to purge on every instance: 50 entries, read everywhere.
+    for i in 0..50 {
+        client.get(&gws[0].url(&format!("/items/{i}"))).await;
+    }
+    eventually("fills in redis", || writes(&gws[0]) >= 50).await;
+    for gw in &gws[1..] {
+        for i in 0..50 {
+            client.get(&gw.url(&format!("/items/{i}"))).await;
+        }
+    }
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let from = round % 3;
+        let others: Vec<_> = (0..3).filter(|&i| i != from).collect();
+        let mut watches: Vec<_> = others
+            .iter()
+            .map(|&i| gws[i].cache().tier().unwrap().applied())
+            .collect();
+        let before: Vec<u64> = watches.iter_mut().map(|w| *w.borrow_and_update()).collect();
+        let purge = portcullis_cache::Purge {
+            tags: vec![format!("item-{}", round % 50)],
+            ..portcullis_cache::Purge::default()
+        };
+        let started = Instant::now();
+        let purged = gws[from].cache().purge(&purge).await;
+        assert!(purged.propagated);
+        for (w, b) in watches.iter_mut().zip(before) {
+            w.wait_for(|&n| n > b).await.unwrap();
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "purge propagation over {} purges, 3 instances: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_the_tier_follows_the_master_through_a_failover() {
+    let sentinel = portcullis_test_support::RedisSentinel::start();
+    let up = origin().await;
+    let table = format!(
+        "[redis]\nsentinel = [\"{}\"]\nsentinel_master = \"{}\"\ntimeout = \"500ms\"\n",
+        sentinel.sentinel_url(),
+        portcullis_test_support::SENTINEL_MASTER
+    );
+    let config = shared_config(&table, &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    // The first requests may come before the master is resolved: they are plain misses.
+    let mut i = 0;
+    eventually_async(
+        "a fill to reach the master",
+        || {
+            i += 1;
+            let (client, url) = (client.clone(), a.url(&format!("/before/{i}")));
+            async move {
+                client.get(&url).await;
+            }
+        },
+        || writes(&a) >= 1,
+    )
+    .await;
+    let first_master = sentinel.master_port();
+    let stored = sentinel
+        .server(first_master)
+        .cli(&["--scan", "--pattern", "pc:e:*"]);
+    assert!(!stored.trim().is_empty(), "the entry is on the master");
+
+    let new_master = sentinel.failover();
+    assert_ne!(new_master, first_master);
+    // Fills after the failover land on the new master, and the other instance reads them.
+    let before = writes(&a);
+    let mut j = 0;
+    eventually_async(
+        "a fill to reach the new master",
+        || {
+            j += 1;
+            let (client, url) = (client.clone(), a.url(&format!("/after/{j}")));
+            async move {
+                client.get(&url).await;
+            }
+        },
+        || {
+            writes(&a) > before
+                && !sentinel
+                    .server(new_master)
+                    .cli(&["--scan", "--pattern", "pc:e:*"])
+                    .trim()
+                    .is_empty()
+        },
+    )
+    .await;
+    let mut hit = false;
+    for k in 1..=j {
+        let r = client.get(&b.url(&format!("/after/{k}"))).await;
+        hit |= cache_status(&r) == ("HIT".into(), "redis".into());
+    }
+    assert!(hit, "instance B reads what A stored on the new master");
 }
