@@ -103,8 +103,14 @@ pub fn stamp(at: SystemTime) -> [u8; 8] {
 }
 
 /// Decodes an entry, dropping variants whose retention ended before `now` and applying a
-/// soft purge (variants become stale as of the purge).
-pub fn decode(bytes: &[u8], now: SystemTime, max_payload: usize) -> Result<Decoded, DecodeError> {
+/// soft purge (variants become stale as of the purge). An uncompressed entry's bodies and
+/// header values are slices of `bytes` (no copy).
+pub fn decode(
+    bytes: impl Into<Bytes>,
+    now: SystemTime,
+    max_payload: usize,
+) -> Result<Decoded, DecodeError> {
+    let bytes: Bytes = bytes.into();
     if bytes.len() < HEADER_LEN || &bytes[..3] != MAGIC {
         return Err(DecodeError::UnknownFormat);
     }
@@ -119,7 +125,7 @@ pub fn decode(bytes: &[u8], now: SystemTime, max_payload: usize) -> Result<Decod
             .map_err(|_| DecodeError::Corrupt)?
             .into()
     } else {
-        Bytes::copy_from_slice(&bytes[HEADER_LEN..])
+        bytes.slice(HEADER_LEN..)
     };
     let mut r = Reader(payload);
     let key: Arc<str> = Arc::from(r.str()?);
@@ -373,7 +379,7 @@ mod tests {
         let t = at(1_800_000_000);
         let original = slot(vec![response(b"{\"id\":1}", t), response(b"[]", t)]);
         let bytes = encode(&original, usize::MAX);
-        let decoded = decode(&bytes, t + Duration::from_secs(10), 1 << 20).expect("decodes");
+        let decoded = decode(bytes, t + Duration::from_secs(10), 1 << 20).expect("decodes");
         assert_eq!(decoded.purged_at, None);
         let s = decoded.slot;
         assert_eq!(s.key, original.key);
@@ -405,7 +411,7 @@ mod tests {
             plain.len()
         );
         assert_eq!(small[12] & FLAG_ZSTD, FLAG_ZSTD);
-        let decoded = decode(&small, t, 1 << 20).expect("decodes");
+        let decoded = decode(small, t, 1 << 20).expect("decodes");
         assert_eq!(decoded.slot.variants[0].body, Bytes::from_static(body));
     }
 
@@ -415,7 +421,7 @@ mod tests {
         let bytes = encode(&slot(vec![response(b"x", t)]), usize::MAX);
         let later = t + Duration::from_secs(601);
         assert!(
-            decode(&bytes, later, 1 << 20)
+            decode(bytes, later, 1 << 20)
                 .unwrap()
                 .slot
                 .variants
@@ -429,7 +435,7 @@ mod tests {
         let mut bytes = encode(&slot(vec![response(b"x", t)]), usize::MAX);
         let purge = t + Duration::from_secs(10);
         bytes[STAMP_OFFSET..STAMP_OFFSET + 8].copy_from_slice(&stamp(purge));
-        let d = decode(&bytes, purge, 1 << 20).unwrap();
+        let d = decode(bytes.clone(), purge, 1 << 20).unwrap();
         assert_eq!(d.purged_at, Some(purge));
         let v = &d.slot.variants[0];
         // Age at the purge: 3 s initial + 10 s resident.
@@ -443,18 +449,18 @@ mod tests {
         let t = at(1_800_000_000);
         let mut bytes = encode(&slot(vec![response(b"x", t)]), usize::MAX);
         assert_eq!(
-            decode(b"hello", t, 64).unwrap_err(),
+            decode(&b"hello"[..], t, 64).unwrap_err(),
             DecodeError::UnknownFormat
         );
         bytes[3] = FORMAT + 1;
         assert_eq!(
-            decode(&bytes, t, 64).unwrap_err(),
+            decode(bytes.clone(), t, 64).unwrap_err(),
             DecodeError::UnknownFormat
         );
         bytes[3] = FORMAT;
         for cut in [HEADER_LEN, HEADER_LEN + 5, bytes.len() - 1] {
             assert_eq!(
-                decode(&bytes[..cut], t, 1 << 20).unwrap_err(),
+                decode(bytes[..cut].to_vec(), t, 1 << 20).unwrap_err(),
                 DecodeError::Corrupt,
                 "cut at {cut}"
             );
@@ -462,7 +468,7 @@ mod tests {
         let mut compressed_flag = bytes.clone();
         compressed_flag[12] = FLAG_ZSTD;
         assert_eq!(
-            decode(&compressed_flag, t, 1 << 20).unwrap_err(),
+            decode(compressed_flag, t, 1 << 20).unwrap_err(),
             DecodeError::Corrupt
         );
     }

@@ -107,8 +107,10 @@ impl Cache {
         purged
     }
 
-    /// Applies `what` to this instance's memory tier only.
+    /// Applies `what` to this instance's memory tier only (and logs it, so fills under way
+    /// do not store what it purged).
     pub(crate) fn purge_memory(&self, what: &Purge, at: SystemTime) -> usize {
+        self.inner.purges.record(what);
         let store = self.memory();
         let mut n = 0;
         for url in &what.urls {
@@ -216,7 +218,121 @@ impl Drop for Attached {
     }
 }
 
+/// How many recent purges are remembered for fills under way.
+const LOG_LEN: usize = 1024;
+
+/// Recent purges, numbered. A fill notes the number when it starts and, before storing,
+/// checks the purges logged since: a purge that covers its response wins (the response may
+/// predate the change the purge announced). If more purges happened during one fill than the
+/// log holds, the fill does not store.
+#[derive(Debug, Default)]
+pub(crate) struct PurgeLog {
+    inner: parking_lot::Mutex<LogInner>,
+}
+
+#[derive(Debug, Default)]
+struct LogInner {
+    /// Number of the last purge logged.
+    last: u64,
+    entries: std::collections::VecDeque<(u64, Purge)>,
+}
+
+impl PurgeLog {
+    /// The number of the last purge logged.
+    pub(crate) fn mark(&self) -> u64 {
+        self.inner.lock().last
+    }
+
+    pub(crate) fn record(&self, what: &Purge) {
+        let mut log = self.inner.lock();
+        log.last += 1;
+        let n = log.last;
+        if log.entries.len() == LOG_LEN {
+            log.entries.pop_front();
+        }
+        log.entries.push_back((n, what.clone()));
+    }
+
+    /// Whether a purge after `mark` covers the resource at `url` carrying `tags`.
+    pub(crate) fn covers_since(&self, mark: u64, url: &str, tags: &[Arc<str>]) -> bool {
+        let log = self.inner.lock();
+        if log.last == mark {
+            return false;
+        }
+        if log.entries.front().is_none_or(|(n, _)| *n > mark + 1) {
+            // Purges since `mark` fell out of the log: assume one covered it.
+            return true;
+        }
+        log.entries
+            .iter()
+            .filter(|(n, _)| *n > mark)
+            .any(|(_, p)| p.covers(url, tags))
+    }
+}
+
+impl Purge {
+    /// Whether this purge removes the resource at `url` carrying `tags`.
+    pub fn covers(&self, url: &str, tags: &[Arc<str>]) -> bool {
+        self.urls.iter().any(|u| u == url)
+            || self
+                .tags
+                .iter()
+                .any(|t| tags.iter().any(|have| **have == **t))
+            || self.prefixes.iter().any(|p| url.starts_with(p.as_str()))
+    }
+}
+
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(t: &[&str]) -> Vec<Arc<str>> {
+        t.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    #[test]
+    fn a_fill_sees_only_the_purges_since_it_began_that_cover_it() {
+        let log = PurgeLog::default();
+        let url = "http://h/items/1";
+        let before = log.mark();
+        assert!(!log.covers_since(before, url, &tags(&["items"])));
+        log.record(&Purge {
+            tags: vec!["other".into()],
+            ..Purge::default()
+        });
+        assert!(!log.covers_since(before, url, &tags(&["items"])));
+        let mid = log.mark();
+        log.record(&Purge {
+            prefixes: vec!["http://h/items/".into()],
+            ..Purge::default()
+        });
+        assert!(log.covers_since(before, url, &[]));
+        assert!(log.covers_since(mid, url, &[]));
+        assert!(!log.covers_since(log.mark(), url, &[]), "nothing since");
+        assert!(!log.covers_since(mid, "http://h/other", &[]));
+        let url_purge = Purge {
+            urls: vec![url.into()],
+            ..Purge::default()
+        };
+        assert!(url_purge.covers(url, &[]));
+        assert!(!url_purge.covers("http://h/items/10", &[]));
+    }
+
+    #[test]
+    fn a_fill_older_than_the_log_assumes_it_was_purged() {
+        let log = PurgeLog::default();
+        let start = log.mark();
+        for _ in 0..=LOG_LEN {
+            log.record(&Purge {
+                tags: vec!["unrelated".into()],
+                ..Purge::default()
+            });
+        }
+        assert!(log.covers_since(start, "http://h/x", &[]));
+    }
 }

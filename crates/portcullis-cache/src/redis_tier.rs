@@ -226,10 +226,10 @@ impl RedisTier {
             .inspect_err(|_| {
                 self.counters.read_errors.fetch_add(1, Relaxed);
             })?;
-        Ok(bytes.and_then(|b| self.decode(&b, now)))
+        Ok(bytes.and_then(|b| self.decode(b, now)))
     }
 
-    fn decode(&self, bytes: &[u8], now: SystemTime) -> Option<Decoded> {
+    fn decode(&self, bytes: Vec<u8>, now: SystemTime) -> Option<Decoded> {
         match codec::decode(bytes, now, self.max_payload) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -459,7 +459,7 @@ impl RedisTier {
             )
             .await?;
         Ok(match v {
-            redis::Value::BulkString(bytes) => match self.decode(&bytes, now) {
+            redis::Value::BulkString(bytes) => match self.decode(bytes, now) {
                 Some(d) => Poll::Filled(Box::new(d)),
                 None => Poll::Released,
             },

@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) tier: ArcSwapOption<Attached>,
     /// Permits for refresh-ahead requests in flight.
     refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// Recent purges, so fills that were under way do not store what was purged.
+    pub(crate) purges: crate::purge::PurgeLog,
 }
 
 thread_local! {
@@ -165,6 +167,7 @@ impl Cache {
                 routes: Mutex::default(),
                 tier: ArcSwapOption::empty(),
                 refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.refresh_concurrency)),
+                purges: crate::purge::PurgeLog::default(),
                 config,
             }),
         }
@@ -761,7 +764,8 @@ impl Cache {
         }
         let variant = Arc::new(variant.seal());
         self.inner.store.insert(key, Arc::clone(&variant));
-        self.share(key, &variant, None);
+        let since = self.purge_mark();
+        self.share(key, &variant, None, since);
         debug!(route = %policy.name, key = %key.readable, coding, "stored a compressed variant");
         Some(variant)
     }
@@ -849,6 +853,7 @@ impl Cache {
             remove_conditionals(req.headers_mut());
         }
         advertise_surrogate(req.headers_mut());
+        let since = self.purge_mark();
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
@@ -860,6 +865,7 @@ impl Cache {
             req_cc,
             request_time,
             response_time,
+            since,
         };
         let resp = self.admit_miss(&a, resp, flight, lock);
         if resp.status() == StatusCode::OK && not_modified(&req_headers, resp.headers()) {
@@ -971,6 +977,7 @@ impl Cache {
             template,
             flight,
             lock,
+            since: a.since,
         };
         Response::from_parts(parts, body::boxed(TeeBody::new(body, max, job)))
     }
@@ -1071,6 +1078,7 @@ impl Cache {
         let method = read_method(&req);
         let sent_validators = add_validators(req.headers_mut(), &stored);
         advertise_surrogate(req.headers_mut());
+        let since = self.purge_mark();
         let request_time = self.now();
         let resp = fetch.fetch(req).await;
         let response_time = self.now();
@@ -1120,6 +1128,7 @@ impl Cache {
             req_cc,
             request_time,
             response_time,
+            since,
         };
         self.admit_miss(&a, resp, flight, None)
     }
@@ -1175,6 +1184,7 @@ impl Cache {
         tokio::spawn(async move {
             // Held for the whole refresh: caps refresh-ahead requests in flight.
             let _slot = slot;
+            let since = this.purge_mark();
             let request_time = this.now();
             let resp = fetch.fetch(refresh).await;
             let response_time = this.now();
@@ -1201,6 +1211,7 @@ impl Cache {
                 req_cc: &req_cc,
                 request_time,
                 response_time,
+                since,
             };
             let resp = this.admit(&a, resp, Some(flight), None);
             drain(resp.into_body()).await;
@@ -1276,7 +1287,8 @@ impl Cache {
             .seal(),
         );
         self.inner.store.replace_variant(key, stored, &fresh);
-        self.share(key, &fresh, None);
+        let since = self.purge_mark();
+        self.share(key, &fresh, None, since);
         fresh
     }
 }
@@ -1311,6 +1323,8 @@ struct Admission<'a> {
     req_cc: &'a CacheControl,
     request_time: SystemTime,
     response_time: SystemTime,
+    /// The purge log's mark when the origin request was sent.
+    since: u64,
 }
 
 /// Finishes a store when the teed body ends.
@@ -1323,6 +1337,9 @@ struct StoreJob {
     flight: Option<Flight>,
     /// The Redis fill lock, held until the entry is in Redis.
     lock: Option<SharedLock>,
+    /// The purge log's mark when the origin request was sent: a purge matching the response
+    /// since then means it may predate the change the purge announced, so it is not stored.
+    since: u64,
 }
 
 impl Sink for StoreJob {
@@ -1347,6 +1364,14 @@ impl Sink for StoreJob {
                 .retain(|(name, _)| name != header::ACCEPT_ENCODING);
         }
         self.template.body = body;
+        if self
+            .cache
+            .purged_since(self.since, self.key.url(), &self.template.tags)
+        {
+            self.policy.stats.not_stored();
+            debug!(route = %self.policy.name, key = %self.key.readable, "purged while it was fetched; not stored");
+            return;
+        }
         let stored = Arc::new(self.template.seal());
         let inner = &self.cache.inner;
         if self.cache.memory_enabled() {
@@ -1356,7 +1381,7 @@ impl Sink for StoreJob {
         inner.backoff.invalidate(&self.key.digest);
         self.policy.stats.stored();
         drop(self.flight);
-        self.cache.share(&self.key, &stored, self.lock);
+        self.cache.share(&self.key, &stored, self.lock, self.since);
     }
 
     fn abandon(self, too_large: bool) {

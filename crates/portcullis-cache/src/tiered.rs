@@ -142,6 +142,7 @@ impl Cache {
         key: &CacheKey,
         variant: &Arc<StoredResponse>,
         lock: Option<SharedLock>,
+        since: u64,
     ) {
         let Some(tier) = self.tier() else { return };
         let slot = self
@@ -157,8 +158,19 @@ impl Cache {
                 },
                 |s| Slot::clone(&s),
             );
-        let (digest, now) = (key.digest, self.now());
+        let (digest, now, cache) = (key.digest, self.now(), self.clone());
         tokio::spawn(async move {
+            // A purge that arrived since the fill began (from any instance) wins: the entry
+            // may predate what it announced.
+            let url = slot_url(&slot).to_owned();
+            if slot
+                .variants
+                .iter()
+                .any(|v| cache.purged_since(since, &url, &v.tags))
+            {
+                drop(lock);
+                return;
+            }
             if let Err(e) = tier.put(digest, &slot, now).await {
                 tracing::debug!(error = %e, "cache entry not written to redis");
             }
@@ -166,7 +178,25 @@ impl Cache {
         });
     }
 
+    /// The purge log's current mark (see [`Cache::purged_since`]).
+    pub(crate) fn purge_mark(&self) -> u64 {
+        self.inner.purges.mark()
+    }
+
+    /// Whether a purge logged after `mark` (here or, by message, on another instance) covers
+    /// the resource at `url` with `tags`.
+    pub(crate) fn purged_since(&self, mark: u64, url: &str, tags: &[Arc<str>]) -> bool {
+        self.inner.purges.covers_since(mark, url, tags)
+    }
+
     pub(crate) fn memory_enabled(&self) -> bool {
         self.inner.config.memory_max > 0
     }
+}
+
+/// The URL part of a slot's readable key.
+fn slot_url(slot: &Slot) -> &str {
+    slot.key[..slot.url_len]
+        .split_once(' ')
+        .map_or("", |(_, url)| url)
 }

@@ -308,8 +308,8 @@ async fn three_instances_missing_one_key_send_one_request_upstream() {
     );
 }
 
-#[tokio::test]
-async fn redis_stopped_under_load_causes_no_errors_and_the_tier_resumes() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_restarted_under_load_causes_no_errors_and_the_tier_resumes() {
     let mut redis = RedisServer::start();
     let up = origin().await;
     let config = shared_config(&redis_table(&redis), &up, "");
@@ -318,51 +318,81 @@ async fn redis_stopped_under_load_causes_no_errors_and_the_tier_resumes() {
         TestGateway::start(&config).await,
     );
     let client = Client::http1();
-    let load = |gw: &TestGateway, round: usize| {
-        let client = client.clone();
-        let urls: Vec<String> = (0..20).map(|i| gw.url(&format!("/r{round}/{i}"))).collect();
-        async move {
-            let mut statuses = Vec::new();
-            for u in urls {
-                statuses.push(client.get(&u).await.status());
+    // Load on both instances all along: new keys (fills) and repeated ones (hits).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for gw in [&a, &b] {
+        let (client, base, sent, stop) = (
+            client.clone(),
+            gw.url(""),
+            Arc::clone(&sent),
+            Arc::clone(&stop),
+        );
+        load.push(tokio::spawn(async move {
+            let mut bad = Vec::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let path = if n.is_multiple_of(2) {
+                    format!("/load/{n}")
+                } else {
+                    "/load/hot".to_owned()
+                };
+                let status = client.get(&format!("{base}{path}")).await.status();
+                if !status.is_success() {
+                    bad.push((path, status));
+                }
+                n += 1;
+                sent.fetch_add(1, Ordering::SeqCst);
             }
-            statuses
-        }
-    };
-    assert!(load(&a, 0).await.iter().all(StatusCode::is_success));
-    redis.stop();
-    for round in 1..4 {
-        for gw in [&a, &b] {
-            let statuses = load(gw, round).await;
-            assert!(
-                statuses.iter().all(StatusCode::is_success),
-                "no 5xx while redis is down: {statuses:?}"
-            );
-        }
+            bad
+        }));
     }
-    // Memory keeps serving what this instance holds.
-    assert_eq!(
-        cache_status(&client.get(&a.url("/r0/0")).await),
-        ("HIT".into(), "memory".into())
-    );
+    let until_sent = |more: usize| {
+        let target = sent.load(Ordering::SeqCst) + more;
+        let sent = Arc::clone(&sent);
+        async move { eventually("load to go on", || sent.load(Ordering::SeqCst) >= target).await }
+    };
+    until_sent(100).await;
+    redis.stop();
+    let tier = a.cache().tier().unwrap();
+    eventually("the breaker to open", || !tier.redis().health().is_up()).await;
+    until_sent(300).await;
+    // Memory keeps serving what each instance holds.
+    let hot = client.get(&a.url("/load/hot")).await;
+    assert_eq!(cache_status(&hot), ("HIT".into(), "memory".into()));
     redis.restart();
-    // The breaker probes again within seconds; then fills reach Redis and B reads them.
     let before = writes(&a);
-    let mut round = 10;
-    eventually_async(
-        "writes to resume",
-        || {
-            round += 1;
-            let (client, url) = (client.clone(), a.url(&format!("/resume/{round}")));
-            async move {
-                client.get(&url).await;
-            }
-        },
-        || writes(&a) > before,
-    )
-    .await;
-    let on_b = client.get(&b.url(&format!("/resume/{round}"))).await;
-    assert_eq!(cache_status(&on_b), ("HIT".into(), "redis".into()));
+    eventually("writes to resume", || writes(&a) > before).await;
+    until_sent(100).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        let bad = task.await.unwrap();
+        assert!(
+            bad.is_empty(),
+            "errors under load while redis went away: {bad:?}"
+        );
+    }
+    // What A stores now, B reads from Redis (each fill is written in the background: try
+    // new keys until one has been).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for k in 0.. {
+        let path = format!("/after-restart/{k}");
+        let written = writes(&a);
+        client.get(&a.url(&path)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            eventually("the fill in redis", || writes(&a) > written),
+        )
+        .await;
+        if cache_status(&client.get(&b.url(&path)).await) == ("HIT".into(), "redis".into()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never read A's fill from redis"
+        );
+    }
 }
 
 /// Runs `step` until `done` holds (at most 20 s): for recovery after a Redis restart, which
@@ -725,4 +755,40 @@ async fn behind_sentinel_the_tier_follows_the_master_through_a_failover() {
         hit |= cache_status(&r) == ("HIT".into(), "redis".into());
     }
     assert!(hit, "instance B reads what A stored on the new master");
+}
+
+#[tokio::test]
+async fn a_response_fetched_while_its_url_was_purged_is_not_stored() {
+    let redis = RedisServer::start();
+    let (up, release) = TestUpstream::held("fetched before the purge").await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    let pending = {
+        let (client, url) = (client.clone(), a.url("/race"));
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    up.wait_requests(1).await;
+    // The purge comes from the other instance while A's fill is at the origin.
+    let base = format!("http://{}", a.addr.ip());
+    let r = purge(&client, &b, &format!("{{\"keys\":[\"{base}/race\"]}}")).await;
+    assert_eq!(r["propagated"], true);
+    applied(&a, 1).await;
+    release.notify_waiters();
+    let first = pending.await.unwrap();
+    assert_eq!(first.body().as_ref(), b"fetched before the purge");
+    // Neither tier kept it: the next requests, on either instance, go to the origin.
+    let (up_count, released) = (up.request_count(), Arc::clone(&release));
+    let again = {
+        let (client, url) = (client.clone(), b.url("/race"));
+        tokio::spawn(async move { client.get(&url).await })
+    };
+    up.wait_requests(up_count + 1).await;
+    released.notify_waiters();
+    assert_eq!(cache_status(&again.await.unwrap()).0, "MISS");
+    assert_eq!(writes(&a), 0, "nothing was written to redis");
+    assert_eq!(a.cache().stats().memory_entries, 0);
 }
