@@ -28,6 +28,10 @@ pub struct RedisTable {
     /// The master's name at the Sentinels.
     #[serde(default)]
     pub sentinel_master: Option<Spanned<String>>,
+    /// PEM file of the CA certificates trusted for `rediss://` servers, instead of the
+    /// system's roots (anchored at the config file's directory).
+    #[serde(default)]
+    pub tls_ca_file: Option<Spanned<std::path::PathBuf>>,
     /// Prefix of every key the gateway writes.
     #[serde(default = "RedisTable::default_prefix")]
     pub prefix: String,

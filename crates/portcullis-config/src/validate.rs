@@ -48,6 +48,7 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_admin(&mut c, config);
     check_slos(&mut c, config);
     check_rate_limits(&mut c, config);
+    check_redis_files(&mut c, config, file);
     crate::security::check(config, text, file, &mut c.errors);
     crate::versioning::check(config, text, file, &mut c.errors);
     if let Some(level) = &config.log.level {
@@ -70,6 +71,22 @@ fn check_redis_url(c: &mut Checker<'_>, url: &Spanned<crate::Secret>, key: Strin
             "expected a URL like \"redis://127.0.0.1:6379\" (or rediss:// for TLS)".into(),
         );
     }
+}
+
+/// Anchors `redis.tls_ca_file` at the config file's directory and checks it exists.
+fn check_redis_files(c: &mut Checker<'_>, config: &mut Config, file: &Path) {
+    let Some(path) = config.redis.as_mut().and_then(|r| r.tls_ca_file.as_mut()) else {
+        return;
+    };
+    let resolved = file.parent().unwrap_or(Path::new(".")).join(path.get_ref());
+    if !resolved.is_file() {
+        c.error(
+            path,
+            "redis.tls_ca_file".into(),
+            format!("file not found: {}", resolved.display()),
+        );
+    }
+    *path.get_mut() = resolved;
 }
 
 fn check_rate_limits(c: &mut Checker<'_>, config: &Config) {
@@ -643,6 +660,16 @@ mod tests {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_missing_redis_ca_file_is_reported_with_its_key() {
+        let e = errors("[redis]\nurl = \"rediss://r:6380\"\ntls_ca_file = \"no-such-ca.pem\"\n");
+        assert!(
+            e.contains("redis.tls_ca_file") && e.contains("file not found"),
+            "{e}"
+        );
+        assert!(e.contains("t.toml:3"), "{e}");
     }
 
     #[test]

@@ -60,7 +60,17 @@ pub(crate) fn redis_handle(
     {
         return Ok(Some(handle.clone()));
     }
+    let tls_ca = match &table.tls_ca_file {
+        Some(path) => Some(std::fs::read(path.get_ref()).map_err(|e| {
+            BuildError::Config(format!(
+                "redis.tls_ca_file {}: {e}",
+                path.get_ref().display()
+            ))
+        })?),
+        None => None,
+    };
     let redis = Redis::connect(&RedisConfig {
+        tls_ca,
         url: table.effective_url().map(|u| u.expose().to_owned()),
         cluster: table
             .cluster

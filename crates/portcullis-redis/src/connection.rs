@@ -41,7 +41,7 @@ impl Connection {
                 .url
                 .as_deref()
                 .ok_or_else(|| Unavailable::Config("neither url nor cluster is set".into()))?;
-            let client = Client::open(url).map_err(|e| Unavailable::Config(e.to_string()))?;
+            let client = client(url, config).map_err(|e| Unavailable::Config(e.to_string()))?;
             // Reconnects are paced by our breaker (one probe at a time), so the manager itself
             // retries briefly and gives up fast rather than holding callers.
             let manager_config = ConnectionManagerConfig::new()
@@ -52,9 +52,16 @@ impl Connection {
                 .map(Self::Single)
                 .map_err(|e| Unavailable::Config(e.to_string()))
         } else {
-            let client = ClusterClient::builder(config.cluster.iter().map(String::as_str))
+            let mut builder = ClusterClient::builder(config.cluster.iter().map(String::as_str))
                 .connection_timeout(config.connect_timeout)
-                .retries(1)
+                .retries(1);
+            if let Some(ca) = &config.tls_ca {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                });
+            }
+            let client = builder
                 .build()
                 .map_err(|e| Unavailable::Config(e.to_string()))?;
             Ok(Self::Cluster(
@@ -92,6 +99,20 @@ impl ConnectionLike for Connection {
             Self::Cluster(c) => c.get_db(),
             Self::Sentinel(c) => c.get_db(),
         }
+    }
+}
+
+/// A client for `url`, trusting `config.tls_ca` for `rediss://` when it is set.
+pub(crate) fn client(url: &str, config: &RedisConfig) -> redis::RedisResult<Client> {
+    match &config.tls_ca {
+        Some(ca) if url.starts_with("rediss://") => Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        _ => Client::open(url),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// The master's name at the Sentinels.
     pub sentinel_master: Option<String>,
+    /// CA certificates (PEM) trusted for `rediss://` servers instead of the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
     /// Prefix of every key the gateway writes (`pc:` by default).
     pub prefix: String,
     /// Budget for one command, network included. Beyond it the call fails as unavailable.
@@ -50,6 +52,7 @@ impl Default for RedisConfig {
             cluster: Vec::new(),
             sentinels: Vec::new(),
             sentinel_master: None,
+            tls_ca: None,
             prefix: "pc:".to_owned(),
             timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(1),

@@ -54,20 +54,19 @@ impl SentinelConnection {
         let sentinels: Vec<Client> = config
             .sentinels
             .iter()
-            .map(|u| Client::open(u.as_str()))
+            .map(|u| crate::connection::client(u, config))
             .collect::<Result<_, _>>()
             .map_err(|e| Unavailable::Config(e.to_string()))?;
         let template = master_template(config.url.as_deref())?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Unavailable::Config("sentinel needs a tokio runtime".into()))?;
         let current = Arc::new(ArcSwapOption::empty());
-        let connect_timeout = config.connect_timeout;
         runtime.spawn(follow(
             Arc::downgrade(&current),
             sentinels,
             name,
             template,
-            connect_timeout,
+            config.clone(),
         ));
         Ok(Self { current })
     }
@@ -102,8 +101,9 @@ async fn follow(
     sentinels: Vec<Client>,
     name: String,
     (scheme, userinfo, db): (String, String, String),
-    connect_timeout: Duration,
+    config: RedisConfig,
 ) {
+    let connect_timeout = config.connect_timeout;
     loop {
         let Some(slot) = current.upgrade() else {
             return;
@@ -112,7 +112,7 @@ async fn follow(
             let url = format!("{scheme}://{userinfo}{host}:{port}{db}");
             let changed = slot.load().as_ref().is_none_or(|m| m.url != url);
             if changed {
-                match Client::open(url.as_str()).and_then(|client| {
+                match crate::connection::client(&url, &config).and_then(|client| {
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(connect_timeout))
                         .set_number_of_retries(1)

@@ -40,7 +40,8 @@ pub(crate) fn spawn(
 ) -> mpsc::Receiver<Notice> {
     let (tx, rx) = mpsc::channel(1024);
     let connect_timeout = config.connect_timeout;
-    let describe = crate::connection::describe(config);
+    let config = config.clone();
+    let describe = crate::connection::describe(&config);
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
         let mut subscribed_before = false;
@@ -55,7 +56,7 @@ pub(crate) fn spawn(
                 next += 1;
                 tokio::select! {
                     () = tx.closed() => return,
-                    r = tokio::time::timeout(connect_timeout, connect(url, &channel)) => r.map_err(|_| ()),
+                    r = tokio::time::timeout(connect_timeout, connect(url, &config, &channel)) => r.map_err(|_| ()),
                 }
             };
             match connected {
@@ -90,8 +91,12 @@ pub(crate) fn spawn(
     rx
 }
 
-async fn connect(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn connect(
+    url: &str,
+    config: &RedisConfig,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = crate::connection::client(url, config)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)

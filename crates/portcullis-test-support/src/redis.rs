@@ -29,7 +29,28 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    /// Starts a server that speaks only TLS, with the certificate and key in these PEM files
+    /// (clients are not asked for certificates).
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(&[
+            "--port",
+            "0",
+            "--tls-port",
+            PORT,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &cert,
+            "--tls-auth-clients",
+            "no",
+        ])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `--cluster-enabled yes`);
+    /// [`PORT`] in them stands for the port chosen.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
@@ -302,7 +323,11 @@ fn free_port() -> u16 {
 }
 
 /// Spawns a server on `port` and waits for its ready line; `None` if it exited (port taken).
+/// In [`RedisServer::start_with`]'s arguments, the port the server gets.
+pub const PORT: &str = "{port}";
+
 fn spawn(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
+    let extra = extra.iter().map(|a| a.replace(PORT, &port.to_string()));
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])

@@ -792,3 +792,91 @@ async fn a_response_fetched_while_its_url_was_purged_is_not_stored() {
     assert_eq!(writes(&a), 0, "nothing was written to redis");
     assert_eq!(a.cache().stats().memory_entries, 0);
 }
+
+#[tokio::test]
+async fn an_acl_user_with_a_password_is_used_and_a_wrong_one_is_reported() {
+    let redis = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "gw",
+        "on",
+        ">s3cret-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let up = origin().await;
+    let table = |password: &str| {
+        format!(
+            "[redis]\nurl = \"redis://gw:{password}@127.0.0.1:{}\"\ntimeout = \"500ms\"\n",
+            redis.port()
+        )
+    };
+    let config = shared_config(&table("s3cret-pass"), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    client.get(&a.url("/acl")).await;
+    eventually("the fill in redis", || writes(&a) >= 1).await;
+    assert_eq!(
+        cache_status(&client.get(&b.url("/acl")).await),
+        ("HIT".into(), "redis".into())
+    );
+    // A wrong password: the gateway serves from memory and its counters say Redis fails.
+    let wrong = TestGateway::start(&shared_config(&table("wrong"), &up, "")).await;
+    for _ in 0..2 {
+        assert_eq!(
+            client.get(&wrong.url("/acl")).await.status(),
+            StatusCode::OK
+        );
+    }
+    let stats = wrong.cache().tier().unwrap().stats();
+    assert!(stats.read_errors >= 1, "{stats:?}");
+    assert_eq!(stats.writes, 0);
+    let hit = client.get(&wrong.url("/acl")).await;
+    assert_eq!(cache_status(&hit), ("HIT".into(), "memory".into()));
+}
+
+#[tokio::test]
+async fn the_tier_works_over_tls() {
+    let cert = portcullis_test_support::SelfSigned::generate();
+    let redis = RedisServer::start_tls(&cert.cert_path, &cert.key_path);
+    let up = origin().await;
+    // The test certificate is self-signed: trusted through `tls_ca_file`.
+    let table = format!(
+        "[redis]\nurl = \"rediss://localhost:{}\"\ntls_ca_file = \"{}\"\ntimeout = \"500ms\"\n",
+        redis.port(),
+        cert.cert_path.display()
+    );
+    let config = shared_config(&table, &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    client.get(&a.url("/tls")).await;
+    eventually("the fill in redis", || writes(&a) >= 1).await;
+    assert_eq!(
+        cache_status(&client.get(&b.url("/tls")).await),
+        ("HIT".into(), "redis".into())
+    );
+    // Without the CA the certificate is refused: no Redis, but the requests are served.
+    let untrusting = TestGateway::start(&shared_config(
+        &format!(
+            "[redis]\nurl = \"rediss://localhost:{}\"\ntimeout = \"500ms\"\n",
+            redis.port()
+        ),
+        &up,
+        "",
+    ))
+    .await;
+    let r = client.get(&untrusting.url("/tls")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(cache_status(&r).0, "MISS");
+    let stats = untrusting.cache().tier().unwrap().stats();
+    assert!(stats.read_errors >= 1, "{stats:?}");
+}
