@@ -15,6 +15,6 @@ mod upstream;
 
 pub use client::{Client, RawConn};
 pub use gateway::TestGateway;
-pub use redis::{RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER};
+pub use redis::{PORT as REDIS_PORT, RedisCluster, RedisSentinel, RedisServer, SENTINEL_MASTER};
 pub use tls::{SelfSigned, tls_get};
 pub use upstream::{Handler, Seen, TestBody, TestUpstream, echo, full};

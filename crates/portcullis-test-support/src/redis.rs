@@ -50,7 +50,7 @@ impl RedisServer {
     }
 
     /// Starts a server with extra `redis-server` arguments (e.g. `--cluster-enabled yes`);
-    /// [`PORT`] in them stands for the port chosen.
+    /// [`PORT`] (`{port}`) in them stands for the port chosen.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
