@@ -36,6 +36,7 @@ pub mod stats;
 pub mod storability;
 pub mod store;
 mod tee;
+pub mod tier;
 mod tiered;
 
 pub use cache_control::{CacheControl, MaxStale, SURROGATE_TOKEN, SurrogateControl};
@@ -51,3 +52,4 @@ pub use serve::{Cache, Fetch, RequestTarget};
 pub use stats::{CacheStats, Outcome, RouteStats, StatsSnapshot};
 pub use storability::{NotStorable, Storable, storable};
 pub use store::MemoryStore;
+pub use tier::{Store, StoreError, StoreFuture};

@@ -14,7 +14,7 @@ use std::{
 use portcullis_redis::Notice;
 use serde::{Deserialize, Serialize};
 
-use crate::{Cache, redis_tier::RedisTier, serve::Inner};
+use crate::{Cache, redis_tier::RedisTier, serve::Inner, tier::Store};
 
 /// What to purge.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ impl Cache {
             memory,
             ..Purged::default()
         };
-        match purge_shared(&tier, what, at).await {
+        match Store::purge(&*tier, what, at).await {
             Ok(n) => purged.redis = Some(n),
             Err(e) => purged.error = Some(e.to_string()),
         }
@@ -111,45 +111,8 @@ impl Cache {
     /// do not store what it purged).
     pub(crate) fn purge_memory(&self, what: &Purge, at: SystemTime) -> usize {
         self.inner.purges.record(what);
-        let store = self.memory();
-        let mut n = 0;
-        for url in &what.urls {
-            n += if what.soft {
-                store.soften_url(url, at)
-            } else {
-                store.purge_url(url)
-            };
-        }
-        for tag in &what.tags {
-            n += if what.soft {
-                store.soften_tag(tag, at)
-            } else {
-                store.purge_tag(tag)
-            };
-        }
-        for prefix in &what.prefixes {
-            n += store.purge_prefix(prefix, what.soft, at);
-        }
-        n
+        self.memory().apply(what, at)
     }
-}
-
-async fn purge_shared(
-    tier: &RedisTier,
-    what: &Purge,
-    at: SystemTime,
-) -> Result<usize, portcullis_redis::Unavailable> {
-    let mut n = 0;
-    for url in &what.urls {
-        n += tier.purge_tag(&format!("url:{url}"), what.soft, at).await?;
-    }
-    for tag in &what.tags {
-        n += tier.purge_tag(tag, what.soft, at).await?;
-    }
-    for prefix in &what.prefixes {
-        n += tier.purge_prefix(prefix, what.soft, at).await?;
-    }
-    Ok(n)
 }
 
 /// Applies other instances' invalidation messages to the memory tier until the cache or the

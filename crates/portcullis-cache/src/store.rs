@@ -171,6 +171,30 @@ impl MemoryStore {
             .count()
     }
 
+    /// Applies `what`: removes (or, when soft, marks stale as of `at`) the entries of its URLs,
+    /// tags and prefixes. Returns how many keys were affected.
+    pub fn apply(&self, what: &crate::purge::Purge, at: SystemTime) -> usize {
+        let mut n = 0;
+        for url in &what.urls {
+            n += if what.soft {
+                self.soften_url(url, at)
+            } else {
+                self.purge_url(url)
+            };
+        }
+        for tag in &what.tags {
+            n += if what.soft {
+                self.soften_tag(tag, at)
+            } else {
+                self.purge_tag(tag)
+            };
+        }
+        for prefix in &what.prefixes {
+            n += self.purge_prefix(prefix, what.soft, at);
+        }
+        n
+    }
+
     /// Marks every entry carrying `tag` stale as of `at` (a soft purge: see
     /// [`StoredResponse::softened`]). Returns how many keys were affected.
     pub fn soften_tag(&self, tag: &str, at: SystemTime) -> usize {

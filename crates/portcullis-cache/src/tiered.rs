@@ -17,6 +17,7 @@ use crate::{
     key::CacheKey,
     purge::Attached,
     redis_tier::{Poll, RedisTier},
+    tier::Store,
 };
 
 /// `X-Cache-Tier` on responses read from Redis.
@@ -78,8 +79,8 @@ impl Cache {
         key: &CacheKey,
         headers: &HeaderMap,
     ) -> Option<Arc<StoredResponse>> {
-        let decoded = tier.get(key.digest, self.now()).await.ok()??;
-        self.adopt(key, &decoded.slot, headers)
+        let slot = Store::load(tier, key, self.now()).await.ok()??;
+        self.adopt(key, &slot, headers)
     }
 
     fn adopt(
@@ -171,7 +172,7 @@ impl Cache {
                 drop(lock);
                 return;
             }
-            if let Err(e) = tier.put(digest, &slot, now).await {
+            if let Err(e) = Store::save(&*tier, digest, &slot, now).await {
                 tracing::debug!(error = %e, "cache entry not written to redis");
             }
             drop(lock);
