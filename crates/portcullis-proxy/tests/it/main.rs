@@ -12,6 +12,7 @@ mod cache_redis;
 mod cache_warm;
 mod correlation;
 mod edge;
+mod edge_headers;
 mod errors;
 mod health;
 mod http2_tls;
