@@ -6,6 +6,7 @@
 
 mod access_log;
 mod balancing;
+mod body_limit;
 mod breaker;
 mod cache;
 mod cache_redis;
