@@ -458,6 +458,30 @@ async fn long_urls_get_414_and_too_many_headers_431() {
 }
 
 #[tokio::test]
+async fn the_request_limits_414_and_431_keep_the_connection_open() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[request_limits]\nmax_url_length = 32\nmax_header_count = 4\n\n{}",
+        single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40));
+    let many = "GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n";
+    let fine = "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (request, status) in [(long.as_str(), "414"), (many, "431"), (fine, "200")] {
+        conn.send(request.as_bytes()).await;
+        let (head, _) = conn.read_response().await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "same connection: {head}"
+        );
+        assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    }
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
 async fn a_route_can_turn_the_global_cors_and_bot_rules_off_or_replace_them() {
     let up = TestUpstream::start(echo()).await;
     let config = format!(
