@@ -325,8 +325,13 @@ mod tests {
 
     fn cache(url: &str, max_age: Duration) -> Arc<JwksCache> {
         Arc::new(
-            JwksCache::new(url.parse().unwrap(), None, Duration::from_secs(3600), max_age)
-                .unwrap(),
+            JwksCache::new(
+                url.parse().unwrap(),
+                None,
+                Duration::from_secs(3600),
+                max_age,
+            )
+            .unwrap(),
         )
     }
 
@@ -425,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_older_than_max_age_are_fetched_again_in_the_background_while_the_old_ones_serve()
-     {
+    {
         let first = json!({"keys": [ec_jwk("a", None)]});
         let second = json!({"keys": [ec_jwk("a", None), rsa_jwk("b", None)]});
         let (url, mut requests) = jwks_server(vec![first, second]).await;
@@ -446,7 +451,10 @@ mod tests {
         let stale = cache(&url, Duration::ZERO);
         stale.refresh(0, false).await;
         assert_eq!(requests.recv().await, Some(1));
-        assert!(!found(&stale.lookup("b", Algorithm::RS256)), "not fetched yet");
+        assert!(
+            !found(&stale.lookup("b", Algorithm::RS256)),
+            "not fetched yet"
+        );
         assert!(found(&stale.lookup("a", Algorithm::ES256)));
         assert!(
             stale.background.load(Ordering::Acquire),

@@ -135,7 +135,6 @@ impl Rsa {
     }
 }
 
-
 /// An ECDSA key: its signer and its SPKI PEM.
 fn ec_key(alg: &'static EcdsaSigningAlgorithm) -> (EncodingKey, Vec<u8>) {
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).unwrap();
@@ -222,7 +221,11 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     }
     fn integer(v: &[u8]) -> Vec<u8> {
         // Unsigned: a leading zero keeps a high first bit from reading as negative.
-        let mut body = if v[0] & 0x80 == 0 { Vec::new() } else { vec![0] };
+        let mut body = if v[0] & 0x80 == 0 {
+            Vec::new()
+        } else {
+            vec![0]
+        };
         body.extend_from_slice(v);
         let mut out = vec![0x02];
         out.extend(len(body.len()));

@@ -1067,7 +1067,8 @@ mod tests {
                 && misspelled.contains("did you mean \"HS256\""),
             "{misspelled}"
         );
-        let none = errors("[auth.jwt]\nalgorithms = [\"none\"]\njwks_url = \"https://idp.test/jwks\"\n");
+        let none =
+            errors("[auth.jwt]\nalgorithms = [\"none\"]\njwks_url = \"https://idp.test/jwks\"\n");
         assert!(
             none.contains("t.toml:2") && none.contains("unsupported algorithm \"none\""),
             "{none}"
@@ -1082,7 +1083,9 @@ mod tests {
                 && no_secret.contains("HS algorithms need a secret"),
             "{no_secret}"
         );
-        let short = errors("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"short-secret-31-bytes-long-0123\"\n");
+        let short = errors(
+            "[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"short-secret-31-bytes-long-0123\"\n",
+        );
         assert!(
             short.contains("t.toml:3")
                 && short.contains("auth.jwt.secret")
@@ -1110,16 +1113,20 @@ mod tests {
                 "{alg}: {no_key}"
             );
         }
-        let missing_key = errors(
-            "[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key = \"no-such-key.pem\"\n",
-        );
+        let missing_key =
+            errors("[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key = \"no-such-key.pem\"\n");
         assert!(
             missing_key.contains("t.toml:3")
                 && missing_key.contains("auth.jwt.public_key")
                 && missing_key.contains("not found"),
             "{missing_key}"
         );
-        for url in ["ftp://idp.test/jwks", "idp.test/jwks", "https://", "not a url"] {
+        for url in [
+            "ftp://idp.test/jwks",
+            "idp.test/jwks",
+            "https://",
+            "not a url",
+        ] {
             let bad = errors(&format!(
                 "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"{url}\"\n"
             ));

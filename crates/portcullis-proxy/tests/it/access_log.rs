@@ -206,9 +206,22 @@ async fn bearer_tokens_api_key_headers_and_the_configured_key_parameter_never_re
     paths.sort_unstable();
     assert_eq!(
         paths,
-        ["/t", "/t", "/t", "/t?access=[redacted]", "/t?page=1&access=[redacted]"]
+        [
+            "/t",
+            "/t",
+            "/t",
+            "/t?access=[redacted]",
+            "/t?page=1&access=[redacted]"
+        ]
     );
-    let mut consumers: Vec<&str> = lines.iter().filter_map(|l| l["consumer"].as_str()).collect();
+    let mut consumers: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["consumer"].as_str())
+        .collect();
     consumers.sort_unstable();
-    assert_eq!(consumers, ["acme", "acme", "svc"], "the log still says who it was");
+    assert_eq!(
+        consumers,
+        ["acme", "acme", "svc"],
+        "the log still says who it was"
+    );
 }

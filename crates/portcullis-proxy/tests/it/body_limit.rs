@@ -119,9 +119,10 @@ async fn an_http2_body_without_content_length_over_the_limit_gets_413() {
     let (up, mut bodies) = body_counter().await;
     let gw = TestGateway::start(&limited(&up)).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
 
     let mut statuses = Vec::new();

@@ -476,7 +476,10 @@ async fn the_request_limits_414_and_431_keep_the_connection_open() {
             head.starts_with(&format!("HTTP/1.1 {status}")),
             "same connection: {head}"
         );
-        assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
     }
     assert_eq!(up.request_count(), 1);
 }

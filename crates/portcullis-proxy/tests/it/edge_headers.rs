@@ -119,7 +119,12 @@ async fn response_transforms_and_security_headers_go_on_the_gateways_own_answers
         ),
         (
             "url",
-            get(&client, &gw.url(&format!("/api/{}", "u".repeat(64))), &[acme, v1]).await,
+            get(
+                &client,
+                &gw.url(&format!("/api/{}", "u".repeat(64))),
+                &[acme, v1],
+            )
+            .await,
             StatusCode::URI_TOO_LONG,
             "",
         ),
@@ -153,7 +158,11 @@ async fn response_transforms_and_security_headers_go_on_the_gateways_own_answers
             assert_eq!(json(resp.body())["status"], status.as_u16(), "{case}");
         }
     }
-    assert_eq!(up.request_count(), 1, "only the allowed request went upstream");
+    assert_eq!(
+        up.request_count(),
+        1,
+        "only the allowed request went upstream"
+    );
 
     let bad_gateway = get(&client, &gw.url("/dead"), &[]).await;
     assert_eq!(bad_gateway.status(), StatusCode::BAD_GATEWAY);
