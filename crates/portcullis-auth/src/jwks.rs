@@ -286,3 +286,190 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         })
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+        sync::mpsc,
+    };
+
+    use super::*;
+
+    /// RFC 7515 A.3's P-256 public key.
+    fn ec_jwk(kid: &str, alg: Option<&str>) -> Value {
+        let mut jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        if let Some(alg) = alg {
+            jwk["alg"] = json!(alg);
+        }
+        jwk
+    }
+
+    /// RFC 7515 A.2's RSA public key.
+    fn rsa_jwk(kid: &str, alg: Option<&str>) -> Value {
+        let mut jwk = json!({"kty": "RSA", "kid": kid, "e": "AQAB",
+            "n": "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"});
+        if let Some(alg) = alg {
+            jwk["alg"] = json!(alg);
+        }
+        jwk
+    }
+
+    fn set(keys: &[Value]) -> JwkSet {
+        serde_json::from_value(json!({ "keys": keys })).unwrap()
+    }
+
+    fn cache(url: &str, max_age: Duration) -> Arc<JwksCache> {
+        Arc::new(
+            JwksCache::new(
+                url.parse().unwrap(),
+                None,
+                Duration::from_secs(3600),
+                max_age,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Seeds `cache` with `keys` as if fetched just now.
+    fn seed(cache: &JwksCache, keys: &[Value]) {
+        *cache.keys.write() = Arc::new(KeySet {
+            keys: keys_of(&set(keys)),
+            fetched: Some(Instant::now()),
+            generation: 1,
+        });
+    }
+
+    fn found(lookup: &KeyLookup) -> bool {
+        matches!(lookup, KeyLookup::Found(_))
+    }
+
+    #[test]
+    fn symmetric_and_encryption_keys_are_left_out() {
+        let mut enc = rsa_jwk("enc", None);
+        enc["use"] = json!("enc");
+        let keys = keys_of(&set(&[
+            ec_jwk("sig-ec", None),
+            rsa_jwk("sig-rsa", None),
+            json!({"kty": "oct", "kid": "hmac", "k": "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}),
+            json!({"kty": "oct", "kid": "hmac-alg", "alg": "HS256", "use": "sig", "k": "c2VjcmV0"}),
+            enc,
+            // No `kid`: a token cannot name it.
+            json!({"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}),
+        ]));
+        let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["sig-ec", "sig-rsa"]);
+
+        // Through a lookup too: an HS256 token naming the `oct` key finds nothing to verify.
+        let c = cache("http://127.0.0.1:1/jwks", Duration::from_secs(3600));
+        seed(&c, &[json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"})]);
+        assert!(!found(&c.lookup("hmac", Algorithm::HS256)));
+    }
+
+    #[test]
+    fn a_jwk_pinned_to_an_algorithm_verifies_only_that_algorithm() {
+        let c = cache("http://127.0.0.1:1/jwks", Duration::from_secs(3600));
+        seed(
+            &c,
+            &[
+                rsa_jwk("rs256-only", Some("RS256")),
+                rsa_jwk("any-rsa", None),
+                ec_jwk("es256-only", Some("ES256")),
+            ],
+        );
+        assert!(found(&c.lookup("rs256-only", Algorithm::RS256)));
+        for other in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256] {
+            assert!(
+                matches!(c.lookup("rs256-only", other), KeyLookup::Unknown),
+                "{other:?}: refused at once, no refresh"
+            );
+            assert!(found(&c.lookup("any-rsa", other)), "{other:?}: unpinned");
+        }
+        assert!(found(&c.lookup("es256-only", Algorithm::ES256)));
+        assert!(matches!(
+            c.lookup("es256-only", Algorithm::ES384),
+            KeyLookup::Unknown
+        ));
+    }
+
+    /// A JWK Set server on loopback: answers the n-th request with `bodies[n]` (the last one
+    /// after that) and reports each request's number on the channel.
+    async fn jwks_server(bodies: Vec<Value>) -> (String, mpsc::UnboundedReceiver<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(k) if k > 0 => head.extend_from_slice(&buf[..k]),
+                        _ => break,
+                    }
+                }
+                let body = bodies[n.min(bodies.len() - 1)].to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = tx.send(n + 1);
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn keys_older_than_max_age_are_fetched_again_in_the_background_while_the_old_ones_serve()
+    {
+        let first = json!({"keys": [ec_jwk("a", None)]});
+        let second = json!({"keys": [ec_jwk("a", None), rsa_jwk("b", None)]});
+        let (url, mut requests) = jwks_server(vec![first, second]).await;
+
+        // Within max age: no background fetch.
+        let fresh = cache(&url, Duration::from_secs(3600));
+        fresh.refresh(0, false).await;
+        assert_eq!(requests.recv().await, Some(1));
+        assert!(found(&fresh.lookup("a", Algorithm::ES256)));
+        assert!(!fresh.background.load(Ordering::Acquire));
+
+        // Past max age (zero here): the old key serves and a fetch starts in the background.
+        let (url, mut requests) = jwks_server(vec![
+            json!({"keys": [ec_jwk("a", None)]}),
+            json!({"keys": [ec_jwk("a", None), rsa_jwk("b", None)]}),
+        ])
+        .await;
+        let stale = cache(&url, Duration::ZERO);
+        stale.refresh(0, false).await;
+        assert_eq!(requests.recv().await, Some(1));
+        assert!(
+            !found(&stale.lookup("b", Algorithm::RS256)),
+            "not fetched yet"
+        );
+        assert!(found(&stale.lookup("a", Algorithm::ES256)));
+        assert!(
+            stale.background.load(Ordering::Acquire),
+            "a background fetch is under way"
+        );
+        // Not a `kid` refresh: `min_refresh` (an hour) does not hold it back.
+        assert_eq!(requests.recv().await, Some(2));
+        // The background fetch holds the fetch lock until it has stored the new set; a refresh
+        // from generation 1 waits for it, then finds it moot.
+        stale.refresh(1, false).await;
+        assert_eq!(stale.keys.read().generation, 2);
+        assert!(found(&stale.lookup("b", Algorithm::RS256)));
+        assert!(
+            requests.try_recv().is_err(),
+            "the moot refresh fetched nothing"
+        );
+    }
+}

@@ -1054,6 +1054,92 @@ mod tests {
     }
 
     #[test]
+    fn jwt_algorithms_secrets_and_keys_are_checked_with_file_line_and_key() {
+        const SECRET: &str = "a-secret-of-at-least-32-bytes-long!!";
+        let ok = format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n");
+        assert_eq!(errors(&ok), "");
+
+        let misspelled = errors(&ok.replace("HS256", "HS265"));
+        assert!(
+            misspelled.contains("t.toml:2")
+                && misspelled.contains("auth.jwt.algorithms")
+                && misspelled.contains("unsupported algorithm \"HS265\"")
+                && misspelled.contains("did you mean \"HS256\""),
+            "{misspelled}"
+        );
+        let none =
+            errors("[auth.jwt]\nalgorithms = [\"none\"]\njwks_url = \"https://idp.test/jwks\"\n");
+        assert!(
+            none.contains("t.toml:2") && none.contains("unsupported algorithm \"none\""),
+            "{none}"
+        );
+        let empty = errors("[auth.jwt]\nalgorithms = []\n");
+        assert!(empty.contains("list at least one algorithm"), "{empty}");
+
+        let no_secret = errors("[auth.jwt]\nalgorithms = [\"HS384\"]\n");
+        assert!(
+            no_secret.contains("t.toml:2")
+                && no_secret.contains("auth.jwt.secret")
+                && no_secret.contains("HS algorithms need a secret"),
+            "{no_secret}"
+        );
+        let short = errors(
+            "[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"short-secret-31-bytes-long-0123\"\n",
+        );
+        assert!(
+            short.contains("t.toml:3")
+                && short.contains("auth.jwt.secret")
+                && short.contains("at least 32 bytes"),
+            "{short}"
+        );
+        assert!(
+            !short.contains("short-secret-31"),
+            "the secret is not echoed: {short}"
+        );
+        let unused = errors(&format!(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks\"\nsecret = \"{SECRET}\"\n"
+        ));
+        assert!(
+            unused.contains("t.toml:4") && unused.contains("only used by HS algorithms"),
+            "{unused}"
+        );
+
+        for alg in ["RS256", "PS256", "ES384", "EdDSA"] {
+            let no_key = errors(&format!("[auth.jwt]\nalgorithms = [\"{alg}\"]\n"));
+            assert!(
+                no_key.contains("t.toml:2")
+                    && no_key.contains("auth.jwt.public_key")
+                    && no_key.contains("need public_key or jwks_url"),
+                "{alg}: {no_key}"
+            );
+        }
+        let missing_key =
+            errors("[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key = \"no-such-key.pem\"\n");
+        assert!(
+            missing_key.contains("t.toml:3")
+                && missing_key.contains("auth.jwt.public_key")
+                && missing_key.contains("not found"),
+            "{missing_key}"
+        );
+        for url in [
+            "ftp://idp.test/jwks",
+            "idp.test/jwks",
+            "https://",
+            "not a url",
+        ] {
+            let bad = errors(&format!(
+                "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"{url}\"\n"
+            ));
+            assert!(
+                bad.contains("t.toml:3")
+                    && bad.contains("auth.jwt.jwks_url")
+                    && bad.contains("http:// or https:// URL"),
+                "{url}: {bad}"
+            );
+        }
+    }
+
+    #[test]
     fn a_jwks_ca_file_must_exist_and_go_with_an_https_url() {
         let missing = errors(
             "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://idp.test/jwks\"\njwks_ca_file = \"nowhere.pem\"\n",

@@ -4,7 +4,8 @@
 //! Lines go through a bounded channel; when it is full (the writer cannot keep up), lines are
 //! dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing requests or
 //! growing memory. Query parameters that look like credentials (`token`, `key`, `secret`,
-//! `password`, `signature`, `auth`, `code` in their name) are logged as `[redacted]`.
+//! `password`, `signature`, `auth`, `code` in their name), and those configured to carry
+//! credentials, are logged as `[redacted]`.
 
 use std::{
     io::{BufWriter, Write},
@@ -181,12 +182,23 @@ const SECRET_PARAMS: [&str; 7] = [
 
 /// `path_and_query` with the values of credential-like query parameters replaced.
 pub fn redact_query(path_and_query: &str) -> std::borrow::Cow<'_, str> {
+    redact_query_also::<&str>(path_and_query, &[])
+}
+
+/// [`redact_query`], also redacting the parameters named in `also` (compared without regard
+/// to case): names configured to carry credentials that the patterns may not catch, such as
+/// an API key's query parameter.
+pub fn redact_query_also<'a, S: AsRef<str>>(
+    path_and_query: &'a str,
+    also: &[S],
+) -> std::borrow::Cow<'a, str> {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return std::borrow::Cow::Borrowed(path_and_query);
     };
     let secret = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        SECRET_PARAMS.iter().any(|s| name.contains(s))
+        let lower = name.to_ascii_lowercase();
+        SECRET_PARAMS.iter().any(|s| lower.contains(s))
+            || also.iter().any(|a| a.as_ref().eq_ignore_ascii_case(name))
     };
     if !query
         .split('&')
@@ -311,5 +323,22 @@ mod tests {
             "/a?api_key=[redacted]&x=1&Token=[redacted]&flag"
         );
         assert_eq!(redact_query("/plain"), "/plain");
+    }
+
+    #[test]
+    fn configured_parameter_names_are_redacted_too() {
+        // Names none of the patterns catch.
+        let also = ["access", "X"];
+        assert_eq!(redact_query("/a?Access=s3cret&x=v"), "/a?Access=s3cret&x=v");
+        assert_eq!(
+            redact_query_also("/a?Access=s3cret&x=v&y=1", &also),
+            "/a?Access=[redacted]&x=[redacted]&y=1"
+        );
+        assert_eq!(
+            redact_query_also("/a?accessx=1", &also),
+            "/a?accessx=1",
+            "whole names only"
+        );
+        assert_eq!(redact_query_also::<&str>("/a?y=1", &[]), "/a?y=1");
     }
 }

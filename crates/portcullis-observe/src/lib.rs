@@ -29,7 +29,9 @@ mod slo;
 mod trace_context;
 mod windows;
 
-pub use access_log::{AccessFormat, AccessLog, AccessRecord, redact_query, rfc3339};
+pub use access_log::{
+    AccessFormat, AccessLog, AccessRecord, redact_query, redact_query_also, rfc3339,
+};
 pub use labels::{MethodLabel, StatusClass};
 pub use process::{ProcessCollector, ProcessStats};
 pub use prometheus_client::collector::Collector;

@@ -18,7 +18,7 @@ use portcullis_config::LogConfig;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, InFlight, InFlightGuard,
-    Metrics, RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query, rfc3339,
+    Metrics, RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query_also, rfc3339,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -58,6 +58,9 @@ pub(crate) struct Observe {
     pub(crate) log_config: LogConfig,
     /// Add `X-Response-Time` and `Server-Timing` to responses.
     pub(crate) timing_headers: bool,
+    /// Query parameters the access log redacts besides the credential-like names (the API
+    /// key's `auth.api_key.query`).
+    pub(crate) secret_query_params: Box<[String]>,
 }
 
 impl Observe {
@@ -117,10 +120,11 @@ impl Measure {
                 log: log.clone(),
                 request_id: request_id.clone(),
                 client_ip: client_ip(),
-                path: redact_query(
+                path: redact_query_also(
                     req.uri()
                         .path_and_query()
                         .map_or(req.uri().path(), |pq| pq.as_str()),
+                    &observe.secret_query_params,
                 )
                 .into_owned(),
                 version: req.version(),

@@ -284,6 +284,10 @@ where
                     let result = match settle(&route, pending, &mut req, &mut measure).await {
                         Ok(settled) => {
                             decoration = settled.unwrap_or(decoration);
+                            if route.security.has_transforms() {
+                                // Known now, for the transforms of whatever answers (a 429 too).
+                                consumer = req.extensions().get::<ConsumerId>().cloned();
+                            }
                             let limited = decide_limit(
                                 &shared,
                                 &conn,
@@ -299,7 +303,6 @@ where
                                 LimitOutcome::Go(decision) => {
                                     allowed_by = decision;
                                     if route.security.has_transforms() {
-                                        consumer = req.extensions().get::<ConsumerId>().cloned();
                                         let vars =
                                             template_vars(&route, &request_id, consumer.as_ref());
                                         route.security.transform_request(&mut req, &vars);
@@ -571,9 +574,8 @@ fn route<B>(
         Err(rejection) => {
             // Rendered here so it carries the route's CORS and security headers: a browser app
             // can then read a 401/403 instead of seeing an opaque CORS failure.
-            let mut response = rejection.into_response(Some(request_id));
-            route.security.decorate_answer(req.headers(), &mut response);
-            return Routed::Answer(response);
+            let response = rejection.into_response(Some(request_id));
+            return own_answer(route, req.headers(), request_id, None, response);
         }
     };
     if let Some(consumer) = grant.consumer() {
@@ -583,9 +585,9 @@ fn route<B>(
     let version = match crate::version::resolve(route, req, &path) {
         Ok(version) => version,
         Err(rejection) => {
-            let mut response = rejection.into_response(Some(request_id));
-            route.security.decorate_answer(req.headers(), &mut response);
-            return Routed::Answer(response);
+            let response = rejection.into_response(Some(request_id));
+            let consumer = grant.consumer().map(|c| &c.id);
+            return own_answer(route, req.headers(), request_id, consumer, response);
         }
     };
     // A hit answered here carries the route's security headers and response transforms.
@@ -624,9 +626,9 @@ fn route<B>(
             {
                 if !decision.verdict.allowed {
                     let mut response = refusal(l, &decision, request_id);
-                    route.security.decorate_answer(req.headers(), &mut response);
                     crate::version::decorate(route, version, response.headers_mut());
-                    return Routed::Answer(response);
+                    let consumer = grant.consumer().map(|c| &c.id);
+                    return own_answer(route, req.headers(), request_id, consumer, response);
                 }
                 if cached
                     && l.count_cache_hits
@@ -651,6 +653,26 @@ fn route<B>(
         limiting,
         version,
     )
+}
+
+/// A response the gateway made itself on `route` (a refusal, an unknown version, a 429): the
+/// route's CORS and security headers and its response transforms, as on every other response
+/// of the route.
+fn own_answer(
+    route: &Route,
+    request_headers: &http::HeaderMap,
+    request_id: &RequestId,
+    consumer: Option<&ConsumerId>,
+    mut response: Response<Body>,
+) -> Routed {
+    route
+        .security
+        .decorate_answer(request_headers, &mut response);
+    if route.security.has_transforms() {
+        let vars = template_vars(route, request_id, consumer);
+        route.security.transform_response(&mut response, &vars);
+    }
+    Routed::Answer(response)
 }
 
 fn scheme(conn: &ConnInfo) -> &'static str {

@@ -304,6 +304,13 @@ pub(crate) fn build_shared(
         access_log,
         log_config: config.log.clone(),
         timing_headers: s.timing_headers,
+        secret_query_params: config
+            .auth
+            .api_key
+            .query
+            .iter()
+            .map(|q| q.get_ref().clone())
+            .collect(),
     };
     let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
     upstream_list.sort_by(|a, b| a.name.cmp(&b.name));

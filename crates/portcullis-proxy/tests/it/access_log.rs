@@ -122,3 +122,106 @@ async fn upstream_time_and_target_are_logged_for_proxied_requests() {
     );
     assert!(!line.ends_with("up=-"), "the upstream leg is timed: {line}");
 }
+
+#[tokio::test]
+async fn bearer_tokens_api_key_headers_and_the_configured_key_parameter_never_reach_the_log() {
+    const SECRET: &str = "jwt-secret-for-the-access-log-test-0123456789";
+    const KEY_HEADER: &str = "header-key-7f3a9c";
+    const KEY_QUERY: &str = "query-key-b41e02";
+    const WRONG_KEY: &str = "wrong-key-55d1aa";
+    const BAD_TOKEN: &str = "bad-token-9e8d7c";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = TestUpstream::start(echo()).await;
+    // `access` matches none of the credential-like patterns: only the configuration says it
+    // carries a key.
+    let config = format!(
+        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n\
+         [auth]\napi_key = {{ query = \"access\" }}\n\n\
+         [auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"api\"\nupstream = \"up\"\nauth = \"any\"\n\n\
+         [[consumers]]\nname = \"acme\"\napi_keys = [\"{}\", \"{}\"]\n",
+        path.display(),
+        up.url(),
+        portcullis_auth::hash_key_hex(KEY_HEADER.as_bytes()),
+        portcullis_auth::hash_key_hex(KEY_QUERY.as_bytes()),
+    );
+    let gw = TestGateway::start(&config).await;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "svc", "exp": jsonwebtoken::get_current_timestamp() + 300}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let signature = token.rsplit('.').next().unwrap().to_owned();
+    let client = Client::http1();
+    let send = |path: &str, header: Option<(&str, String)>| {
+        let mut req = Request::get(gw.url(path)).header("user-agent", "log-test");
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        client.send(req.body(Full::default()).unwrap())
+    };
+    let cases = [
+        (
+            send("/t", Some(("authorization", format!("Bearer {token}")))).await,
+            StatusCode::OK,
+        ),
+        (
+            send("/t", Some(("x-api-key", KEY_HEADER.to_owned()))).await,
+            StatusCode::OK,
+        ),
+        (
+            send(&format!("/t?page=1&access={KEY_QUERY}"), None).await,
+            StatusCode::OK,
+        ),
+        (
+            send(&format!("/t?access={WRONG_KEY}"), None).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            send("/t", Some(("authorization", format!("Bearer {BAD_TOKEN}")))).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (i, (resp, status)) in cases.iter().enumerate() {
+        assert_eq!(resp.status(), *status, "request {i}");
+    }
+
+    let lines = lines(&path, cases.len()).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    for secret in [
+        token.as_str(),
+        signature.as_str(),
+        SECRET,
+        KEY_HEADER,
+        KEY_QUERY,
+        WRONG_KEY,
+        BAD_TOKEN,
+    ] {
+        assert!(!text.contains(secret), "{secret:?} reached the log: {text}");
+    }
+    let mut paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/t",
+            "/t",
+            "/t",
+            "/t?access=[redacted]",
+            "/t?page=1&access=[redacted]"
+        ]
+    );
+    let mut consumers: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["consumer"].as_str())
+        .collect();
+    consumers.sort_unstable();
+    assert_eq!(
+        consumers,
+        ["acme", "acme", "svc"],
+        "the log still says who it was"
+    );
+}

@@ -183,6 +183,42 @@ async fn one_users_response_is_never_served_to_another() {
 }
 
 #[tokio::test]
+async fn a_per_consumer_cache_is_keyed_by_the_authenticated_consumer_not_the_credential() {
+    let up = counting(|_, _| vec![("cache-control", "private, max-age=60".into())]).await;
+    // acme has two keys, bob one; none of them is sent in `Authorization`.
+    let config = format!(
+        "{}auth = \"api_key\"\n\n\
+         [[consumers]]\nname = \"acme\"\napi_keys = [\"{}\", \"{}\"]\n\n\
+         [[consumers]]\nname = \"bob\"\napi_keys = [\"{}\"]\n",
+        cached(&up, "per_consumer = true"),
+        portcullis_auth::hash_key_hex(b"acme-key-1"),
+        portcullis_auth::hash_key_hex(b"acme-key-2"),
+        portcullis_auth::hash_key_hex(b"bob-key"),
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::http1();
+    let url = gw.url("/me");
+    let get = |key: &'static str| {
+        let headers = [("x-api-key", key)];
+        let (c, url) = (&c, &url);
+        async move { get_with(c, url, &headers).await }
+    };
+    let r = get("acme-key-1").await;
+    assert_eq!((x_cache(&r), body(&r)), ("MISS", "n:1"));
+    // The same consumer with its other key: its own entry.
+    let r = get("acme-key-2").await;
+    assert_eq!((x_cache(&r), body(&r)), ("HIT", "n:1"));
+    // Another consumer never gets acme's private response.
+    let r = get("bob-key").await;
+    assert_eq!((x_cache(&r), body(&r)), ("MISS", "n:2"));
+    let r = get("bob-key").await;
+    assert_eq!((x_cache(&r), body(&r)), ("HIT", "n:2"));
+    let r = get("acme-key-1").await;
+    assert_eq!((x_cache(&r), body(&r)), ("HIT", "n:1"));
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
 async fn session_cookies_bypass_the_cache() {
     let up = counting(|_, _| vec![("cache-control", "max-age=60".into())]).await;
     let config = format!(

@@ -113,6 +113,39 @@ async fn global_and_route_ip_rules_combine_for_ipv4_and_ipv6() {
 }
 
 #[tokio::test]
+async fn a_routes_allow_list_replaces_the_global_one_and_the_global_deny_list_still_applies() {
+    let up = TestUpstream::start(echo()).await;
+    let config = with_server(
+        "\"127.0.0.1\"",
+        &format!(
+            "[ip_rules]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"203.0.113.66\"]\n\n\
+             [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+             [[routes]]\nname = \"partners\"\nmatch = {{ path_prefix = \"/partners\" }}\nupstream = \"up\"\n\
+             ip_rules = {{ allow = [\"203.0.113.0/24\"] }}\n\n\
+             [[routes]]\nname = \"internal\"\nupstream = \"up\"\n",
+            up.url()
+        ),
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    for (ip, path, ok) in [
+        ("203.0.113.5", "/partners", true),
+        ("10.1.2.3", "/partners", false),
+        ("203.0.113.66", "/partners", false),
+        ("10.1.2.3", "/internal", true),
+        ("203.0.113.5", "/internal", false),
+    ] {
+        let resp = get(&client, &gw.url(path), &[("x-forwarded-for", ip)]).await;
+        if ok {
+            assert_eq!(resp.status(), StatusCode::OK, "{ip} on {path}");
+        } else {
+            assert_403(&resp, "client address not allowed");
+        }
+    }
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
 async fn cors_preflights_are_answered_at_the_gateway_and_simple_requests_get_their_headers() {
     let up = TestUpstream::start(echo()).await;
     let config = format!(
@@ -422,6 +455,33 @@ async fn long_urls_get_414_and_too_many_headers_431() {
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(json(resp.body())["status"], 431);
     assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn the_request_limits_414_and_431_keep_the_connection_open() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[request_limits]\nmax_url_length = 32\nmax_header_count = 4\n\n{}",
+        single_route(&[&up], "", "")
+    );
+    let gw = TestGateway::start(&config).await;
+    let mut conn = RawConn::connect(gw.addr).await;
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40));
+    let many = "GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n\r\n";
+    let fine = "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (request, status) in [(long.as_str(), "414"), (many, "431"), (fine, "200")] {
+        conn.send(request.as_bytes()).await;
+        let (head, _) = conn.read_response().await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "same connection: {head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+    }
+    assert_eq!(up.request_count(), 1);
 }
 
 #[tokio::test]

@@ -194,6 +194,86 @@ async fn an_hs256_token_signed_with_the_rsa_public_key_is_refused() {
     assert_eq!(up.request_count(), 0);
 }
 
+#[tokio::test]
+async fn with_a_secret_and_an_rsa_key_configured_an_hmac_token_keyed_with_the_public_key_is_refused()
+ {
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+    // PKCS#1 (`RSA PUBLIC KEY`) this time.
+    let pem = format!(
+        "-----BEGIN RSA PUBLIC KEY-----\n{}\n-----END RSA PUBLIC KEY-----\n",
+        b64(rsa.public_key().as_ref())
+    );
+    let pkcs8 =
+        aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&rsa).unwrap();
+    let signer = EncodingKey::from_rsa_pem(
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            b64(pkcs8.as_ref())
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rsa.pem");
+    std::fs::write(&path, &pem).unwrap();
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "{}\n[auth.jwt]\nalgorithms = [\"HS256\", \"RS256\"]\nsecret = \"{SECRET}\"\npublic_key = \"{}\"\n",
+        single_route(&[&up], "", "auth = \"jwt\""),
+        path.display()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let claims = json!({"sub": "u", "exp": now() + 300});
+    // Both legitimate kinds pass.
+    let rs256 = encode(&Header::new(Algorithm::RS256), &claims, &signer).unwrap();
+    for token in [hs256(&claims), rs256] {
+        let resp = get(&client, &gw.url("/"), Some(&token)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(pem.as_bytes()),
+    )
+    .unwrap();
+    assert_401(
+        &get(&client, &gw.url("/"), Some(&forged)).await,
+        "HS256 keyed with the RSA public key",
+    );
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn an_acl_on_groups_admits_a_token_whose_subject_is_a_configured_consumer_in_the_group() {
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "{}\n[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\ntier_claim = \"plan\"\n\n\
+         [[consumers]]\nname = \"svc-billing\"\ngroups = [\"internal\"]\n\n\
+         [[consumers]]\nname = \"svc-other\"\ngroups = [\"partners\"]\n",
+        single_route(
+            &[&up],
+            "",
+            "auth = \"jwt\"\nacl = { groups = [\"internal\"] }"
+        )
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let token = |sub: &str| hs256(&json!({"sub": sub, "exp": now() + 300, "plan": "internal"}));
+    let billing = get(&client, &gw.url("/"), Some(&token("svc-billing"))).await;
+    assert_eq!(billing.status(), StatusCode::OK);
+    for sub in ["svc-other", "stranger"] {
+        let resp = get(&client, &gw.url("/"), Some(&token(sub))).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{sub}");
+        assert_eq!(
+            json(resp.body())["error"],
+            "consumer not allowed on this route"
+        );
+    }
+    assert_eq!(up.request_count(), 1);
+}
+
 /// An ES256 key pair: the token signer and its public JWK with `kid`.
 struct EcKey {
     encoding: EncodingKey,

@@ -6,12 +6,14 @@
 
 mod access_log;
 mod balancing;
+mod body_limit;
 mod breaker;
 mod cache;
 mod cache_redis;
 mod cache_warm;
 mod correlation;
 mod edge;
+mod edge_headers;
 mod errors;
 mod health;
 mod http2_tls;
