@@ -4,6 +4,8 @@
 //! example is checked with its published key. Also: HS/RS confusion with both a secret and an
 //! RSA key configured.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use aws_lc_rs::{
