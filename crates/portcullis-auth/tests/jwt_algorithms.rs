@@ -337,7 +337,7 @@ fn an_hmac_token_keyed_with_the_rsa_public_key_is_refused_while_a_secret_is_conf
         .unwrap();
     for (what, key) in [
         ("SPKI PEM", rsa.spki_pem.clone()),
-        ("PKCS#1 PEM", rsa.pkcs1_pem.clone()),
+        ("PKCS#1 PEM", rsa.pkcs1_pem),
         ("SPKI DER", spki_der),
     ] {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
