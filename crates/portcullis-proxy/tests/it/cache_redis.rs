@@ -880,3 +880,51 @@ async fn the_tier_works_over_tls() {
     let stats = untrusting.cache().tier().unwrap().stats();
     assert!(stats.read_errors >= 1, "{stats:?}");
 }
+
+#[tokio::test]
+async fn a_soft_purged_entry_is_still_served_stale_when_the_origin_fails() {
+    let redis = RedisServer::start();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let origin_fails = Arc::clone(&failing);
+    let up = TestUpstream::respond(move |_req| {
+        if origin_fails.load(Ordering::SeqCst) {
+            return Response::builder().status(500).body(full("down")).unwrap();
+        }
+        Response::builder()
+            .header("cache-control", "max-age=60, stale-if-error=300")
+            .body(full("the last good copy"))
+            .unwrap()
+    })
+    .await;
+    let config = shared_config(&redis_table(&redis), &up, "");
+    let (a, b) = (
+        TestGateway::start(&config).await,
+        TestGateway::start(&config).await,
+    );
+    let client = Client::http1();
+    client.get(&a.url("/sie")).await;
+    eventually("the fill in redis", || writes(&a) >= 1).await;
+    let base = format!("http://{}", a.addr.ip());
+    let r = purge(
+        &client,
+        &a,
+        &format!("{{\"keys\":[\"{base}/sie\"],\"soft\":true}}"),
+    )
+    .await;
+    assert_eq!(r["purged"]["redis"], 1);
+    failing.store(true, Ordering::SeqCst);
+    // A has the softened copy in memory; B reads the stamped entry from Redis.
+    for gw in [&a, &b] {
+        let r = client.get(&gw.url("/sie")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "x-cache"), "STALE");
+        assert_eq!(r.body().as_ref(), b"the last good copy");
+    }
+    // A hard purge leaves nothing to fall back on.
+    let r = purge(&client, &a, &format!("{{\"keys\":[\"{base}/sie\"]}}")).await;
+    assert!(r["purged"]["memory"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        client.get(&a.url("/sie")).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
