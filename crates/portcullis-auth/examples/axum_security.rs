@@ -27,7 +27,10 @@ use tower::{Layer, ServiceBuilder, ServiceExt};
 
 /// The handler reads the consumer the layer authenticated.
 async fn whoami(req: AxumRequest) -> String {
-    let consumer = req.extensions().get::<ConsumerId>().map(|c| c.0.to_string());
+    let consumer = req
+        .extensions()
+        .get::<ConsumerId>()
+        .map(|c| c.0.to_string());
     let key = req.headers().get("x-api-key").is_some();
     format!("consumer {consumer:?}, key forwarded: {key}\n")
 }
@@ -40,7 +43,9 @@ fn box_response(resp: Response<axum::body::Body>) -> Response<Body> {
 
 /// Boxes the request body and records the peer as the client, for IP rules (behind a proxy you
 /// trust, insert the client it reports instead).
-fn accepted(peer: std::net::SocketAddr) -> impl Fn(Request<hyper::body::Incoming>) -> Request<Body> + Clone {
+fn accepted(
+    peer: std::net::SocketAddr,
+) -> impl Fn(Request<hyper::body::Incoming>) -> Request<Body> + Clone {
     move |req| {
         let mut req = req.map(body::boxed);
         req.extensions_mut().insert(ClientIp::from(peer));
@@ -110,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
         ("no key", Request::get(&url).body(Empty::new())?),
         (
             "wrong key",
-            Request::get(&url).header("x-api-key", "guess").body(Empty::new())?,
+            Request::get(&url)
+                .header("x-api-key", "guess")
+                .body(Empty::new())?,
         ),
         (
             "right key",

@@ -249,7 +249,11 @@ async fn a_valid_key_reaches_the_service_as_its_consumer_without_the_key() {
     assert_eq!(seen["consumer"], "acme");
     assert_eq!(seen["tier"], "premium");
     assert_eq!(seen["x_api_key"], Value::Null, "the key is not forwarded");
-    assert_eq!(seen["x_consumer_id"], Value::Null, "client copies are removed");
+    assert_eq!(
+        seen["x_consumer_id"],
+        Value::Null,
+        "client copies are removed"
+    );
     assert_eq!(seen["path"], "/orders?page=2");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -299,7 +303,10 @@ async fn responses_and_refusals_carry_the_security_and_cors_headers() {
     assert_eq!(granted.status, StatusCode::OK);
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     for answer in [&granted, &refused] {
-        assert_eq!(answer.header("strict-transport-security"), Some("max-age=31536000"));
+        assert_eq!(
+            answer.header("strict-transport-security"),
+            Some("max-age=31536000")
+        );
         assert_eq!(answer.header("x-frame-options"), Some("DENY"));
         assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(answer.header("access-control-allow-origin"), Some(ORIGIN));

@@ -30,7 +30,9 @@ fn box_response(resp: Response<axum::body::Body>) -> Response<Body> {
 
 /// Boxes the request body and records the peer as the client (behind a proxy you trust, insert
 /// the client it reports instead).
-fn accepted(peer: std::net::SocketAddr) -> impl Fn(Request<hyper::body::Incoming>) -> Request<Body> + Clone {
+fn accepted(
+    peer: std::net::SocketAddr,
+) -> impl Fn(Request<hyper::body::Incoming>) -> Request<Body> + Clone {
     move |req| {
         let mut req = req.map(body::boxed);
         req.extensions_mut().insert(ClientIp::from(peer));

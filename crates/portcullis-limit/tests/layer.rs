@@ -174,7 +174,11 @@ async fn allowed_responses_count_down_then_a_429_with_retry_after() {
     // One request a minute comes back: about 20 s, never 0.
     assert!((1..=20).contains(&retry_after), "{retry_after}");
     assert_eq!(refused.header("ratelimit-remaining"), Some(0));
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "refusals never reach the app");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "refusals never reach the app"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +247,11 @@ async fn headers_can_be_left_off_allowed_responses_and_structured_ones_added() {
     assert_eq!(allowed.status, StatusCode::OK);
     assert!(allowed.headers.get("ratelimit-limit").is_none());
     let refused = get_from(quiet, HOME, &[]).await;
-    assert_eq!(refused.header("ratelimit-limit"), Some(1), "a 429 always says");
+    assert_eq!(
+        refused.header("ratelimit-limit"),
+        Some(1),
+        "a 429 always says"
+    );
 
     let structured = serve(
         RateLimitLayer::new(RateLimiter::local(policy("structured", 5, vec![])))
