@@ -4,6 +4,8 @@
 //! example is checked with its published key. Also: HS/RS confusion with both a secret and an
 //! RSA key configured.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use aws_lc_rs::{
@@ -335,7 +337,7 @@ fn an_hmac_token_keyed_with_the_rsa_public_key_is_refused_while_a_secret_is_conf
         .unwrap();
     for (what, key) in [
         ("SPKI PEM", rsa.spki_pem.clone()),
-        ("PKCS#1 PEM", rsa.pkcs1_pem.clone()),
+        ("PKCS#1 PEM", rsa.pkcs1_pem),
         ("SPKI DER", spki_der),
     ] {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
