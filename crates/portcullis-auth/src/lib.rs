@@ -42,6 +42,12 @@
 //! let anonymous = http::Request::new(());
 //! assert_eq!(route.check(&anonymous, client_ip).unwrap_err().status(), http::StatusCode::UNAUTHORIZED);
 //! ```
+//!
+//! Outside the gateway, [`SecurityLayer`] runs these steps around any tower service (an axum
+//! app, a hyper service): it answers refusals and preflights itself, applies the grant, calls
+//! the service and adds the route's CORS and security headers to its response. The client
+//! address for IP rules comes from the [`ClientIp`] request extension
+//! (`cargo run -p portcullis-auth --example axum_security`).
 
 mod api_key;
 mod body_limit;
@@ -52,6 +58,7 @@ mod headers;
 mod ip;
 mod jwks;
 mod jwt;
+mod layer;
 mod rejection;
 mod route;
 mod transform;
@@ -65,7 +72,8 @@ pub use cors::{CorsOptions, is_preflight, routing_method};
 pub use headers::SecurityHeaderOptions;
 pub use ip::IpRules;
 pub use jwt::{Algorithm, JwtOptions};
-pub use portcullis_http::{ConsumerId, ConsumerTier};
+pub use layer::{SecurityLayer, SecurityService};
+pub use portcullis_http::{ClientIp, ConsumerId, ConsumerTier};
 pub use rejection::Rejection;
 pub use route::{Acl, AuthMode, Decoration, EdgeOptions, Grant, RouteAuth, RouteSecurity};
 pub use transform::{HeaderTransformOptions, TemplateVars};

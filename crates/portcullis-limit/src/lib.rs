@@ -32,9 +32,15 @@
 //! assert!(decide().verdict.allowed);
 //! assert!(!decide().verdict.allowed);
 //! ```
+//!
+//! Outside the gateway, [`RateLimitLayer`] puts a limiter in front of any tower service (an axum
+//! app, a hyper service): 429 with `Retry-After` when refused, the `RateLimit-*` headers on what
+//! it lets through. The client address comes from the [`ClientIp`] request extension
+//! (`cargo run -p portcullis-limit --example axum_rate_limit`).
 
 mod headers;
 mod key;
+mod layer;
 mod lease;
 mod limiter;
 mod local;
@@ -45,6 +51,8 @@ pub use headers::{
     RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
 };
 pub use key::{Caller, KeyPart};
+pub use layer::{RateLimitLayer, RateLimitService};
 pub use limiter::{Backend, Cost, Decision, Limit, LimitStats, Pending, Policy, RateLimiter};
 pub use local::Verdict;
+pub use portcullis_http::ClientIp;
 pub use quota::{Algorithm, Outcome, Quota, Rate};
