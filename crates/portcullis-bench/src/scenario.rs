@@ -13,6 +13,7 @@
 //! [vars]
 //! id = { range = [1, 1000] }
 //! sku = { list = ["a1", "b2"] }
+//! user = { csv = "users.csv" }   # header line names the columns: {{user.email}}, ...
 //!
 //! [[requests]]
 //! name = "product"
@@ -162,6 +163,8 @@ struct StageSpec {
 struct VarSpec {
     list: Option<Vec<ListValue>>,
     range: Option<[i64; 2]>,
+    /// A CSV file (relative to the scenario file) whose header line names the columns.
+    csv: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +217,57 @@ enum StatusSpec {
     Many(Vec<u16>),
 }
 
+/// Reads a CSV file (RFC 4180: quoted fields, `""` escapes) into a table variable: the first
+/// line names the columns, every other line is a row with as many fields.
+fn read_table(path: &Path) -> Result<Variable, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| format!("{}: {}", path.display(), csv_error(&e)))?;
+    let columns: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("{}: {}", path.display(), csv_error(&e)))?
+        .iter()
+        .map(|c| c.trim().to_owned())
+        .collect();
+    if let Some(bad) = columns
+        .iter()
+        .find(|c| c.is_empty() || c.contains(['{', '}', '.']))
+    {
+        return Err(format!(
+            "{}: column names must be non-empty without braces or dots, not {bad:?}",
+            path.display()
+        ));
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("{}: {}", path.display(), csv_error(&e)))?;
+        rows.push(record.iter().map(str::to_owned).collect());
+    }
+    if rows.is_empty() {
+        return Err(format!("{}: no rows after the header line", path.display()));
+    }
+    Ok(Variable::Rows { columns, rows })
+}
+
+/// A CSV error with its line, without the crate's position noise.
+fn csv_error(e: &csv::Error) -> String {
+    match (e.kind(), e.position()) {
+        (
+            csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            },
+            Some(p),
+        ) => format!(
+            "line {}: {len} fields where the header line has {expected_len}",
+            p.line()
+        ),
+        (csv::ErrorKind::Io(io), _) => io.to_string(),
+        (_, Some(p)) => format!("line {}: {e}", p.line()),
+        _ => e.to_string(),
+    }
+}
+
 /// Line (1-based) of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -246,16 +300,21 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
         let offset = spec.span().start;
         let key = format!("vars.{name}");
         let spec = spec.into_inner();
-        let var = match (spec.list, spec.range) {
-            (Some(list), None) => {
+        let var = match (spec.list, spec.range, spec.csv) {
+            (Some(list), None, None) => {
                 Variable::List(list.into_iter().map(ListValue::into_text).collect())
             }
-            (None, Some([lo, hi])) => Variable::Range(lo, hi),
+            (None, Some([lo, hi]), None) => Variable::Range(lo, hi),
+            (None, None, Some(file)) => {
+                let csv_path = path.parent().unwrap_or(Path::new(".")).join(&file);
+                read_table(&csv_path).map_err(|why| at(offset, &key, why))?
+            }
             _ => {
                 return Err(at(
                     offset,
                     &key,
-                    "give exactly one of list = [...] or range = [low, high]".to_owned(),
+                    "give exactly one of list = [...], range = [low, high] or csv = \"file\""
+                        .to_owned(),
                 ));
             }
         };

@@ -12,19 +12,47 @@ pub enum Variable {
     List(Vec<String>),
     /// An integer in `low..=high`, uniformly.
     Range(i64, i64),
+    /// One row of a table (a CSV file), uniformly; each column is a placeholder
+    /// `{{name.column}}`, and one request's columns come from the same row.
+    Rows {
+        /// Column names, from the file's header line.
+        columns: Vec<String>,
+        /// The rows, each as long as `columns`.
+        rows: Vec<Vec<String>>,
+    },
 }
 
 impl Variable {
-    fn draw(&self, rng: &mut fastrand::Rng, out: &mut String) {
+    /// How many placeholders it fills.
+    fn width(&self) -> usize {
         match self {
-            Variable::List(values) => {
+            Variable::Rows { columns, .. } => columns.len(),
+            _ => 1,
+        }
+    }
+
+    /// Draws into `out`, one string per placeholder (see [`Variable::width`]).
+    fn draw(&self, rng: &mut fastrand::Rng, out: &mut [String]) {
+        for slot in out.iter_mut() {
+            slot.clear();
+        }
+        match (self, out) {
+            (Variable::List(values), [slot]) => {
                 if let Some(v) = values.get(rng.usize(..values.len())) {
-                    out.push_str(v);
+                    slot.push_str(v);
                 }
             }
-            Variable::Range(low, high) => {
-                let _ = write!(out, "{}", rng.i64(*low..=*high));
+            (Variable::Range(low, high), [slot]) => {
+                let _ = write!(slot, "{}", rng.i64(*low..=*high));
             }
+            (Variable::Rows { rows, .. }, slots) => {
+                if let Some(row) = rows.get(rng.usize(..rows.len())) {
+                    for (slot, value) in slots.iter_mut().zip(row) {
+                        slot.push_str(value);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -32,8 +60,10 @@ impl Variable {
 /// The variables of a run, by name, in a fixed order (their index is what templates store).
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
+    /// Placeholder names (`name`, or `name.column` for a table), in slot order.
     names: Vec<String>,
-    values: Vec<Variable>,
+    /// Each variable and the first of its slots.
+    values: Vec<(Variable, usize)>,
 }
 
 impl Variables {
@@ -48,20 +78,29 @@ impl Variables {
                 Variable::Range(lo, hi) if lo > hi => {
                     return Err(format!("variable {name:?}: range [{lo}, {hi}] is empty"));
                 }
+                Variable::Rows { rows, .. } if rows.is_empty() => {
+                    return Err(format!("variable {name:?}: the table has no rows"));
+                }
                 _ => {}
             }
-            vars.names.push(name);
-            vars.values.push(var);
+            let first = vars.names.len();
+            match &var {
+                Variable::Rows { columns, .. } => {
+                    vars.names
+                        .extend(columns.iter().map(|c| format!("{name}.{c}")));
+                }
+                _ => vars.names.push(name),
+            }
+            vars.values.push((var, first));
         }
         Ok(vars)
     }
 
     /// Draws one value of every variable into `out` (reusing its strings).
     pub fn draw_all(&self, rng: &mut fastrand::Rng, out: &mut Vec<String>) {
-        out.resize(self.values.len(), String::new());
-        for (var, slot) in self.values.iter().zip(out.iter_mut()) {
-            slot.clear();
-            var.draw(rng, slot);
+        out.resize(self.names.len(), String::new());
+        for (var, first) in &self.values {
+            var.draw(rng, &mut out[*first..*first + var.width()]);
         }
     }
 
@@ -174,6 +213,49 @@ mod tests {
             let n: i64 = values[0].parse().unwrap();
             assert!((-2..=3).contains(&n));
         }
+    }
+
+    #[test]
+    fn a_tables_columns_come_from_one_row_per_draw() {
+        let rows = (0..50)
+            .map(|i| vec![format!("user{i}"), format!("pw{i}")])
+            .collect();
+        let vars = Variables::new(BTreeMap::from([
+            (
+                "login".to_owned(),
+                Variable::Rows {
+                    columns: vec!["name".into(), "password".into()],
+                    rows,
+                },
+            ),
+            ("n".to_owned(), Variable::Range(7, 7)),
+        ]))
+        .unwrap();
+        let t = Template::parse("{{login.name}}:{{login.password}}:{{n}}", &vars).unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        let (mut values, mut seen) = (Vec::new(), std::collections::HashSet::new());
+        for _ in 0..200 {
+            vars.draw_all(&mut rng, &mut values);
+            let mut out = String::new();
+            t.render(&values, &mut out);
+            let parts: Vec<&str> = out.split(':').collect();
+            assert_eq!(
+                parts[0].trim_start_matches("user"),
+                parts[1].trim_start_matches("pw")
+            );
+            assert_eq!(parts[2], "7");
+            seen.insert(parts[0].to_owned());
+        }
+        assert!(
+            seen.len() > 20,
+            "rows are drawn across the table: {}",
+            seen.len()
+        );
+        assert!(
+            Template::parse("{{login}}", &vars)
+                .unwrap_err()
+                .contains("unknown variable")
+        );
     }
 
     #[test]

@@ -220,3 +220,78 @@ async fn scenario_errors_name_the_key_and_the_line() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_fill_several_placeholders_from_the_same_row() {
+    let up = TestUpstream::respond(|_| http::Response::new(full("ok"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("email,password,\"display name\"\n");
+    for i in 0..20 {
+        csv.push_str(&format!("user{i}@example.com,pw-{i},\"User {i}, Jr.\"\n"));
+    }
+    std::fs::write(dir.path().join("users.csv"), csv).unwrap();
+    let text = format!(
+        "base_url = \"{}\"\n\n[[stages]]\nduration = \"10ms\"\nusers = 4\n\n\
+         [[stages]]\nduration = \"30s\"\nusers = 4\n\n\
+         [vars]\nuser = {{ csv = \"users.csv\" }}\n\n\
+         [[requests]]\nname = \"login\"\nmethod = \"POST\"\nurl = \"/login?as={{{{user.email}}}}\"\n\
+         headers = {{ \"x-password\" = \"{{{{user.password}}}}\", \"x-name\" = \"{{{{user.display name}}}}\" }}\n",
+        up.url()
+    );
+    let file = write(&dir, &text);
+    let r = report(&["--scenario", &file, "-n", "200"]).await;
+    assert_eq!(r.overall.responses, 200);
+    let mut users = std::collections::HashSet::new();
+    for s in up.requests() {
+        let email = s
+            .uri
+            .query()
+            .unwrap()
+            .strip_prefix("as=")
+            .unwrap()
+            .to_owned();
+        let i = email
+            .strip_prefix("user")
+            .and_then(|e| e.strip_suffix("@example.com"))
+            .unwrap();
+        assert_eq!(
+            s.headers["x-password"],
+            format!("pw-{i}").as_str(),
+            "same row"
+        );
+        assert_eq!(
+            s.headers["x-name"],
+            format!("User {i}, Jr.").as_str(),
+            "quoted field"
+        );
+        users.insert(email);
+    }
+    assert!(
+        users.len() > 10,
+        "rows drawn across the file: {}",
+        users.len()
+    );
+}
+
+#[tokio::test]
+async fn bad_csv_files_are_reported_with_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ragged.csv"), "a,b\n1,2\n3\n").unwrap();
+    std::fs::write(dir.path().join("empty.csv"), "a,b\n").unwrap();
+    for (csv, why) in [
+        ("ragged.csv", "line 3: 1 fields where the header line has 2"),
+        ("empty.csv", "no rows after the header line"),
+        ("missing.csv", "missing.csv"),
+    ] {
+        let file = write(
+            &dir,
+            &format!(
+                "base_url = \"http://127.0.0.1:9\"\n\n[vars]\nrow = {{ csv = \"{csv}\" }}\n\n\
+                 [[requests]]\nurl = \"/{{{{row.a}}}}\"\n"
+            ),
+        );
+        let err = bench_error(&["--scenario", &file]).await;
+        assert!(err.contains("vars.row") && err.contains("line 4"), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
