@@ -90,7 +90,17 @@ pub(crate) fn purged_response(purged: &Purged) -> Response {
 }
 
 pub(crate) async fn purge(State(state): State<AdminState>, body: Bytes) -> Response {
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
+    purge_from_body(state.shared().cache(), &body, "the admin API").await
+}
+
+/// Parses a purge request body, runs the purge and answers with its counts (or 400); `via`
+/// names the caller in the log line.
+pub(crate) async fn purge_from_body(
+    cache: &portcullis_cache::Cache,
+    body: &[u8],
+    via: &'static str,
+) -> Response {
+    let request: PurgeRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
@@ -98,7 +108,6 @@ pub(crate) async fn purge(State(state): State<AdminState>, body: Bytes) -> Respo
         Ok(p) => p,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
-    let cache = state.shared().cache().clone();
     let purged = cache.purge(&purge).await;
     tracing::info!(
         keys = purge.urls.len(),
@@ -107,7 +116,8 @@ pub(crate) async fn purge(State(state): State<AdminState>, body: Bytes) -> Respo
         soft = purge.soft,
         memory = purged.memory,
         redis = ?purged.redis,
-        "cache purged through the admin API"
+        via,
+        "cache purged"
     );
     purged_response(&purged)
 }
@@ -187,12 +197,6 @@ pub(crate) async fn warm(State(state): State<AdminState>, body: Bytes) -> Respon
         .unwrap_or(4)
         .clamp(1, 256);
     let report = portcullis_proxy::warm(&state.handle, &urls, concurrency).await;
-    tracing::info!(
-        requested = report.requested,
-        fetched = report.fetched,
-        cached = report.cached,
-        failed = report.failed.len(),
-        "cache warmed through the admin API"
-    );
+    report.log("the admin API");
     Json(report).into_response()
 }

@@ -27,7 +27,7 @@ use axum::{
 };
 use parking_lot::Mutex;
 
-use crate::{AdminState, cache::PurgeRequest, inspect::json_error};
+use crate::{AdminState, inspect::json_error};
 
 /// Header carrying the signing time.
 pub const TIMESTAMP_HEADER: &str = "x-portcullis-timestamp";
@@ -167,25 +167,7 @@ pub(crate) async fn purge(
         tracing::warn!(reason = %Refusal::Replay, "cache webhook refused");
         return json_error(StatusCode::UNAUTHORIZED, &Refusal::Replay.to_string());
     }
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
-    let purge = match request.into_purge() {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let purged = shared.cache().purge(&purge).await;
-    tracing::info!(
-        keys = purge.urls.len(),
-        tags = purge.tags.len(),
-        prefixes = purge.prefixes.len(),
-        soft = purge.soft,
-        memory = purged.memory,
-        redis = ?purged.redis,
-        "cache purged by webhook"
-    );
-    crate::cache::purged_response(&purged)
+    crate::cache::purge_from_body(shared.cache(), &body, "the webhook").await
 }
 
 #[cfg(test)]

@@ -161,7 +161,8 @@ pub fn retain_until(v: &StoredResponse) -> SystemTime {
     v.meta.response_time + v.retain
 }
 
-fn millis(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

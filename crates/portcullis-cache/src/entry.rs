@@ -160,6 +160,13 @@ impl Slot {
         }
     }
 
+    /// The URL part of the key (`scheme://host/path?query`): what purges address.
+    pub fn url(&self) -> &str {
+        self.key[..self.url_len]
+            .split_once(' ')
+            .map_or("", |(_, url)| url)
+    }
+
     /// Total weight of all variants plus the key.
     pub fn weight(&self) -> u32 {
         let w: usize = self.key.len() + self.variants.iter().map(|v| v.weight()).sum::<usize>();

@@ -91,7 +91,7 @@ impl Cache {
         }
         let message = Invalidation {
             from: tier.instance().to_owned(),
-            at: millis(at),
+            at: crate::codec::millis(at),
             purge: what.clone(),
         };
         match serde_json::to_vec(&message) {
@@ -243,11 +243,6 @@ impl Purge {
                 .any(|t| tags.iter().any(|have| **have == **t))
             || self.prefixes.iter().any(|p| url.starts_with(p.as_str()))
     }
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl RedisTier {
         let Ok(ttl) = until.duration_since(now) else {
             return Ok(());
         };
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = px(ttl);
         let bytes = codec::encode(slot, self.compress_min);
         let written: Result<(), Unavailable> = self
             .redis
@@ -270,7 +270,7 @@ impl RedisTier {
         }
         self.counters.writes.fetch_add(1, Relaxed);
         let hex = format!("{digest:032x}");
-        let url = slot_url(slot);
+        let url = slot.url();
         let mut tags: Vec<String> = vec![format!("url:{url}")];
         for v in &slot.variants {
             for t in &v.tags {
@@ -289,8 +289,8 @@ impl RedisTier {
                     .await
             }
         });
-        let expires = (millis(now) + ttl_ms).to_string();
-        let now_ms = millis(now).to_string();
+        let expires = (crate::codec::millis(now) + ttl_ms).to_string();
+        let now_ms = crate::codec::millis(now).to_string();
         let index_keys = self.url_index();
         let index_args = [url, expires.as_str(), now_ms.as_str()];
         let index =
@@ -417,7 +417,7 @@ impl RedisTier {
     /// Takes the fill lock for `digest` for at most `ttl`; false when another instance holds
     /// it.
     pub async fn try_lock(&self, digest: u128, ttl: Duration) -> Result<bool, Unavailable> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = px(ttl);
         let set: Option<String> = self
             .redis
             .query(
@@ -471,7 +471,7 @@ impl RedisTier {
     /// Records `id` for `ttl` across every instance; false when it was recorded already (a
     /// replay guard for signed webhooks).
     pub async fn first_use(&self, id: &str, ttl: Duration) -> Result<bool, Unavailable> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = px(ttl);
         let set: Option<String> = self
             .redis
             .query(
@@ -535,14 +535,7 @@ impl RedisTier {
     }
 }
 
-/// The URL part of a slot's readable key.
-fn slot_url(slot: &Slot) -> &str {
-    slot.key[..slot.url_len]
-        .split_once(' ')
-        .map_or("", |(_, url)| url)
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// A time to live as Redis' `PX` argument: whole milliseconds, at least 1.
+fn px(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

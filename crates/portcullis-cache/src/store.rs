@@ -218,7 +218,7 @@ impl MemoryStore {
         let digests: Vec<u128> = self
             .cache
             .iter()
-            .filter(|(_, slot)| key_url(slot).starts_with(prefix))
+            .filter(|(_, slot)| slot.url().starts_with(prefix))
             .map(|(digest, _)| *digest)
             .collect();
         digests
@@ -258,7 +258,7 @@ impl MemoryStore {
         if slot.variants.is_empty() {
             return;
         }
-        let mut tags: Vec<Arc<str>> = vec![url_tag(key_url(slot))];
+        let mut tags: Vec<Arc<str>> = vec![url_tag(slot.url())];
         for v in &slot.variants {
             tags.extend(v.tags.iter().cloned());
         }
@@ -306,7 +306,7 @@ fn url_tag(url: &str) -> Arc<str> {
 }
 
 fn unindex(tags: &TagIndex, digest: u128, slot: &Slot) {
-    let url = url_tag(key_url(slot));
+    let url = url_tag(slot.url());
     let mut index = tags.lock();
     let names = slot
         .variants
@@ -321,10 +321,4 @@ fn unindex(tags: &TagIndex, digest: u128, slot: &Slot) {
             }
         }
     }
-}
-
-fn key_url(slot: &Slot) -> &str {
-    slot.key[..slot.url_len]
-        .split_once(' ')
-        .map_or("", |(_, url)| url)
 }

@@ -163,7 +163,7 @@ impl Cache {
         tokio::spawn(async move {
             // A purge that arrived since the fill began (from any instance) wins: the entry
             // may predate what it announced.
-            let url = slot_url(&slot).to_owned();
+            let url = slot.url().to_owned();
             if slot
                 .variants
                 .iter()
@@ -193,11 +193,4 @@ impl Cache {
     pub(crate) fn memory_enabled(&self) -> bool {
         self.inner.config.memory_max > 0
     }
-}
-
-/// The URL part of a slot's readable key.
-fn slot_url(slot: &Slot) -> &str {
-    slot.key[..slot.url_len]
-        .split_once(' ')
-        .map_or("", |(_, url)| url)
 }

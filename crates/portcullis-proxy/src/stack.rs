@@ -507,17 +507,9 @@ impl BoundGateway {
                 let handle = g.handle.clone();
                 tokio::spawn(async move {
                     let urls: Vec<String> = w.urls.iter().map(|u| u.get_ref().clone()).collect();
-                    let report = crate::warm(&handle, &urls, *w.concurrency.get_ref()).await;
-                    tracing::info!(
-                        requested = report.requested,
-                        fetched = report.fetched,
-                        cached = report.cached,
-                        failed = report.failed.len(),
-                        "cache warmed"
-                    );
-                    for f in &report.failed {
-                        tracing::warn!(url = %f.url, reason = %f.reason, "cache warming failed");
-                    }
+                    crate::warm(&handle, &urls, *w.concurrency.get_ref())
+                        .await
+                        .log("start-up");
                 })
             });
         server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;

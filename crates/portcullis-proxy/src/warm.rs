@@ -40,6 +40,23 @@ pub struct WarmFailure {
     pub reason: String,
 }
 
+impl WarmReport {
+    /// Logs the counts, and each failure; `via` names who asked.
+    pub fn log(&self, via: &str) {
+        tracing::info!(
+            requested = self.requested,
+            fetched = self.fetched,
+            cached = self.cached,
+            failed = self.failed.len(),
+            via,
+            "cache warmed"
+        );
+        for f in &self.failed {
+            tracing::warn!(url = %f.url, reason = %f.reason, "cache warming failed");
+        }
+    }
+}
+
 enum Outcome {
     Fetched,
     Cached,
