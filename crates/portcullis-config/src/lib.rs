@@ -61,3 +61,13 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     validate::validate(&mut config, text, origin)?;
     Ok(config)
 }
+
+/// The errors `text` (as file `t.toml`) gives, as printed; empty when it is valid. For the
+/// crate's tests.
+#[cfg(test)]
+pub(crate) fn test_errors(text: &str) -> String {
+    match parse(text, "t.toml".as_ref()) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}

@@ -881,12 +881,7 @@ fn check_jwt(
 mod tests {
     use crate::parse;
 
-    fn errors(text: &str) -> String {
-        match parse(text, "t.toml".as_ref()) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::test_errors as errors;
 
     const HASH: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
     const ROUTE: &str = "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";

@@ -655,12 +655,7 @@ fn check_cache(c: &mut Checker<'_>, config: &Config) {
 mod tests {
     use crate::parse;
 
-    fn errors(text: &str) -> String {
-        match parse(text, "t.toml".as_ref()) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::test_errors as errors;
 
     #[test]
     fn a_missing_redis_ca_file_is_reported_with_its_key() {

@@ -320,12 +320,7 @@ mod tests {
     use super::*;
     use crate::parse;
 
-    fn errors(text: &str) -> String {
-        match parse(text, "t.toml".as_ref()) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use crate::test_errors as errors;
 
     const ROUTE: &str = "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\n[[upstreams]]\nname = \"u1\"\ntargets = [{ url = \"http://127.0.0.1:2\" }]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";
 
