@@ -58,6 +58,14 @@ pub struct Purged {
     pub error: Option<String>,
 }
 
+impl Purged {
+    /// Keys removed in the larger of the two tiers this instance sees (the same entry usually
+    /// goes from both).
+    pub fn removed(&self) -> usize {
+        self.memory.max(self.redis.unwrap_or(0))
+    }
+}
+
 /// The message other instances receive.
 #[derive(Debug, Serialize, Deserialize)]
 struct Invalidation {

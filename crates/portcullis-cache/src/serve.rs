@@ -327,8 +327,7 @@ impl Cache {
                     purge.urls.push(key::resource_url(&input, ignore));
                 }
             }
-            let purged = self.purge(&purge).await;
-            let removed = purged.memory.max(purged.redis.unwrap_or(0));
+            let removed = self.purge(&purge).await.removed();
             policy.stats.invalidated(removed);
             debug!(route = %policy.name, url = %purge.urls[0], removed, "write invalidated cached entries");
         }
@@ -382,10 +381,7 @@ impl Cache {
                         tags: policy.tags.iter().map(ToString::to_string).collect(),
                         ..Purge::default()
                     };
-                    let purged = self.purge(&purge).await;
-                    policy
-                        .stats
-                        .invalidated(purged.memory.max(purged.redis.unwrap_or(0)));
+                    policy.stats.invalidated(self.purge(&purge).await.removed());
                 }
                 resp
             }
@@ -553,7 +549,7 @@ impl Cache {
                         drop(flight);
                         let resp =
                             self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
-                        return mark_redis(policy, resp);
+                        return mark_redis(policy, resp, Outcome::Hit);
                     }
                     None
                 }
@@ -580,81 +576,51 @@ impl Cache {
         fetch: F,
     ) -> Result<Response<Body>, (CacheKey, Request<Body>)> {
         let now = self.now();
-        let headers = req.headers();
-        let head = req.method() == Method::HEAD;
-        let served = |resp: Response<Body>| {
-            if from_redis {
-                mark_redis(policy, resp)
-            } else {
-                resp
-            }
-        };
-        match decide(&stored.meta, req_cc, pragma, now) {
+        let outcome = match decide(&stored.meta, req_cc, pragma, now) {
             Decision::Fresh => {
                 if due_for_refresh(policy.refresh_ahead, &stored.meta, now)
                     && let Ok(slot) = Arc::clone(&self.inner.refresh_slots).try_acquire_owned()
                 {
                     self.refresh_in_background(policy, &key, &req, &stored, &fetch, Some(slot));
                 }
-                Ok(served(self.hit(
-                    policy,
-                    &stored,
-                    headers,
-                    head,
-                    Outcome::Hit,
-                    now,
-                )))
+                Outcome::Hit
             }
-            Decision::StaleByClient => Ok(served(self.hit(
-                policy,
-                &stored,
-                headers,
-                head,
-                Outcome::Stale,
-                now,
-            ))),
+            Decision::StaleByClient => Outcome::Stale,
             Decision::StaleWhileRevalidate => {
                 self.refresh_in_background(policy, &key, &req, &stored, &fetch, None);
-                Ok(served(self.hit(
-                    policy,
-                    &stored,
-                    headers,
-                    head,
-                    Outcome::Stale,
-                    now,
-                )))
+                Outcome::Stale
             }
-            Decision::Revalidate => {
+            Decision::Revalidate
                 if self.inner.backoff.contains_key(&key.digest)
-                    && stored.meta.usable_on_error(req_cc, now)
-                {
-                    return Ok(served(self.hit(
-                        policy,
-                        &stored,
-                        headers,
-                        head,
-                        Outcome::Stale,
-                        now,
-                    )));
-                }
-                if req_cc.only_if_cached {
-                    return Err((key, req));
-                }
-                Ok(self
-                    .revalidate(policy, key, req, stored, req_cc, fetch)
-                    .await)
+                    && stored.meta.usable_on_error(req_cc, now) =>
+            {
+                Outcome::Stale
             }
-        }
+            Decision::Revalidate if req_cc.only_if_cached => return Err((key, req)),
+            Decision::Revalidate => {
+                return Ok(self
+                    .revalidate(policy, key, req, stored, req_cc, fetch)
+                    .await);
+            }
+        };
+        let head = req.method() == Method::HEAD;
+        let resp = self.hit(policy, &stored, req.headers(), head, outcome, now);
+        Ok(if from_redis {
+            mark_redis(policy, resp, outcome)
+        } else {
+            resp
+        })
     }
 
-    /// After waiting for this instance's request in flight for the same key: its result if
-    /// fresh, the stored response's usual treatment if stale, or a fetch of our own.
+    /// After waiting for this instance's request in flight for the same key: its result (a
+    /// fresh one counts as coalesced), the stored response's usual treatment if stale, or a
+    /// fetch of our own.
     #[allow(clippy::too_many_arguments)]
     async fn after_wait<F: Fetch>(
         &self,
         policy: &Arc<RoutePolicy>,
-        key: CacheKey,
-        req: Request<Body>,
+        mut key: CacheKey,
+        mut req: Request<Body>,
         req_cc: &CacheControl,
         pragma: bool,
         waiter: crate::coalesce::Waiter,
@@ -671,18 +637,10 @@ impl Cache {
                 from_redis = found.is_some();
             }
             if let Some(stored) = found {
-                let now = self.now();
-                if decide(&stored.meta, req_cc, pragma, now) == Decision::Fresh {
+                if decide(&stored.meta, req_cc, pragma, self.now()) == Decision::Fresh {
                     policy.stats.coalesced();
-                    let head = req.method() == Method::HEAD;
-                    let resp = self.hit(policy, &stored, req.headers(), head, Outcome::Hit, now);
-                    return if from_redis {
-                        mark_redis(policy, resp)
-                    } else {
-                        resp
-                    };
                 }
-                let (key, req) = match self
+                let used = self
                     .use_stored(
                         policy,
                         key,
@@ -693,14 +651,11 @@ impl Cache {
                         from_redis,
                         fetch.clone(),
                     )
-                    .await
-                {
+                    .await;
+                (key, req) = match used {
                     Ok(resp) => return resp,
                     Err(back) => back,
                 };
-                return self
-                    .fill(policy, key, req, req_cc, None, None, &fetch)
-                    .await;
             }
         }
         self.fill(policy, key, req, req_cc, None, None, &fetch)
@@ -1303,13 +1258,9 @@ pub(crate) fn due_for_refresh(fraction: f64, meta: &StoredMeta, now: SystemTime)
     left.as_secs_f64() < meta.lifetime.as_secs_f64() * fraction
 }
 
-/// Marks a response read from the Redis tier.
-fn mark_redis(policy: &RoutePolicy, mut resp: Response<Body>) -> Response<Body> {
-    let stale = resp
-        .headers()
-        .get(X_CACHE)
-        .is_some_and(|v| v.as_bytes() == b"STALE");
-    policy.stats.redis_hit(stale);
+/// Marks a response read from the Redis tier and counts it by `outcome`.
+fn mark_redis(policy: &RoutePolicy, mut resp: Response<Body>, outcome: Outcome) -> Response<Body> {
+    policy.stats.redis_hit(outcome == Outcome::Stale);
     resp.headers_mut().insert(X_CACHE_TIER, TIER_REDIS);
     resp
 }
