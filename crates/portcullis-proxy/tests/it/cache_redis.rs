@@ -45,6 +45,14 @@ fn shared_config(redis_table: &str, up: &TestUpstream, cache_extra: &str) -> Str
     )
 }
 
+/// Two gateway instances with the same config.
+async fn pair(config: &str) -> (TestGateway, TestGateway) {
+    (
+        TestGateway::start(config).await,
+        TestGateway::start(config).await,
+    )
+}
+
 fn redis_table(redis: &RedisServer) -> String {
     format!("[redis]\nurl = \"{}\"\ntimeout = \"500ms\"\n", redis.url())
 }
@@ -90,6 +98,22 @@ async fn applied(gw: &TestGateway, n: u64) {
         .expect("tier alive");
 }
 
+/// Purges the resource at `path` (on the gateways' host) through `gw`'s admin API.
+async fn purge_path(
+    client: &Client,
+    gw: &TestGateway,
+    path: &str,
+    soft: bool,
+) -> serde_json::Value {
+    let url = format!("http://{}{path}", gw.addr.ip());
+    purge(
+        client,
+        gw,
+        &format!("{{\"keys\":[\"{url}\"],\"soft\":{soft}}}"),
+    )
+    .await
+}
+
 async fn purge(client: &Client, gw: &TestGateway, body: &str) -> serde_json::Value {
     let r = client
         .send(
@@ -108,10 +132,7 @@ async fn a_response_filled_on_one_instance_is_a_redis_hit_on_another() {
     let redis = RedisServer::start();
     let up = origin().await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     let first = client.get(&a.url("/items/1")).await;
     assert_eq!(cache_status(&first).0, "MISS");
@@ -152,10 +173,7 @@ async fn purges_by_url_tag_and_prefix_reach_every_instance() {
     let redis = RedisServer::start();
     let up = origin().await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     let paths = ["/items/1", "/items/2", "/items/3", "/other/4"];
     for p in paths {
@@ -169,7 +187,7 @@ async fn purges_by_url_tag_and_prefix_reach_every_instance() {
     let base = format!("http://{}", a.addr.ip());
 
     // By URL, through B: A's memory copy goes too.
-    let r = purge(&client, &b, &format!("{{\"keys\":[\"{base}/items/1\"]}}")).await;
+    let r = purge_path(&client, &b, "/items/1", false).await;
     assert_eq!(r["purged"]["memory"], 1);
     assert_eq!(r["purged"]["redis"], 1);
     assert_eq!(r["propagated"], true);
@@ -225,22 +243,13 @@ async fn a_soft_purge_revalidates_instead_of_refetching() {
     })
     .await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     client.get(&a.url("/doc")).await;
     eventually("the fill in redis", || writes(&a) >= 1).await;
     assert_eq!(cache_status(&client.get(&b.url("/doc")).await).1, "redis");
 
-    let base = format!("http://{}", a.addr.ip());
-    let r = purge(
-        &client,
-        &a,
-        &format!("{{\"keys\":[\"{base}/doc\"],\"soft\":true}}"),
-    )
-    .await;
+    let r = purge_path(&client, &a, "/doc", true).await;
     assert_eq!(r["purged"]["redis"], 1);
     applied(&b, 1).await;
     for gw in [&a, &b] {
@@ -313,10 +322,7 @@ async fn redis_stopped_and_restarted_under_load_causes_no_errors_and_the_tier_re
     let mut redis = RedisServer::start();
     let up = origin().await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     // Load on both instances all along: new keys (fills) and repeated ones (hits).
     let sent = Arc::new(AtomicUsize::new(0));
@@ -465,10 +471,7 @@ async fn the_redis_tier_shares_and_purges_on_a_cluster() {
         seeds.join(", ")
     );
     let config = shared_config(&table, &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     for i in 0..12 {
         client.get(&a.url(&format!("/items/{i}"))).await;
@@ -557,10 +560,7 @@ async fn the_webhook_accepts_signed_purges_once_and_refuses_the_rest() {
         &up,
         "\n[cache.webhook]\nsecret = \"hook-secret\"\ntolerance = \"60s\"",
     );
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     client.get(&a.url("/items/7")).await;
     let now = std::time::SystemTime::now()
@@ -700,10 +700,7 @@ async fn behind_sentinel_the_tier_follows_the_master_through_a_failover() {
         portcullis_test_support::SENTINEL_MASTER
     );
     let config = shared_config(&table, &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     // The first requests may come before the master is resolved: they are plain misses.
     let mut i = 0;
@@ -762,10 +759,7 @@ async fn a_response_fetched_while_its_url_was_purged_is_not_stored() {
     let redis = RedisServer::start();
     let (up, release) = TestUpstream::held("fetched before the purge").await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     let pending = {
         let (client, url) = (client.clone(), a.url("/race"));
@@ -773,8 +767,7 @@ async fn a_response_fetched_while_its_url_was_purged_is_not_stored() {
     };
     up.wait_requests(1).await;
     // The purge comes from the other instance while A's fill is at the origin.
-    let base = format!("http://{}", a.addr.ip());
-    let r = purge(&client, &b, &format!("{{\"keys\":[\"{base}/race\"]}}")).await;
+    let r = purge_path(&client, &b, "/race", false).await;
     assert_eq!(r["propagated"], true);
     applied(&a, 1).await;
     release.notify_waiters();
@@ -815,10 +808,7 @@ async fn an_acl_user_with_a_password_is_used_and_a_wrong_one_is_reported() {
         )
     };
     let config = shared_config(&table("s3cret-pass"), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     client.get(&a.url("/acl")).await;
     eventually("the fill in redis", || writes(&a) >= 1).await;
@@ -853,10 +843,7 @@ async fn the_tier_works_over_tls() {
         cert.cert_path.display()
     );
     let config = shared_config(&table, &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     client.get(&a.url("/tls")).await;
     eventually("the fill in redis", || writes(&a) >= 1).await;
@@ -897,20 +884,11 @@ async fn a_soft_purged_entry_is_still_served_stale_when_the_origin_fails() {
     })
     .await;
     let config = shared_config(&redis_table(&redis), &up, "");
-    let (a, b) = (
-        TestGateway::start(&config).await,
-        TestGateway::start(&config).await,
-    );
+    let (a, b) = pair(&config).await;
     let client = Client::http1();
     client.get(&a.url("/sie")).await;
     eventually("the fill in redis", || writes(&a) >= 1).await;
-    let base = format!("http://{}", a.addr.ip());
-    let r = purge(
-        &client,
-        &a,
-        &format!("{{\"keys\":[\"{base}/sie\"],\"soft\":true}}"),
-    )
-    .await;
+    let r = purge_path(&client, &a, "/sie", true).await;
     assert_eq!(r["purged"]["redis"], 1);
     failing.store(true, Ordering::SeqCst);
     // A has the softened copy in memory; B reads the stamped entry from Redis.
@@ -921,7 +899,7 @@ async fn a_soft_purged_entry_is_still_served_stale_when_the_origin_fails() {
         assert_eq!(r.body().as_ref(), b"the last good copy");
     }
     // A hard purge leaves nothing to fall back on.
-    let r = purge(&client, &a, &format!("{{\"keys\":[\"{base}/sie\"]}}")).await;
+    let r = purge_path(&client, &a, "/sie", false).await;
     assert!(r["purged"]["memory"].as_u64().unwrap() >= 1);
     assert_eq!(
         client.get(&a.url("/sie")).await.status(),
