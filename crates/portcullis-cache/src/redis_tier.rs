@@ -36,6 +36,7 @@ use serde::Serialize;
 use crate::{
     codec::{self, Decoded},
     entry::Slot,
+    store::url_tag,
 };
 
 /// Adds a member to a tag set and extends the set's life to cover it.
@@ -271,7 +272,7 @@ impl RedisTier {
         self.counters.writes.fetch_add(1, Relaxed);
         let hex = format!("{digest:032x}");
         let url = slot.url();
-        let mut tags: Vec<String> = vec![format!("url:{url}")];
+        let mut tags: Vec<String> = vec![url_tag(url).to_string()];
         for v in &slot.variants {
             for t in &v.tags {
                 if !tags.iter().any(|have| **have == **t) {
@@ -395,7 +396,7 @@ impl RedisTier {
                 )
                 .await?;
             for url in &urls {
-                affected += self.purge_tag(&format!("url:{url}"), soft, at).await?;
+                affected += self.purge_tag(&url_tag(url), soft, at).await?;
             }
             if soft {
                 offset += urls.len();

@@ -301,7 +301,8 @@ impl MemoryStore {
     }
 }
 
-fn url_tag(url: &str) -> Arc<str> {
+/// The implicit tag every entry of the resource at `url` carries, in both tiers.
+pub(crate) fn url_tag(url: &str) -> Arc<str> {
     Arc::from(format!("url:{url}"))
 }
 

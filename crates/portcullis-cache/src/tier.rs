@@ -8,7 +8,10 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::SystemTime};
 
-use crate::{entry::Slot, key::CacheKey, purge::Purge, redis_tier::RedisTier, store::MemoryStore};
+use crate::{
+    entry::Slot, key::CacheKey, purge::Purge, redis_tier::RedisTier, store::MemoryStore,
+    store::url_tag,
+};
 
 /// Why a tier could not do what was asked (the memory tier never fails).
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +100,7 @@ impl Store for RedisTier {
             let fail = |e: portcullis_redis::Unavailable| StoreError(e.to_string());
             for url in &purge.urls {
                 n += self
-                    .purge_tag(&format!("url:{url}"), purge.soft, at)
+                    .purge_tag(&url_tag(url), purge.soft, at)
                     .await
                     .map_err(fail)?;
             }
