@@ -303,6 +303,17 @@ impl RedisTier {
         Ok(())
     }
 
+    /// Deletes the entry under `digest` (best effort: a failure leaves it to its TTL).
+    pub async fn remove(&self, digest: u128) {
+        let _: Result<i64, _> = self
+            .redis
+            .query(
+                "cache_purge",
+                redis::cmd("UNLINK").arg(self.entry_key(digest)),
+            )
+            .await;
+    }
+
     /// Removes (or, when `soft`, stamps stale as of `at`) every entry carrying `tag`. Returns
     /// how many entries were affected.
     pub async fn purge_tag(

@@ -162,18 +162,19 @@ impl Cache {
         let (digest, now, cache) = (key.digest, self.now(), self.clone());
         tokio::spawn(async move {
             // A purge that arrived since the fill began (from any instance) wins: the entry
-            // may predate what it announced.
-            let url = slot.url().to_owned();
-            if slot
-                .variants
-                .iter()
-                .any(|v| cache.purged_since(since, &url, &v.tags))
-            {
-                drop(lock);
-                return;
-            }
-            if let Err(e) = Store::save(&*tier, digest, &slot, now).await {
-                tracing::debug!(error = %e, "cache entry not written to redis");
+            // may predate what it announced. Checked again after the write, which a purge may
+            // have overtaken (its tag sets did not list the entry yet): then it is taken back.
+            let purged = || {
+                slot.variants
+                    .iter()
+                    .any(|v| cache.purged_since(since, slot.url(), &v.tags))
+            };
+            if !purged() {
+                match Store::save(&*tier, digest, &slot, now).await {
+                    Err(e) => tracing::debug!(error = %e, "cache entry not written to redis"),
+                    Ok(()) if purged() => tier.remove(digest).await,
+                    Ok(()) => {}
+                }
             }
             drop(lock);
         });
