@@ -191,7 +191,10 @@ impl ConnectionLike for SentinelConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.current.load().as_ref().map_or(0, |m| m.manager.get_db())
+        self.current
+            .load()
+            .as_ref()
+            .map_or(0, |m| m.manager.get_db())
     }
 }
 
