@@ -134,17 +134,16 @@ pub(crate) async fn config(State(state): State<AdminState>) -> Response {
 pub(crate) async fn breakers(State(state): State<AdminState>) -> Json<Value> {
     let now = std::time::Instant::now();
     let shared = state.shared();
-    let breakers: Vec<Value> = shared
-        .upstreams()
-        .iter()
-        .filter_map(|u| {
-            u.breaker()
-                .map(|b| json!({ "upstream": &*u.name, "breaker": b.snapshot(now) }))
-        })
+    let upstreams = shared.upstreams().iter().filter_map(|u| u.breaker());
+    let routes = shared.routes().iter().filter_map(|r| r.breaker.as_deref());
+    let breakers: Vec<Value> = upstreams
+        .chain(routes)
+        .map(|b| json!({ b.scope().as_str(): b.name(), "breaker": b.breaker().snapshot(now) }))
         .collect();
     Json(json!({ "breakers": breakers }))
 }
 
+/// `POST /admin/breakers/{upstream}/{command}`.
 pub(crate) async fn breaker_command(
     State(state): State<AdminState>,
     axum::extract::Path((name, command)): axum::extract::Path<(String, String)>,
@@ -156,13 +155,35 @@ pub(crate) async fn breaker_command(
     let Some(breaker) = upstream.breaker() else {
         return json_error(StatusCode::NOT_FOUND, "this upstream has no breaker");
     };
-    if !matches!(command.as_str(), "open" | "close" | "reset") {
+    command_breaker(breaker, &command)
+}
+
+/// `POST /admin/breakers/routes/{route}/{command}`: a route's own breaker.
+pub(crate) async fn route_breaker_command(
+    State(state): State<AdminState>,
+    axum::extract::Path((name, command)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let shared = state.shared();
+    let Some(route) = shared.routes().iter().find(|r| *r.name == *name) else {
+        return json_error(StatusCode::NOT_FOUND, "no such route");
+    };
+    let Some(breaker) = route.breaker.as_deref() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "this route has no breaker of its own",
+        );
+    };
+    command_breaker(breaker, &command)
+}
+
+fn command_breaker(breaker: &portcullis_proxy::NamedBreaker, command: &str) -> Response {
+    if !breaker.command(command) {
         return json_error(
             StatusCode::NOT_FOUND,
             "command must be open, close or reset",
         );
     }
-    upstream.command_breaker(&command);
-    Json(json!({ "upstream": name, "breaker": breaker.snapshot(std::time::Instant::now()) }))
+    let now = std::time::Instant::now();
+    Json(json!({ breaker.scope().as_str(): breaker.name(), "breaker": breaker.breaker().snapshot(now) }))
         .into_response()
 }

@@ -17,6 +17,7 @@
 //! | `GET /admin/alerts` | token | SLO alerts firing now |
 //! | `GET /admin/breakers` | token | circuit breakers: state, window, recent events |
 //! | `POST /admin/breakers/{upstream}/open\|close\|reset` | token | force a breaker open or closed, or reset it |
+//! | `POST /admin/breakers/routes/{route}/open\|close\|reset` | token | the same for a route's own breaker |
 //! | `GET /admin/config` | token | the running configuration, defaults filled in, secrets redacted |
 //! | `GET /admin/openapi.json` | token | the OpenAPI 3.1 description of this API |
 //!
@@ -195,6 +196,10 @@ fn router(state: AdminState, token: Token, metrics_require_token: bool) -> Route
         .route(
             "/admin/breakers/{name}/{command}",
             post(inspect::breaker_command),
+        )
+        .route(
+            "/admin/breakers/routes/{name}/{command}",
+            post(inspect::route_breaker_command),
         )
         .route("/admin/config", get(inspect::config))
         .route("/admin/openapi.json", get(openapi))

@@ -604,6 +604,9 @@ pub struct PoolConfig {
     pub max_queue: usize,
     /// How long a request may wait for a slot; beyond, 503.
     pub queue_timeout: Duration,
+    /// Longest silence of the upstream within a response body; beyond it the response is cut
+    /// off (the client sees it end early) and the connection closed. `"0s"`: no limit.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -616,6 +619,7 @@ impl Default for PoolConfig {
             max_in_flight: 0,
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -643,6 +647,18 @@ pub struct RouteConfig {
     /// Overrides the upstream's `pool.timeout` for this route.
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// The whole request's deadline: from its arrival to the response head, across the wait
+    /// for an upstream slot, every retry and back-off; beyond it, 504. Absent: only the per-try
+    /// `timeout` bounds it.
+    #[serde(default)]
+    pub deadline: Option<Spanned<Duration>>,
+    /// A circuit breaker of this route alone, besides the upstream's (same keys).
+    #[serde(default)]
+    pub breaker: Option<BreakerTable>,
+    /// The answer instead of the gateway's own 502/503/504 when the upstream cannot answer
+    /// (breaker open, no healthy target, queue full, unreachable, timeout, deadline).
+    #[serde(default)]
+    pub fallback: Option<Spanned<FallbackConfig>>,
     /// Cache responses of this route (see `[cache]`).
     #[serde(default)]
     pub cache: Option<RouteCacheConfig>,
@@ -687,6 +703,34 @@ pub struct RouteConfig {
     /// prefixes and deprecation (see `versioning.rs`).
     #[serde(default)]
     pub versioning: Option<crate::VersioningConfig>,
+}
+
+/// `fallback = { ... }` of a route: a static response served when the upstream fails.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The status (200 by default).
+    #[serde(default = "FallbackConfig::default_status")]
+    pub status: u16,
+    /// The body, sent as is.
+    #[serde(default)]
+    pub body: String,
+    /// Its `Content-Type`.
+    #[serde(default = "FallbackConfig::default_content_type")]
+    pub content_type: String,
+    /// Further headers (`Cache-Control: no-store` is sent unless given here).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl FallbackConfig {
+    fn default_status() -> u16 {
+        200
+    }
+
+    fn default_content_type() -> String {
+        "application/json".into()
+    }
 }
 
 /// `slo = { ... }` of a route: objectives that raise alerts when missed.

@@ -566,7 +566,34 @@ fn check_routes(c: &mut Checker<'_>, config: &Config, upstreams: &[String]) {
                 c.check(p, key(name), values::check_path_syntax(p.get_ref()));
             }
         }
+        if let Some(d) = &route.deadline
+            && d.get_ref().0.is_zero()
+        {
+            c.error(d, key("deadline"), "must be longer than 0s".into());
+        }
+        if let Some(f) = &route.fallback {
+            c.check(f, key("fallback"), check_fallback(f.get_ref()));
+        }
     }
+}
+
+/// A fallback response must be one the gateway can send.
+fn check_fallback(f: &crate::FallbackConfig) -> Result<(), String> {
+    if !(200..=599).contains(&f.status) {
+        return Err(format!("status {} is not 200 to 599", f.status));
+    }
+    http::HeaderValue::from_str(&f.content_type).map_err(|_| {
+        format!(
+            "content_type {:?} is not a valid header value",
+            f.content_type
+        )
+    })?;
+    for (name, value) in &f.headers {
+        values::parse_header_name(name)?;
+        http::HeaderValue::from_str(value)
+            .map_err(|_| format!("headers.{name}: {value:?} is not a valid header value"))?;
+    }
+    Ok(())
 }
 
 fn check_cache(c: &mut Checker<'_>, config: &Config) {
@@ -725,6 +752,30 @@ mod tests {
         assert!(window.contains("routes[0].slo.window"), "{window}");
         let hook = errors("[alerts]\nwebhook = \"ftp://x\"\n");
         assert!(hook.contains("alerts.webhook"), "{hook}");
+    }
+
+    #[test]
+    fn deadlines_and_fallbacks_are_checked() {
+        let base = "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";
+        assert_eq!(
+            errors(&format!(
+                "{base}deadline = \"2s\"\nbreaker = {{ consecutive_failures = 3 }}\nfallback = {{ status = 503, body = \"later\", content_type = \"text/plain\", headers = {{ retry-after = \"5\" }} }}\n"
+            )),
+            ""
+        );
+        let zero = errors(&format!("{base}deadline = \"0s\"\n"));
+        assert!(zero.contains("routes[0].deadline"), "{zero}");
+        let status = errors(&format!("{base}fallback = {{ status = 99 }}\n"));
+        assert!(
+            status.contains("routes[0].fallback") && status.contains("status 99"),
+            "{status}"
+        );
+        let header = errors(&format!(
+            "{base}fallback = {{ headers = {{ \"bad name\" = \"x\" }} }}\n"
+        ));
+        assert!(header.contains("not a valid header name"), "{header}");
+        let unknown = errors(&format!("{base}fallback = {{ stauts = 200 }}\n"));
+        assert!(unknown.contains("stauts"), "{unknown}");
     }
 
     #[test]

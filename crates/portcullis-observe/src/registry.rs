@@ -58,6 +58,13 @@ pub(crate) struct BreakerTransition {
     pub(crate) to: String,
 }
 
+/// Labels of a route breaker's state change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteBreakerTransition {
+    pub(crate) route: String,
+    pub(crate) to: String,
+}
+
 /// Labels of an upstream request count: the target and how the exchange ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
@@ -79,6 +86,8 @@ pub(crate) struct Families {
     pub(crate) target_healthy: Family<TargetLabels, Gauge>,
     pub(crate) breaker_state: Family<UpstreamOnly, Gauge>,
     pub(crate) breaker_transitions: Family<BreakerTransition, Counter>,
+    pub(crate) route_breaker_state: Family<RouteLabels, Gauge>,
+    pub(crate) route_breaker_transitions: Family<RouteBreakerTransition, Counter>,
     /// Rolling per-route statistics for the admin API.
     pub(crate) history: Arc<StatsHistory>,
 }
@@ -135,6 +144,8 @@ impl Metrics {
             target_healthy: Family::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
+            route_breaker_state: Family::default(),
+            route_breaker_transitions: Family::default(),
             history: Arc::default(),
         };
         let in_flight = Gauge::default();
@@ -194,6 +205,16 @@ impl Metrics {
             families.breaker_transitions.clone(),
         );
         registry.register(
+            "route_breaker_state",
+            "Circuit breaker of a route (routes with their own): 0 closed, 1 open, 2 half-open",
+            families.route_breaker_state.clone(),
+        );
+        registry.register(
+            "route_breaker_transitions",
+            "Route circuit breaker state changes, by route and new state",
+            families.route_breaker_transitions.clone(),
+        );
+        registry.register(
             "upstream_target_healthy",
             "1 while the target passes its active health checks (always 1 without checks)",
             families.target_healthy.clone(),
@@ -251,6 +272,26 @@ impl Metrics {
                 .breaker_transitions
                 .get_or_create(&BreakerTransition {
                     upstream: upstream.to_owned(),
+                    to: state_name.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records a route breaker's state, as [`Metrics::breaker`] does for an upstream's.
+    pub fn route_breaker(&self, route: &str, state: i64, state_name: &str, changed: bool) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.families
+            .route_breaker_state
+            .get_or_create(&labels)
+            .set(state);
+        if changed {
+            self.families
+                .route_breaker_transitions
+                .get_or_create(&RouteBreakerTransition {
+                    route: route.to_owned(),
                     to: state_name.to_owned(),
                 })
                 .inc();

@@ -1,15 +1,19 @@
 //! The upstream response body as the client receives it. It holds the target's in-flight guard
 //! until the body ends or is dropped (so `least_request` counts streaming bodies), and returns the
 //! pooled connection when the body has been read to the end (a body dropped early closes it).
+//! An upstream silent for longer than `pool.stream_idle_timeout` mid-body cuts the body off.
 
 use std::{
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use portcullis_http::BoxError;
+use tokio::time::{Instant, Sleep};
 
 use crate::{balance::InFlight, pool::Lease};
 
@@ -22,8 +26,40 @@ pin_project! {
         lease: Option<Lease>,
         // The upstream's concurrency slot (`pool.max_in_flight`), held until the body ends.
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        idle: Option<IdleTimer>,
     }
 }
+
+/// `pool.stream_idle_timeout`: armed only when the body first has to wait (a body that is
+/// ready at once, as most small ones are, never touches the timer wheel).
+struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame arrived since the timer was (re)armed.
+    progressed: bool,
+}
+
+impl IdleTimer {
+    /// Called when the body is pending: true once the upstream has been silent too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let sleep = match &mut self.sleep {
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
+            Some(sleep) => {
+                if self.progressed {
+                    sleep.as_mut().reset(Instant::now() + self.limit);
+                }
+                sleep
+            }
+        };
+        self.progressed = false;
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The error a body cut off for silence ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?} within the response body")]
+pub(crate) struct StreamIdle(Duration);
 
 impl<B> GuardedBody<B> {
     /// Wraps `inner`, holding `guard` and `lease`. An already finished body (HEAD, 204,
@@ -33,6 +69,7 @@ impl<B> GuardedBody<B> {
         guard: InFlight,
         lease: Option<Lease>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        idle_limit: Duration,
     ) -> Self
     where
         B: Body,
@@ -42,6 +79,11 @@ impl<B> GuardedBody<B> {
             guard: Some(guard),
             lease,
             permit,
+            idle: (!idle_limit.is_zero()).then_some(IdleTimer {
+                limit: idle_limit,
+                sleep: None,
+                progressed: false,
+            }),
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -68,16 +110,35 @@ fn release(
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        if let Some(idle) = this.idle.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => idle.progressed = true,
+                Poll::Pending if idle.expired(cx) => {
+                    // Dropping the lease closes the connection: it is mid-response.
+                    this.guard.take();
+                    this.lease.take();
+                    this.permit.take();
+                    tracing::warn!(idle = ?idle.limit, "upstream silent mid-body; response cut off");
+                    return Poll::Ready(Some(Err(StreamIdle(idle.limit).into())));
+                }
+                _ => {}
+            }
+        }
+        let polled = polled.map(|frame| frame.map(|r| r.map_err(Into::into)));
         match &polled {
             // The end, or the last data frame (hyper stops polling once `is_end_stream`).
             Poll::Ready(None) => release(this.guard, this.lease, this.permit),

@@ -31,11 +31,20 @@ pub enum ProxyError {
     /// or the wait took too long.
     #[error("{0}")]
     Overloaded(&'static str),
-    /// The upstream's circuit breaker is open: failing fast.
-    #[error("upstream {upstream:?} is failing; circuit breaker open")]
-    BreakerOpen {
+    /// The route's deadline passed before the response head arrived (queue, retries and
+    /// back-offs included).
+    #[error("upstream {upstream:?} did not answer within the route's deadline")]
+    Deadline {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
+    },
+    /// The upstream's (or the route's) circuit breaker is open: failing fast.
+    #[error("{} {name:?} is failing; circuit breaker open", scope.as_str())]
+    BreakerOpen {
+        /// Whose breaker.
+        scope: crate::BreakerScope,
+        /// The upstream's or route's name.
+        name: std::sync::Arc<str>,
         /// When a probe may go through.
         retry_after: std::time::Duration,
     },
@@ -59,6 +68,12 @@ pub enum ProxyError {
     },
 }
 
+/// Marks a response the gateway made because the upstream could not answer; the reason is one
+/// of `unreachable`, `timeout`, `deadline`, `overloaded`, `breaker_open`, `no_healthy_target`,
+/// `upstream_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure(pub &'static str);
+
 impl ProxyError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
@@ -67,7 +82,7 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NoHealthyTarget { .. } | Self::Overloaded(_) | Self::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -76,13 +91,32 @@ impl ProxyError {
         }
     }
 
-    /// The JSON error response of the contract.
+    /// Why the upstream could not answer, when that is what this error says: what a route's
+    /// `fallback` answers instead, and what its `X-Fallback` header names.
+    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+        Some(UpstreamFailure(match self {
+            Self::Connect { .. } => "unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::Deadline { .. } => "deadline",
+            Self::Overloaded(_) => "overloaded",
+            Self::BreakerOpen { .. } => "breaker_open",
+            Self::NoHealthyTarget { .. } => "no_healthy_target",
+            Self::Upstream { .. } => "upstream_failed",
+            _ => return None,
+        }))
+    }
+
+    /// The JSON error response of the contract. An upstream failure carries
+    /// [`UpstreamFailure`] as an extension.
     pub fn into_response(self, request_id: &RequestId) -> Response<Body> {
         if let Self::Denied(rejection) = self {
             // It renders itself: the JSON error with its challenge, or a preflight's 204.
             return rejection.into_response(Some(request_id));
         }
         let mut response = error_response(self.status(), &self.to_string(), Some(request_id));
+        if let Some(failure) = self.upstream_failure() {
+            response.extensions_mut().insert(failure);
+        }
         let retry_after = match &self {
             Self::Overloaded(_) => Some(1),
             Self::BreakerOpen { retry_after, .. } => Some(retry_after.as_secs_f64().ceil() as u64),

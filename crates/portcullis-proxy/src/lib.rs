@@ -16,7 +16,9 @@
 mod alerts;
 pub mod balance;
 mod body;
+mod breaker;
 mod error;
+mod fallback;
 mod handle;
 pub mod headers;
 mod health;
@@ -37,7 +39,8 @@ mod version;
 mod warm;
 mod watchdog;
 
-pub use error::ProxyError;
+pub use breaker::{BreakerScope, NamedBreaker};
+pub use error::{ProxyError, UpstreamFailure};
 pub use handle::{GatewayHandle, ReloadReport};
 pub use route::Route;
 pub use service::{ConnInfo, ProxyService, Shared};

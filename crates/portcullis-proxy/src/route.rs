@@ -6,7 +6,7 @@ use portcullis_auth::ResolvedVersion;
 use portcullis_cache::RoutePolicy;
 use portcullis_observe::RouteMetrics;
 
-use crate::upstream::Upstream;
+use crate::{breaker::NamedBreaker, upstream::Upstream};
 
 /// A route built from config.
 #[derive(Debug)]
@@ -23,6 +23,12 @@ pub struct Route {
     pub add_prefix: Option<String>,
     /// Limit on waiting for the response head.
     pub timeout: Duration,
+    /// The whole request's deadline (arrival to response head), when configured.
+    pub deadline: Option<Duration>,
+    /// The route's own circuit breaker, besides the upstream's.
+    pub breaker: Option<Arc<NamedBreaker>>,
+    /// What answers instead of the gateway's own 502/503/504.
+    pub(crate) fallback: Option<crate::fallback::Fallback>,
     /// How the route caches, if it does.
     pub cache: Option<Arc<RoutePolicy>>,
     /// The route's request metrics.
@@ -120,6 +126,9 @@ mod tests {
             strip_prefix: strip.map(canonical_prefix),
             add_prefix: add.map(canonical_prefix),
             timeout: Duration::from_secs(1),
+            deadline: None,
+            breaker: None,
+            fallback: None,
             cache: None,
             security: portcullis_auth::RouteSecurity::none(),
             versions: None,

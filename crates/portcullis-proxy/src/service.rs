@@ -11,7 +11,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use arc_swap::Guard;
@@ -45,6 +45,7 @@ use crate::{
     pool::SendError,
     route::Route,
     router::{Lookup, Router},
+    upstream::Upstream,
     watchdog::Progress,
 };
 
@@ -275,6 +276,10 @@ where
                 if let Some(path) = normalized {
                     req.extensions_mut().insert(path);
                 }
+                if let Some(deadline) = route.deadline {
+                    req.extensions_mut()
+                        .insert(RequestDeadline(Instant::now() + deadline));
+                }
                 let (shared, conn) = (Guard::into_inner(shared), self.conn.clone());
                 let busy = self.progress.as_ref().map(Progress::in_flight);
                 return Box::pin(async move {
@@ -320,6 +325,9 @@ where
                         None => result,
                     };
                     let mut response = finish(result, &request_id, &shared.request_id_header);
+                    if let Some(fallback) = &route.fallback {
+                        response = fallback.replace(response, &shared.request_id_header);
+                    }
                     // The limit's headers on whatever answers an allowed request, errors too.
                     if let (Some(limit), Some(decision)) = (&route.limit, &allowed_by) {
                         limit.annotate(decision, response.headers_mut());
@@ -523,6 +531,10 @@ fn fresh_hit<B>(
 #[derive(Debug, Clone)]
 struct NormalizedPath(String);
 
+/// When the route's `deadline` runs out for this request.
+#[derive(Debug, Clone, Copy)]
+struct RequestDeadline(Instant);
+
 /// The normalized path of a request routed by `route`: the extension if normalization changed
 /// the path, else the URI's own path.
 fn routed_path(parts: &http::request::Parts) -> &str {
@@ -702,6 +714,7 @@ where
             .to_owned();
         let normalized = parts.extensions.get::<NormalizedPath>().cloned();
         let version = parts.extensions.get::<ResolvedVersion>().copied();
+        let deadline = parts.extensions.get::<RequestDeadline>().copied();
         let path = routed_path(&parts).to_owned();
         parts.extensions.insert(request_id.clone());
         let req = Request::from_parts(parts, body::boxed(body));
@@ -712,6 +725,7 @@ where
             request_id: request_id.clone(),
             normalized,
             version,
+            deadline,
         };
         let target = RequestTarget {
             scheme: scheme(conn),
@@ -735,6 +749,9 @@ struct UpstreamFetch {
     normalized: Option<NormalizedPath>,
     /// The API version, carried likewise.
     version: Option<ResolvedVersion>,
+    /// The request's deadline, carried likewise (a background refresh started for the request
+    /// keeps it too).
+    deadline: Option<RequestDeadline>,
 }
 
 impl Fetch for UpstreamFetch {
@@ -747,6 +764,9 @@ impl Fetch for UpstreamFetch {
             }
             if let Some(version) = this.version {
                 parts.extensions.insert(version);
+            }
+            if let Some(deadline) = this.deadline {
+                parts.extensions.insert(deadline);
             }
             let id = &this.request_id;
             match send_upstream(
@@ -792,7 +812,16 @@ where
         None => Cow::Borrowed(parts.uri.path()),
     };
     let client_ip = shared.trusted.client_ip(conn.peer.ip(), &parts.headers);
-    let permit = upstream.admit().await?;
+    let deadline = parts.extensions.remove::<RequestDeadline>().map(|d| d.0);
+    let past_deadline = || ProxyError::Deadline {
+        upstream: Arc::clone(&upstream.name),
+    };
+    let permit = match deadline {
+        None => upstream.admit().await?,
+        Some(at) => tokio::time::timeout_at(at.into(), upstream.admit())
+            .await
+            .map_err(|_| past_deadline())??,
+    };
     let Some((mut target, mut guard)) = upstream.pick(&parts.headers, client_ip) else {
         return Err(ProxyError::NoHealthyTarget {
             upstream: Arc::clone(&upstream.name),
@@ -885,13 +914,25 @@ where
         _ => None,
     };
     // Asked last, so every path from here reports the outcome (a half-open probe slot is
-    // never lost).
-    let ticket = upstream.breaker_admit()?;
+    // never lost). The route's breaker first; its ticket goes back if the upstream's refuses.
+    let breakers = Tickets::admit(route, upstream)?;
     let mut upstream_req = Request::from_parts(parts, body::boxed(body));
     let mut attempt = 1;
     let (sent, sent_at) = loop {
         let sent_at = Instant::now();
-        let sent = tokio::time::timeout(timeout, target.pool.send(upstream_req)).await;
+        // Each try gets the per-try timeout, or what is left of the deadline if less.
+        let try_timeout = match deadline {
+            None => timeout,
+            Some(at) => {
+                let left = at.saturating_duration_since(sent_at);
+                if left.is_zero() {
+                    breakers.cancel(route, upstream);
+                    return Err(past_deadline());
+                }
+                timeout.min(left)
+            }
+        };
+        let sent = tokio::time::timeout(try_timeout, target.pool.send(upstream_req)).await;
         let outcome = match &sent {
             Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
             _ => UpstreamOutcome::Error,
@@ -912,14 +953,19 @@ where
                 && let Some((next, next_guard)) =
                     upstream.pick_other(&replay.headers, client_ip, guard.index())
             {
-                drop(sent);
                 // Full jitter: anywhere up to backoff * 2^(attempt - 1).
                 let cap = r
                     .config
                     .backoff
                     .0
                     .saturating_mul(1 << (attempt - 1).min(16));
-                tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+                let pause = cap.mul_f64(fastrand::f64());
+                if deadline.is_some_and(|at| Instant::now() + pause >= at) {
+                    // No time left for another try: this outcome stands.
+                    break (sent, sent_at);
+                }
+                drop(sent);
+                tokio::time::sleep(pause).await;
                 debug!(request_id = %request_id, route = %route.name, from = %target.authority,
                        to = %next.authority, attempt = attempt + 1, "retrying");
                 attempt += 1;
@@ -928,7 +974,7 @@ where
                 upstream_req = match replay.request_for(target, route, upstream.protocol) {
                     Ok(request) => request,
                     Err(e) => {
-                        upstream.breaker_record(ticket, true, sent_at.elapsed());
+                        breakers.record(route, upstream, true, sent_at.elapsed());
                         return Err(e);
                     }
                 };
@@ -938,7 +984,7 @@ where
         break (sent, sent_at);
     };
     let failed = !matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
-    upstream.breaker_record(ticket, failed, sent_at.elapsed());
+    breakers.record(route, upstream, failed, sent_at.elapsed());
     let authority = &target.authority;
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,
@@ -947,6 +993,11 @@ where
             warn!(request_id = %request_id, route = %route.name, target = %authority,
                   error = %e, "upstream request failed: {err}");
             return Err(err);
+        }
+        Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => {
+            warn!(request_id = %request_id, route = %route.name, target = %authority,
+                  attempts = attempt, "upstream did not answer within the route's deadline");
+            return Err(past_deadline());
         }
         Err(_) => {
             warn!(request_id = %request_id, route = %route.name, target = %authority,
@@ -984,8 +1035,56 @@ where
     append_via(&mut parts.headers, parts.version, &shared.via);
     Ok(Response::from_parts(
         parts,
-        body::boxed(GuardedBody::new(incoming, guard, lease, permit)),
+        body::boxed(GuardedBody::new(
+            incoming,
+            guard,
+            lease,
+            permit,
+            upstream.config.pool.stream_idle_timeout.0,
+        )),
     ))
+}
+
+/// The tickets of the route's and the upstream's breakers for one request.
+struct Tickets {
+    route: Option<portcullis_resilience::Ticket>,
+    upstream: Option<portcullis_resilience::Ticket>,
+}
+
+impl Tickets {
+    /// Asks the route's breaker, then the upstream's; a refusal by the upstream's gives the
+    /// route's ticket back.
+    fn admit(route: &Route, upstream: &Upstream) -> Result<Self, ProxyError> {
+        let route_ticket = route.breaker.as_ref().map(|b| b.admit()).transpose()?;
+        match upstream.breaker_admit() {
+            Ok(upstream_ticket) => Ok(Self {
+                route: route_ticket,
+                upstream: upstream_ticket,
+            }),
+            Err(e) => {
+                if let (Some(b), Some(t)) = (&route.breaker, route_ticket) {
+                    b.cancel(t);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports the outcome to both.
+    fn record(self, route: &Route, upstream: &Upstream, failed: bool, elapsed: Duration) {
+        if let (Some(b), Some(t)) = (&route.breaker, self.route) {
+            b.record(t, failed, elapsed);
+        }
+        upstream.breaker_record(self.upstream, failed, elapsed);
+    }
+
+    /// Gives both back: the request was never sent.
+    fn cancel(self, route: &Route, upstream: &Upstream) {
+        if let (Some(b), Some(t)) = (&route.breaker, self.route) {
+            b.cancel(t);
+        }
+        upstream.breaker_cancel(self.upstream);
+    }
 }
 
 /// What a retry needs to send the request again, to another target.

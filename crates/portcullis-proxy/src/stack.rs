@@ -24,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    breaker::{BreakerScope, NamedBreaker},
+    fallback::Fallback,
     handle::GatewayHandle,
     headers::{TrustedProxies, Via},
     metrics::{CacheCollector, Observe, ObserveBase, UNMATCHED_ROUTE},
@@ -262,9 +264,29 @@ pub(crate) fn build_shared(
             limiters.push((Arc::from(name.as_str()), Arc::clone(&l.limiter)));
         }
         let versions = crate::version::route_versions(r, &upstreams, &upstream)?;
+        // A breaker keeps its state across a reload that leaves its table alone.
+        let breaker = r.breaker.as_ref().map(|table| {
+            previous
+                .and_then(|p| p.routes.iter().find(|old| *old.name == **name))
+                .and_then(|old| old.breaker.as_ref())
+                .filter(|old| old.table == *table)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(NamedBreaker::new(BreakerScope::Route, name, table, metrics))
+                })
+        });
+        let fallback = r
+            .fallback
+            .as_ref()
+            .map(|f| Fallback::from_config(f.get_ref()))
+            .transpose()
+            .map_err(BuildError::Config)?;
         let route = Route {
             name: Arc::from(name.as_str()),
             timeout: r.timeout.map_or(upstream.timeout, |t| t.0),
+            deadline: r.deadline.as_ref().map(|d| d.get_ref().0),
+            breaker,
+            fallback,
             upstream,
             preserve_host: r.preserve_host,
             strip_prefix: r

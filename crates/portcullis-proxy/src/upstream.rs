@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicU32, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
@@ -17,14 +17,15 @@ use portcullis_config::{
 };
 
 use portcullis_observe::{Metrics, TargetMetrics};
-use portcullis_resilience::{Breaker, BreakerConfig, BreakerState, Ticket};
+use portcullis_resilience::Ticket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::error::ProxyError;
 
 use crate::{
     balance::{Balancer, InFlight},
+    breaker::{BreakerScope, NamedBreaker},
     pool::{PoolSettings, TargetPool},
 };
 
@@ -61,16 +62,7 @@ pub struct Upstream {
     /// Retries and their budget, when configured.
     pub(crate) retry: Option<Retry>,
     /// The circuit breaker, when configured.
-    pub(crate) breaker: Option<UpstreamBreaker>,
-    metrics: Arc<Metrics>,
-}
-
-/// A breaker and what counts as a failure for it.
-#[derive(Debug)]
-pub(crate) struct UpstreamBreaker {
-    pub(crate) breaker: Breaker,
-    /// Calls slower than this count as failures.
-    pub(crate) slow_call: Option<Duration>,
+    pub(crate) breaker: Option<NamedBreaker>,
 }
 
 /// `retry` with its budget (tower's TPS budget: a share of recent requests plus a floor).
@@ -165,27 +157,15 @@ impl Upstream {
             ),
             config,
         });
-        let breaker = cfg.breaker.as_ref().map(|b| UpstreamBreaker {
-            breaker: Breaker::new(BreakerConfig {
-                consecutive_failures: b.consecutive_failures,
-                failure_rate: b.failure_rate,
-                min_requests: b.min_requests,
-                window: b.window.0,
-                open_for: b.open_for.0,
-                max_open_for: b.max_open_for.0,
-                half_open_probes: b.half_open_probes.max(1),
-            }),
-            slow_call: b.slow_call.map(|d| d.0),
-        });
-        if breaker.is_some() {
-            metrics.breaker(cfg.name.get_ref(), 0, "closed", false);
-        }
+        let breaker = cfg
+            .breaker
+            .as_ref()
+            .map(|b| NamedBreaker::new(BreakerScope::Upstream, cfg.name.get_ref(), b, metrics));
         Ok(Self {
             outlier,
             limit,
             retry,
             breaker,
-            metrics: Arc::clone(metrics),
             name: Arc::from(cfg.name.get_ref().as_str()),
             balancer,
             targets,
@@ -285,77 +265,26 @@ impl Upstream {
 
     /// Asks the breaker (if any) whether a request may go upstream now.
     pub(crate) fn breaker_admit(&self) -> Result<Option<Ticket>, ProxyError> {
-        let Some(b) = &self.breaker else {
-            return Ok(None);
-        };
-        let before = b.breaker.state();
-        let admitted = b.breaker.admit(Instant::now());
-        self.breaker_changed(before);
-        match admitted {
-            Ok(ticket) => Ok(Some(ticket)),
-            Err(rejected) => Err(ProxyError::BreakerOpen {
-                upstream: Arc::clone(&self.name),
-                retry_after: rejected.retry_after,
-            }),
-        }
+        self.breaker.as_ref().map(NamedBreaker::admit).transpose()
     }
 
-    /// Reports a request's outcome to the breaker: failed (5xx, no response), or slower than
-    /// `slow_call`.
+    /// Reports a request's outcome to the breaker (if any).
     pub(crate) fn breaker_record(&self, ticket: Option<Ticket>, failed: bool, elapsed: Duration) {
-        let (Some(b), Some(ticket)) = (&self.breaker, ticket) else {
-            return;
-        };
-        let slow = b.slow_call.is_some_and(|limit| elapsed > limit);
-        let before = b.breaker.state();
-        b.breaker.record(ticket, failed || slow, Instant::now());
-        self.breaker_changed(before);
+        if let (Some(b), Some(ticket)) = (&self.breaker, ticket) {
+            b.record(ticket, failed, elapsed);
+        }
     }
 
-    /// Logs and counts a state change of the breaker since `before`.
-    fn breaker_changed(&self, before: BreakerState) {
-        let Some(b) = &self.breaker else { return };
-        let after = b.breaker.state();
-        if after == before {
-            return;
-        }
-        let reason = b.breaker.last_event().map(|e| e.reason).unwrap_or_default();
-        let name = match after {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        };
-        self.metrics.breaker(&self.name, after.code(), name, true);
-        match after {
-            BreakerState::Open => {
-                warn!(upstream = %self.name, %reason, "circuit breaker open: failing fast")
-            }
-            _ => info!(upstream = %self.name, %reason, state = name, "circuit breaker {name}"),
+    /// Gives a ticket back unused (another check refused the request).
+    pub(crate) fn breaker_cancel(&self, ticket: Option<Ticket>) {
+        if let (Some(b), Some(ticket)) = (&self.breaker, ticket) {
+            b.cancel(ticket);
         }
     }
 
     /// The breaker, for the admin API.
-    pub fn breaker(&self) -> Option<&Breaker> {
-        self.breaker.as_ref().map(|b| &b.breaker)
-    }
-
-    /// Applies an operator's command to the breaker: `open`, `close` or `reset`. False when
-    /// there is no breaker or the command is unknown.
-    pub fn command_breaker(&self, command: &str) -> bool {
-        let Some(b) = &self.breaker else { return false };
-        let before = b.breaker.state();
-        match command {
-            "open" => b.breaker.force_open(Instant::now()),
-            "close" => b.breaker.force_closed(),
-            "reset" => b.breaker.reset(),
-            _ => return false,
-        }
-        if b.breaker.state() == before {
-            // Still counts as an operator action in the log.
-            info!(upstream = %self.name, command, "circuit breaker command");
-        }
-        self.breaker_changed(before);
-        true
+    pub fn breaker(&self) -> Option<&NamedBreaker> {
+        self.breaker.as_ref()
     }
 
     /// Picks a target other than `previous` for a retry (the same one when it is the only

@@ -248,6 +248,18 @@ impl Breaker {
         }
     }
 
+    /// Gives back a ticket whose call never happened (another check refused it): a probe slot
+    /// frees, nothing is counted.
+    // By value on purpose: a ticket is given back once.
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn cancel(&self, ticket: Ticket) {
+        let Ticket { probe } = ticket;
+        if probe {
+            let mut s = self.inner.lock();
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+        }
+    }
+
     /// Forces it open until [`Breaker::force_closed`] or [`Breaker::reset`].
     pub fn force_open(&self, now: Instant) {
         let mut s = self.inner.lock();
@@ -454,6 +466,26 @@ mod tests {
             .map(|e| e.reason)
             .collect();
         assert_eq!(reasons.last().unwrap(), "probes passed");
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_its_slot_without_counting() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            call(&b, true, t0);
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        let p1 = b.admit(t1).unwrap();
+        let p2 = b.admit(t1).unwrap();
+        assert!(b.admit(t1).is_err(), "both probe slots taken");
+        b.cancel(p2);
+        let p3 = b
+            .admit(t1)
+            .expect("the cancelled probe's slot is free again");
+        b.record(p1, false, t1);
+        b.record(p3, false, t1);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
