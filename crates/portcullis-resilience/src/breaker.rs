@@ -248,6 +248,19 @@ impl Breaker {
         }
     }
 
+    /// Gives back an admitted call's ticket without an outcome: the caller went away before
+    /// the call finished (its request future was dropped). Nothing is counted; a half-open
+    /// probe's slot frees for another probe, where a lost ticket would hold it for good.
+    // By value on purpose: a ticket is reported once.
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn release(&self, ticket: Ticket) {
+        let Ticket { probe } = ticket;
+        if probe {
+            let mut s = self.inner.lock();
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+        }
+    }
+
     /// Forces it open until [`Breaker::force_closed`] or [`Breaker::reset`].
     pub fn force_open(&self, now: Instant) {
         let mut s = self.inner.lock();
@@ -454,6 +467,29 @@ mod tests {
             .map(|e| e.reason)
             .collect();
         assert_eq!(reasons.last().unwrap(), "probes passed");
+    }
+
+    #[test]
+    fn a_released_probe_frees_its_slot_without_counting() {
+        let b = breaker();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            call(&b, true, t0);
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        let p1 = b.admit(t1).unwrap();
+        let p2 = b.admit(t1).unwrap();
+        assert!(b.admit(t1).is_err());
+        b.release(p1);
+        let p3 = b.admit(t1).unwrap();
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "a release decides nothing"
+        );
+        b.record(p2, false, t1);
+        b.record(p3, false, t1);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
