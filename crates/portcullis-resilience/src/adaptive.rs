@@ -32,9 +32,18 @@
 
 use std::time::Duration;
 
-/// The adaptive mode of a [`ConcurrencyLimit`](crate::ConcurrencyLimit): AIMD on latency (see
-/// the [`ConcurrencyLimit`](crate::ConcurrencyLimit) docs). `max_in_flight` of the
-/// [`ConcurrencyConfig`](crate::ConcurrencyConfig) is the starting limit.
+/// The adaptive mode of a [`ConcurrencyLimit`](crate::ConcurrencyLimit): AIMD on latency.
+/// `max_in_flight` of the [`ConcurrencyConfig`](crate::ConcurrencyConfig) is the starting
+/// limit.
+///
+/// Each call reports its latency to the response head and whether it failed. A failed call, or
+/// one slower than `tolerance` × the baseline latency (a moving average over about
+/// `baseline_window` calls that did not fail), multiplies the limit by `backoff`, once per
+/// round of calls admitted together. Any other call adds `increase / limit` while at least half
+/// the limit is in use. A lasting change of latency becomes the new baseline after a few
+/// `baseline_window`s of calls. AIMD (TCP's congestion avoidance, Netflix concurrency-limits'
+/// `AIMDLimit`) rather than Gradient2: each decision is one comparison and one multiplication,
+/// predictable from these parameters, and failures shrink the limit too.
 ///
 /// Out-of-range values are corrected when the limit is built: `min_limit` at least 1,
 /// `max_limit` at least `min_limit`, and a `tolerance` ≤ 1, a `backoff` outside (0, 1), an

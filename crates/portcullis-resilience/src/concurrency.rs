@@ -32,7 +32,8 @@ use crate::adaptive::{AdaptiveConfig, Aimd, Sample};
 /// How a [`ConcurrencyLimit`] behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConcurrencyConfig {
-    /// Calls at once; the starting limit in adaptive mode (kept within its bounds).
+    /// Calls at once (0 admits none: every call waits, then is refused); the starting limit
+    /// in adaptive mode (kept within its bounds).
     pub max_in_flight: usize,
     /// Calls that may wait for a slot; one more is refused at once (0: no queue).
     pub max_queue: usize,
@@ -56,8 +57,8 @@ pub enum Overloaded {
 /// A concurrency limit with a bounded FIFO wait queue; cheap to share (`Arc` it, or keep one
 /// per upstream).
 ///
-/// In adaptive mode the limit follows AIMD on latency; the [`AdaptiveConfig`] docs list the
-/// parameters, and the crate's `adaptive` module explains the algorithm.
+/// In adaptive mode the limit follows AIMD on latency, fed by [`Permit::record`]; the
+/// [`AdaptiveConfig`] docs describe the algorithm and its parameters.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -102,8 +103,8 @@ struct Adaptive {
     debt: usize,
 }
 
-/// One admitted call's slot, released when dropped (carry it with a streaming response body
-/// to count the call until its body ends).
+/// One admitted call's slot, released when dropped. It is `Send + 'static`: carry it with a
+/// streaming response body to count the call until its body ends.
 #[derive(Debug)]
 #[must_use = "the slot is released when the permit is dropped"]
 pub struct Permit {

@@ -16,7 +16,7 @@ use portcullis_http::{Body, BoxError, RequestId};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{FailureClass, into_body};
+use super::into_body;
 use crate::{Breaker, Refusal, Ticket};
 
 /// Puts a [`Breaker`] in front of a service.
@@ -188,6 +188,25 @@ where
                 Poll::Ready(answered.map(|response| response.map(into_body)))
             }
         }
+    }
+}
+
+/// Which answers count as failures.
+#[derive(Debug, Clone, Copy)]
+struct FailureClass {
+    status: fn(StatusCode) -> bool,
+    slow_call: Option<Duration>,
+}
+
+impl FailureClass {
+    /// A 5xx, nothing slow.
+    const SERVER_ERRORS: Self = Self {
+        status: |s| s.is_server_error(),
+        slow_call: None,
+    };
+
+    fn failed(&self, status: StatusCode, latency: Duration) -> bool {
+        (self.status)(status) || self.slow_call.is_some_and(|limit| latency > limit)
     }
 }
 

@@ -15,7 +15,7 @@ use portcullis_http::{Body, BoxError, RequestId, body};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{FailureClass, guarded_body::GuardedBody, into_body};
+use super::{guarded_body::GuardedBody, into_body};
 use crate::{ConcurrencyLimit, Refusal};
 
 /// Puts a [`ConcurrencyLimit`] in front of a service.
@@ -120,12 +120,9 @@ where
             };
             let started = Instant::now();
             let answered = call(req).await;
-            let failed = match &answered {
-                Ok(response) => {
-                    FailureClass::SERVER_ERRORS.failed(response.status(), started.elapsed())
-                }
-                Err(_) => true,
-            };
+            let failed = answered
+                .as_ref()
+                .map_or(true, |response| response.status().is_server_error());
             permit.record(started.elapsed(), failed);
             let response = answered?;
             Ok(response.map(|b| body::boxed(GuardedBody::new(into_body(b), permit))))

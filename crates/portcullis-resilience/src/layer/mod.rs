@@ -66,25 +66,6 @@ where
     slot.map_or_else(body::empty, body::boxed)
 }
 
-/// Which answers count as failures, for the breaker and the adaptive concurrency limit.
-#[derive(Debug, Clone, Copy)]
-struct FailureClass {
-    status: fn(http::StatusCode) -> bool,
-    slow_call: Option<std::time::Duration>,
-}
-
-impl FailureClass {
-    /// A 5xx, nothing slow.
-    const SERVER_ERRORS: Self = Self {
-        status: |s| s.is_server_error(),
-        slow_call: None,
-    };
-
-    fn failed(&self, status: http::StatusCode, latency: std::time::Duration) -> bool {
-        (self.status)(status) || self.slow_call.is_some_and(|limit| latency > limit)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http_body_util::{BodyExt, Full};
