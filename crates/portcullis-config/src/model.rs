@@ -604,6 +604,9 @@ pub struct PoolConfig {
     pub max_queue: usize,
     /// How long a request may wait for a slot; beyond, 503.
     pub queue_timeout: Duration,
+    /// Moves the limit of requests in flight with the upstream's latency and failures (AIMD),
+    /// starting at `max_in_flight`.
+    pub adaptive: Option<AdaptiveTable>,
     /// Longest silence of the upstream within a response body; beyond it the response is cut
     /// off (the client sees it end early) and the connection closed. `"0s"`: no limit.
     pub stream_idle_timeout: Duration,
@@ -620,6 +623,32 @@ impl Default for PoolConfig {
             max_queue: 1000,
             queue_timeout: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_secs(300),
+            adaptive: None,
+        }
+    }
+}
+
+/// `pool.adaptive = { ... }`: an adaptive concurrency limit (AIMD on latency).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveTable {
+    /// The limit never goes below this.
+    pub min_limit: usize,
+    /// The limit never goes above this.
+    pub max_limit: usize,
+    /// A call slower than this many times the usual latency counts as slow.
+    pub tolerance: f64,
+    /// A slow or failed call multiplies the limit by this.
+    pub backoff: f64,
+}
+
+impl Default for AdaptiveTable {
+    fn default() -> Self {
+        Self {
+            min_limit: 1,
+            max_limit: 1000,
+            tolerance: 2.0,
+            backoff: 0.9,
         }
     }
 }

@@ -484,6 +484,22 @@ fn check_upstreams(c: &mut Checker<'_>, config: &Config) -> Vec<String> {
                 );
             }
         }
+        if let Some(a) = &up.pool.adaptive {
+            let problem = if up.pool.max_in_flight == 0 {
+                Some("needs pool.max_in_flight > 0 (the starting limit)")
+            } else if a.min_limit == 0 || a.min_limit > a.max_limit {
+                Some("needs 1 <= min_limit <= max_limit")
+            } else if a.tolerance.is_nan() || a.tolerance <= 1.0 {
+                Some("tolerance must be above 1")
+            } else if !(a.backoff > 0.0 && a.backoff < 1.0) {
+                Some("backoff must be between 0 and 1")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                c.error(&up.name, key("pool.adaptive"), problem.into());
+            }
+        }
         match (&up.hash_on, up.balance) {
             (None, Balance::ConsistentHash) => c.error(
                 &up.name,
@@ -761,6 +777,19 @@ mod tests {
             errors(&format!(
                 "{base}deadline = \"2s\"\nbreaker = {{ consecutive_failures = 3 }}\nfallback = {{ status = 503, body = \"later\", content_type = \"text/plain\", headers = {{ retry-after = \"5\" }} }}\n"
             )),
+            ""
+        );
+        let adaptive = errors(
+            "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\npool = { adaptive = { min_limit = 4 } }\n",
+        );
+        assert!(
+            adaptive.contains("upstreams[0].pool.adaptive") && adaptive.contains("max_in_flight"),
+            "{adaptive}"
+        );
+        assert_eq!(
+            errors(
+                "[[upstreams]]\nname = \"u\"\ntargets = [{ url = \"http://127.0.0.1:1\" }]\npool = { max_in_flight = 20, adaptive = { min_limit = 4, max_limit = 64 } }\n"
+            ),
             ""
         );
         let zero = errors(&format!("{base}deadline = \"0s\"\n"));

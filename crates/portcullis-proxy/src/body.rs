@@ -25,7 +25,7 @@ pin_project! {
         guard: Option<InFlight>,
         lease: Option<Lease>,
         // The upstream's concurrency slot (`pool.max_in_flight`), held until the body ends.
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        permit: Option<portcullis_resilience::Permit>,
         idle: Option<IdleTimer>,
     }
 }
@@ -68,7 +68,7 @@ impl<B> GuardedBody<B> {
         inner: B,
         guard: InFlight,
         lease: Option<Lease>,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        permit: Option<portcullis_resilience::Permit>,
         idle_limit: Duration,
     ) -> Self
     where
@@ -101,7 +101,7 @@ impl<B> GuardedBody<B> {
 fn release(
     guard: &mut Option<InFlight>,
     lease: &mut Option<Lease>,
-    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: &mut Option<portcullis_resilience::Permit>,
 ) {
     guard.take();
     permit.take();

@@ -101,9 +101,10 @@ impl NamedBreaker {
         })
     }
 
-    /// Gives back a ticket whose request was refused by another check before it was sent.
-    pub(crate) fn cancel(&self, ticket: Ticket) {
-        self.breaker.cancel(ticket);
+    /// Gives back a ticket without an outcome: another check refused the request before it
+    /// was sent, or the client went away mid-call. A half-open probe slot frees.
+    pub(crate) fn release(&self, ticket: Ticket) {
+        self.breaker.release(ticket);
     }
 
     /// Reports a request's outcome: failed (5xx, no response), or slower than `slow_call`.

@@ -35,6 +35,7 @@ mod service;
 mod stack;
 mod tls;
 mod upstream;
+mod upstream_metrics;
 mod version;
 mod warm;
 mod watchdog;

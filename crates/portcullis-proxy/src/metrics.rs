@@ -46,6 +46,8 @@ pub(crate) struct ObserveBase {
     pub(crate) alerts: Arc<AlertBook>,
     /// Rate limiters and the Redis handle in force, for their collector.
     pub(crate) limits: Arc<crate::limit::LimitState>,
+    /// The upstreams in force, for their collector.
+    pub(crate) upstreams: Arc<crate::upstream_metrics::UpstreamList>,
 }
 
 /// Observability state of one configuration.

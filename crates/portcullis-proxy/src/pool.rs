@@ -106,6 +106,11 @@ impl Lease {
 }
 
 impl TargetPool {
+    /// Idle HTTP/1.1 connections kept for reuse now.
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+
     /// A pool for the target at `addr` (`host:port`).
     pub(crate) fn new(addr: String, settings: PoolSettings) -> Arc<Self> {
         Arc::new(Self {

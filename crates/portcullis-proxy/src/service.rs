@@ -816,7 +816,7 @@ where
     let past_deadline = || ProxyError::Deadline {
         upstream: Arc::clone(&upstream.name),
     };
-    let permit = match deadline {
+    let mut permit = match deadline {
         None => upstream.admit().await?,
         Some(at) => tokio::time::timeout_at(at.into(), upstream.admit())
             .await
@@ -926,7 +926,6 @@ where
             Some(at) => {
                 let left = at.saturating_duration_since(sent_at);
                 if left.is_zero() {
-                    breakers.cancel(route, upstream);
                     return Err(past_deadline());
                 }
                 timeout.min(left)
@@ -974,7 +973,7 @@ where
                 upstream_req = match replay.request_for(target, route, upstream.protocol) {
                     Ok(request) => request,
                     Err(e) => {
-                        breakers.record(route, upstream, true, sent_at.elapsed());
+                        breakers.record(true, sent_at.elapsed());
                         return Err(e);
                     }
                 };
@@ -984,7 +983,11 @@ where
         break (sent, sent_at);
     };
     let failed = !matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
-    breakers.record(route, upstream, failed, sent_at.elapsed());
+    breakers.record(failed, sent_at.elapsed());
+    if let Some(p) = &mut permit {
+        // The adaptive limit learns from the last try's latency to the head.
+        p.record(sent_at.elapsed(), failed);
+    }
     let authority = &target.authority;
     let (mut response, lease) = match sent {
         Ok(Ok(exchange)) => exchange,
@@ -1045,45 +1048,47 @@ where
     ))
 }
 
-/// The tickets of the route's and the upstream's breakers for one request.
-struct Tickets {
-    route: Option<portcullis_resilience::Ticket>,
-    upstream: Option<portcullis_resilience::Ticket>,
+/// The tickets of the route's and the upstream's breakers for one request. Dropped without
+/// [`Tickets::record`] (refused before sending, past the deadline, or the client went away and
+/// the request's future with it), they are released: a half-open probe slot is never lost.
+struct Tickets<'a> {
+    route: &'a Route,
+    upstream: &'a Upstream,
+    route_ticket: Option<portcullis_resilience::Ticket>,
+    upstream_ticket: Option<portcullis_resilience::Ticket>,
 }
 
-impl Tickets {
+impl<'a> Tickets<'a> {
     /// Asks the route's breaker, then the upstream's; a refusal by the upstream's gives the
     /// route's ticket back.
-    fn admit(route: &Route, upstream: &Upstream) -> Result<Self, ProxyError> {
+    fn admit(route: &'a Route, upstream: &'a Upstream) -> Result<Self, ProxyError> {
         let route_ticket = route.breaker.as_ref().map(|b| b.admit()).transpose()?;
-        match upstream.breaker_admit() {
-            Ok(upstream_ticket) => Ok(Self {
-                route: route_ticket,
-                upstream: upstream_ticket,
-            }),
-            Err(e) => {
-                if let (Some(b), Some(t)) = (&route.breaker, route_ticket) {
-                    b.cancel(t);
-                }
-                Err(e)
-            }
-        }
+        let mut tickets = Self {
+            route,
+            upstream,
+            route_ticket,
+            upstream_ticket: None,
+        };
+        tickets.upstream_ticket = upstream.breaker_admit()?;
+        Ok(tickets)
     }
 
     /// Reports the outcome to both.
-    fn record(self, route: &Route, upstream: &Upstream, failed: bool, elapsed: Duration) {
-        if let (Some(b), Some(t)) = (&route.breaker, self.route) {
+    fn record(mut self, failed: bool, elapsed: Duration) {
+        if let (Some(b), Some(t)) = (&self.route.breaker, self.route_ticket.take()) {
             b.record(t, failed, elapsed);
         }
-        upstream.breaker_record(self.upstream, failed, elapsed);
+        self.upstream
+            .breaker_record(self.upstream_ticket.take(), failed, elapsed);
     }
+}
 
-    /// Gives both back: the request was never sent.
-    fn cancel(self, route: &Route, upstream: &Upstream) {
-        if let (Some(b), Some(t)) = (&route.breaker, self.route) {
-            b.cancel(t);
+impl Drop for Tickets<'_> {
+    fn drop(&mut self) {
+        if let (Some(b), Some(t)) = (&self.route.breaker, self.route_ticket.take()) {
+            b.release(t);
         }
-        upstream.breaker_cancel(self.upstream);
+        self.upstream.breaker_release(self.upstream_ticket.take());
     }
 }
 

@@ -85,6 +85,10 @@ impl Gateway {
         builder.register_collector(Box::new(CacheCollector::new(cache.clone())));
         builder.register_collector(Box::new(Arc::clone(&alerts)));
         builder.register_collector(Box::new(crate::limit::LimitCollector(Arc::clone(&limits))));
+        let upstreams = Arc::<crate::upstream_metrics::UpstreamList>::default();
+        builder.register_collector(Box::new(crate::upstream_metrics::UpstreamCollector(
+            Arc::clone(&upstreams),
+        )));
         let metrics = Arc::new(builder.build());
         let base = Arc::new(ObserveBase {
             alerts,
@@ -94,6 +98,7 @@ impl Gateway {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             limits,
+            upstreams,
         });
         let shared = build_shared(config, cache, base, None)?;
         let s = &config.server;
@@ -309,6 +314,9 @@ pub(crate) fn build_shared(
     cache.set_routes(cached);
     base.limits.limiters.store(Arc::new(limiters));
     base.limits.redis.store(redis.clone().map(Arc::new));
+    let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
+    upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
+    base.upstreams.store(Arc::new(upstream_list.clone()));
     let s = &config.server;
     let trusted = s
         .trusted_proxies
@@ -334,8 +342,6 @@ pub(crate) fn build_shared(
             .map(|q| q.get_ref().clone())
             .collect(),
     };
-    let mut upstream_list: Vec<Arc<Upstream>> = upstreams.values().cloned().collect();
-    upstream_list.sort_by(|a, b| a.name.cmp(&b.name));
     let route_list: Vec<Arc<Route>> = routes.iter().map(|(_, r)| Arc::clone(r)).collect();
     Ok(Shared {
         router: Router::new(routes),

@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -17,8 +17,9 @@ use portcullis_config::{
 };
 
 use portcullis_observe::{Metrics, TargetMetrics};
-use portcullis_resilience::Ticket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use portcullis_resilience::{
+    AdaptiveConfig, ConcurrencyConfig, ConcurrencyLimit, Overloaded, Permit, Ticket,
+};
 use tracing::warn;
 
 use crate::error::ProxyError;
@@ -58,7 +59,7 @@ pub struct Upstream {
     /// Passive outlier ejection state, when configured.
     outlier: Option<Outliers>,
     /// The limit of requests in flight and its queue, when configured.
-    limit: Option<Limit>,
+    limit: Option<ConcurrencyLimit>,
     /// Retries and their budget, when configured.
     pub(crate) retry: Option<Retry>,
     /// The circuit breaker, when configured.
@@ -77,15 +78,6 @@ impl std::fmt::Debug for Retry {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// `pool.max_in_flight` with its bounded wait queue.
-#[derive(Debug)]
-struct Limit {
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_queue: usize,
-    queue_timeout: Duration,
 }
 
 /// Consecutive failures and past ejections per target.
@@ -143,11 +135,19 @@ impl Upstream {
             consecutive: targets.iter().map(|_| AtomicU32::new(0)).collect(),
             ejections: targets.iter().map(|_| AtomicU32::new(0)).collect(),
         });
-        let limit = (cfg.pool.max_in_flight > 0).then(|| Limit {
-            slots: Arc::new(Semaphore::new(cfg.pool.max_in_flight)),
-            waiting: AtomicUsize::new(0),
-            max_queue: cfg.pool.max_queue,
-            queue_timeout: cfg.pool.queue_timeout.0,
+        let limit = (cfg.pool.max_in_flight > 0).then(|| {
+            ConcurrencyLimit::new(ConcurrencyConfig {
+                max_in_flight: cfg.pool.max_in_flight,
+                max_queue: cfg.pool.max_queue,
+                queue_timeout: cfg.pool.queue_timeout.0,
+                adaptive: cfg.pool.adaptive.as_ref().map(|a| AdaptiveConfig {
+                    min_limit: a.min_limit,
+                    max_limit: a.max_limit,
+                    tolerance: a.tolerance,
+                    backoff: a.backoff,
+                    ..AdaptiveConfig::default()
+                }),
+            })
         });
         let retry = cfg.retry.clone().map(|config| Retry {
             budget: tower::retry::budget::TpsBudget::new(
@@ -200,31 +200,23 @@ impl Upstream {
     /// Waits for a slot under `pool.max_in_flight` (at once when there is one): the permit
     /// counts the request until dropped (with the response body). 503 when the queue is full
     /// or the wait exceeds `pool.queue_timeout`.
-    pub(crate) async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+    pub(crate) async fn admit(&self) -> Result<Option<Permit>, ProxyError> {
         let Some(limit) = &self.limit else {
             return Ok(None);
         };
-        if let Ok(permit) = Arc::clone(&limit.slots).try_acquire_owned() {
-            return Ok(Some(permit));
-        }
-        if limit.waiting.fetch_add(1, Ordering::Relaxed) >= limit.max_queue {
-            limit.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(ProxyError::Overloaded(
-                "upstream at its limit and its queue is full",
-            ));
-        }
-        let waited = tokio::time::timeout(
-            limit.queue_timeout,
-            Arc::clone(&limit.slots).acquire_owned(),
-        )
-        .await;
-        limit.waiting.fetch_sub(1, Ordering::Relaxed);
-        match waited {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(ProxyError::Overloaded(
-                "upstream at its limit; no slot within the queue timeout",
-            )),
-        }
+        limit.acquire().await.map(Some).map_err(|e| {
+            ProxyError::Overloaded(match e {
+                Overloaded::QueueFull => "upstream at its limit and its queue is full",
+                Overloaded::QueueTimeout => {
+                    "upstream at its limit; no slot within the queue timeout"
+                }
+            })
+        })
+    }
+
+    /// The concurrency limit (current limit, in flight, waiting), when configured.
+    pub fn concurrency(&self) -> Option<&ConcurrencyLimit> {
+        self.limit.as_ref()
     }
 
     /// Feeds passive outlier ejection: whether the exchange with target `index` failed (a 5xx,
@@ -275,10 +267,10 @@ impl Upstream {
         }
     }
 
-    /// Gives a ticket back unused (another check refused the request).
-    pub(crate) fn breaker_cancel(&self, ticket: Option<Ticket>) {
+    /// Gives a ticket back without an outcome (see [`NamedBreaker::release`]).
+    pub(crate) fn breaker_release(&self, ticket: Option<Ticket>) {
         if let (Some(b), Some(ticket)) = (&self.breaker, ticket) {
-            b.cancel(ticket);
+            b.release(ticket);
         }
     }
 

@@ -248,11 +248,12 @@ impl Breaker {
         }
     }
 
-    /// Gives back a ticket whose call never happened (another check refused it): a probe slot
-    /// frees, nothing is counted.
-    // By value on purpose: a ticket is given back once.
+    /// Gives back an admitted call's ticket without an outcome: the caller went away before
+    /// the call finished (its request future was dropped). Nothing is counted; a half-open
+    /// probe's slot frees for another probe, where a lost ticket would hold it for good.
+    // By value on purpose: a ticket is reported once.
     #[allow(clippy::needless_pass_by_value)]
-    pub fn cancel(&self, ticket: Ticket) {
+    pub fn release(&self, ticket: Ticket) {
         let Ticket { probe } = ticket;
         if probe {
             let mut s = self.inner.lock();
@@ -469,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_probe_frees_its_slot_without_counting() {
+    fn a_released_probe_frees_its_slot_without_counting() {
         let b = breaker();
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -478,12 +479,15 @@ mod tests {
         let t1 = t0 + Duration::from_secs(30);
         let p1 = b.admit(t1).unwrap();
         let p2 = b.admit(t1).unwrap();
-        assert!(b.admit(t1).is_err(), "both probe slots taken");
-        b.cancel(p2);
-        let p3 = b
-            .admit(t1)
-            .expect("the cancelled probe's slot is free again");
-        b.record(p1, false, t1);
+        assert!(b.admit(t1).is_err());
+        b.release(p1);
+        let p3 = b.admit(t1).unwrap();
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "a release decides nothing"
+        );
+        b.record(p2, false, t1);
         b.record(p3, false, t1);
         assert_eq!(b.state(), BreakerState::Closed);
     }

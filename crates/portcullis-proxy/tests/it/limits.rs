@@ -110,3 +110,65 @@ async fn the_gateway_sheds_load_beyond_its_in_flight_limit() {
     release.notify_waiters();
     assert_eq!(after.await.unwrap(), StatusCode::OK);
 }
+
+/// The value of the sample `name{labels}` in an OpenMetrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn an_adaptive_limit_shrinks_on_failures_and_its_figures_are_exported() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&failing);
+    let up = TestUpstream::respond(move |_| {
+        let mut resp = http::Response::new(portcullis_test_support::full("x"));
+        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        resp
+    })
+    .await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        single_route(
+            &[&up],
+            "pool = { max_in_flight = 8, adaptive = { min_limit = 2, max_limit = 16 } }",
+            "",
+        )
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let metrics = || async {
+        let body = client.get(&gw.admin_url("/metrics")).await.into_body();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let limit = "portcullis_upstream_concurrency_limit{upstream=\"up\"}";
+    assert_eq!(sample(&metrics().await, limit), Some(8.0));
+    // Each failure, one after another, multiplies the limit by 0.9: 8 → 2 (the floor).
+    for _ in 0..20 {
+        assert_eq!(
+            client.get(&gw.url("/x")).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let text = metrics().await;
+    assert_eq!(sample(&text, limit), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, "portcullis_upstream_queue_length{upstream=\"up\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "portcullis_upstream_in_flight{upstream=\"up\"}"),
+        Some(0.0)
+    );
+    let idle = format!(
+        "portcullis_upstream_idle_connections{{upstream=\"up\",target=\"{}\"}}",
+        up.addr
+    );
+    assert_eq!(sample(&text, &idle), Some(1.0), "{text}");
+    // Requests still flow at the floor; successes under load raise it again only while the
+    // limit is in use, so sequential ones leave it where it is.
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+}
