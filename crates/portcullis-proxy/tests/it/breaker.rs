@@ -204,3 +204,31 @@ async fn a_reload_keeps_an_unchanged_route_breaker_open() {
     );
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn slow_calls_count_as_failures() {
+    // Answers 200, but only after 100 ms: healthy by status, too slow for the breaker.
+    let up = TestUpstream::start(Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            http::Response::new(full("slow"))
+        })
+    }))
+    .await;
+    let gw = TestGateway::start(&single_route(
+        &[&up],
+        "breaker = { consecutive_failures = 3, slow_call = \"20ms\", open_for = \"1m\" }",
+        "",
+    ))
+    .await;
+    let client = Client::http1();
+    for _ in 0..3 {
+        assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        client.get(&gw.url("/x")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "three slow calls opened it"
+    );
+    assert_eq!(up.request_count(), 3);
+}

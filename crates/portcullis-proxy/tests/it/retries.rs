@@ -99,3 +99,49 @@ async fn the_budget_caps_retry_amplification() {
         "retries amplified the outage: {total}"
     );
 }
+
+/// A target that reads each request head and then resets the connection (RST, not FIN).
+/// Returns its URL and how many requests it reset.
+async fn resetting() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Linger 0: closing sends RST.
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn reset_connections_are_retried_elsewhere() {
+    let (reset_url, resets) = resetting().await;
+    let good = answering(StatusCode::OK).await;
+    let gw = TestGateway::start(&config(&[reset_url, good.url()], "backoff = \"1ms\"")).await;
+    let client = Client::http1();
+    for _ in 0..6 {
+        assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+    }
+    assert!(
+        resets.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "round robin sent some to the resetting target"
+    );
+    assert_eq!(good.request_count(), 6);
+}
