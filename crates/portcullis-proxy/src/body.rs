@@ -104,10 +104,12 @@ fn release(
     permit: &mut Option<portcullis_resilience::Permit>,
 ) {
     guard.take();
-    permit.take();
+    // The connection goes back before the slot frees, so the request that takes the slot
+    // finds it idle: HTTP/1.1 connections stay within `pool.max_in_flight`.
     if let Some(lease) = lease.take() {
         lease.release();
     }
+    permit.take();
 }
 
 impl<B> Body for GuardedBody<B>

@@ -172,3 +172,37 @@ async fn an_adaptive_limit_shrinks_on_failures_and_its_figures_are_exported() {
     failing.store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_a_few_upstream_connections() {
+    // Each answer takes a little while, so the 200 requests overlap.
+    let up = TestUpstream::start(std::sync::Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            http::Response::new(portcullis_test_support::full("ok"))
+        })
+    }))
+    .await;
+    let gw = TestGateway::start(&single_route(
+        &[&up],
+        "pool = { max_in_flight = 5, queue_timeout = \"30s\" }",
+        "",
+    ))
+    .await;
+    let client = Client::http1();
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, url) = (client.clone(), gw.url(&format!("/{i}")));
+            tokio::spawn(async move { client.get(&url).await.status() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(up.request_count(), 200);
+    assert!(
+        up.connections() <= 5,
+        "200 clients used {} upstream connections",
+        up.connections()
+    );
+}
