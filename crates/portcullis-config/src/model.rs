@@ -35,6 +35,8 @@ pub struct Config {
     /// SLO alert evaluation and notification.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// OpenTelemetry span export over OTLP/HTTP (builds with the `otel` feature); absent: none.
+    pub otlp: Option<Spanned<OtlpConfig>>,
     /// Redis shared by every instance; absent: memory only and local limits.
     pub redis: Option<crate::RedisTable>,
     /// Settings for every rate-limited route.
@@ -115,6 +117,50 @@ impl AdminConfig {
             Ok(v) if !v.is_empty() => Some(Secret(v)),
             _ => self.token.as_ref().map(|t| t.get_ref().clone()),
         }
+    }
+}
+
+/// `[otlp]`: one span per request, exported over OTLP/HTTP (protobuf) to a collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    #[serde(default = "OtlpConfig::default_service_name")]
+    pub service_name: String,
+    /// Share of new traces exported (0 to 1); a caller's `traceparent` decides for its own.
+    #[serde(default = "OtlpConfig::default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Headers sent with every export (an API key, say); never shown.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// Limit on one export request.
+    #[serde(default = "OtlpConfig::default_timeout")]
+    pub timeout: Duration,
+    /// Spans wait at most this long before they are sent (fewer if a batch of 512 fills).
+    #[serde(default = "OtlpConfig::default_flush_interval")]
+    pub flush_interval: Duration,
+    /// Spans that may wait; beyond, new ones are dropped (and counted).
+    #[serde(default = "OtlpConfig::default_max_queue")]
+    pub max_queue: usize,
+}
+
+impl OtlpConfig {
+    fn default_service_name() -> String {
+        "portcullis".into()
+    }
+    fn default_sample_ratio() -> f64 {
+        1.0
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_flush_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_max_queue() -> usize {
+        4096
     }
 }
 

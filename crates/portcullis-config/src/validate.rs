@@ -51,6 +51,9 @@ pub(crate) fn validate(config: &mut Config, text: &str, file: &Path) -> Result<(
     check_redis_files(&mut c, config, file);
     crate::security::check(config, text, file, &mut c.errors);
     crate::versioning::check(config, text, file, &mut c.errors);
+    if let Some(otlp) = &config.otlp {
+        c.check(otlp, "otlp".into(), check_otlp(otlp.get_ref()));
+    }
     if let Some(level) = &config.log.level {
         c.check(level, "log.level".into(), check_log_filter(level.get_ref()));
     }
@@ -593,6 +596,33 @@ fn check_routes(c: &mut Checker<'_>, config: &Config, upstreams: &[String]) {
     }
 }
 
+/// The collector must be an `http` or `https` URL; the sample ratio a share.
+fn check_otlp(o: &crate::OtlpConfig) -> Result<(), String> {
+    let uri: http::Uri = o
+        .endpoint
+        .parse()
+        .map_err(|_| format!("endpoint {:?} is not a URL", o.endpoint))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "endpoint {:?} must be an http:// or https:// URL",
+            o.endpoint
+        ));
+    }
+    if !(0.0..=1.0).contains(&o.sample_ratio) {
+        return Err(format!(
+            "sample_ratio {} is not between 0 and 1",
+            o.sample_ratio
+        ));
+    }
+    for name in o.headers.keys() {
+        values::parse_header_name(name)?;
+    }
+    if o.max_queue == 0 {
+        return Err("max_queue must be at least 1".into());
+    }
+    Ok(())
+}
+
 /// A fallback response must be one the gateway can send.
 fn check_fallback(f: &crate::FallbackConfig) -> Result<(), String> {
     if !(200..=599).contains(&f.status) {
@@ -805,6 +835,30 @@ mod tests {
         assert!(header.contains("not a valid header name"), "{header}");
         let unknown = errors(&format!("{base}fallback = {{ stauts = 200 }}\n"));
         assert!(unknown.contains("stauts"), "{unknown}");
+    }
+
+    #[test]
+    fn otlp_is_checked_and_its_headers_are_secret() {
+        assert_eq!(
+            errors(
+                "[otlp]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\nheaders = { x-api-key = \"k-secret-42\" }\n"
+            ),
+            ""
+        );
+        let bad = errors("[otlp]\nendpoint = \"collector:4318\"\n");
+        assert!(
+            bad.contains("otlp") && bad.contains("http:// or https://"),
+            "{bad}"
+        );
+        let ratio = errors("[otlp]\nendpoint = \"http://c/v1/traces\"\nsample_ratio = 2.0\n");
+        assert!(ratio.contains("sample_ratio"), "{ratio}");
+        let config = parse(
+            "[otlp]\nendpoint = \"http://c/v1/traces\"\nheaders = { x-api-key = \"k-secret-42\" }\n",
+            "t.toml".as_ref(),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("k-secret-42"));
+        assert!(!toml::to_string(&config).unwrap().contains("k-secret-42"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod process;
 mod registry;
 mod series;
 mod slo;
+mod spans;
 mod trace_context;
 mod windows;
 
@@ -40,5 +41,6 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};
 pub use slo::{Alert, AlertBook, AlertEvent, Objective, RouteSlo};
+pub use spans::{FinishedSpan, MAX_BATCH, OtlpSettings, SpanCounts, SpanSink, SpanValue};
 pub use trace_context::{TRACEPARENT, TraceContext, incoming_trace_id};
 pub use windows::{RouteTotals, StatsHistory, TICK, WindowStats};

@@ -17,6 +17,8 @@ pub struct TraceContext {
     trace_id: u128,
     span_id: u64,
     flags: u8,
+    /// The caller's span, when it sent a valid `traceparent`.
+    parent: Option<u64>,
 }
 
 impl TraceContext {
@@ -25,17 +27,39 @@ impl TraceContext {
     pub fn continue_or_start(incoming: Option<&HeaderValue>) -> Self {
         let span_id = nonzero_u64();
         match incoming.and_then(|v| parse(v.as_bytes())) {
-            Some((trace_id, flags)) => Self {
+            Some((trace_id, parent, flags)) => Self {
                 trace_id,
                 span_id,
                 flags,
+                parent: Some(parent),
             },
             None => Self {
                 trace_id: nonzero_u128(),
                 span_id,
                 flags: 0x01,
+                parent: None,
             },
         }
+    }
+
+    /// The trace id as a number.
+    pub fn trace_id_value(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// This hop's span id (the parent id sent upstream).
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    /// The caller's span id, when it sent a valid `traceparent`.
+    pub fn parent_span_id(&self) -> Option<u64> {
+        self.parent
+    }
+
+    /// Whether the caller asked for the trace to be recorded (the `sampled` flag).
+    pub fn sampled(&self) -> bool {
+        self.flags & 0x01 == 0x01
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -72,7 +96,7 @@ fn put_hex(out: &mut [u8], bytes: &[u8]) {
 pub fn incoming_trace_id(value: Option<&HeaderValue>) -> Option<String> {
     value
         .and_then(|v| parse(v.as_bytes()))
-        .map(|(id, _)| format!("{id:032x}"))
+        .map(|(id, _, _)| format!("{id:032x}"))
 }
 
 fn nonzero_u64() -> u64 {
@@ -83,9 +107,9 @@ fn nonzero_u128() -> u128 {
     fastrand::u128(1..)
 }
 
-/// Trace id and flags of a valid `traceparent` (version 00, or a later version read as 00
-/// where the spec allows it).
-fn parse(v: &[u8]) -> Option<(u128, u8)> {
+/// Trace id, parent span id and flags of a valid `traceparent` (version 00, or a later
+/// version read as 00 where the spec allows it).
+fn parse(v: &[u8]) -> Option<(u128, u64, u8)> {
     if v.len() < 55 {
         return None;
     }
@@ -99,9 +123,9 @@ fn parse(v: &[u8]) -> Option<(u128, u8)> {
         return None;
     }
     let trace_id = hex_u128(&v[3..35])?;
-    let parent_id = hex_u128(&v[36..52])?;
+    let parent_id = u64::try_from(hex_u128(&v[36..52])?).ok()?;
     let flags = hex_u8(&v[53..55])?;
-    (trace_id != 0 && parent_id != 0).then_some((trace_id, flags))
+    (trace_id != 0 && parent_id != 0).then_some((trace_id, parent_id, flags))
 }
 
 /// Lowercase hex only, as the spec requires.
@@ -187,6 +211,7 @@ mod tests {
                 trace_id: fastrand::u128(..),
                 span_id: fastrand::u64(..),
                 flags: fastrand::u8(..),
+                parent: None,
             };
             let expected = format!(
                 "00-{:032x}-{:016x}-{:02x}",
@@ -198,6 +223,7 @@ mod tests {
             trace_id: 1,
             span_id: 2,
             flags: 1,
+            parent: None,
         };
         assert_eq!(
             small.traceparent(),

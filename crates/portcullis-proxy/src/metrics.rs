@@ -17,8 +17,9 @@ use portcullis_cache::Cache;
 use portcullis_config::LogConfig;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
-    AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, InFlight, InFlightGuard,
-    Metrics, RouteMetrics, TRACEPARENT, incoming_trace_id, redact_query_also, rfc3339,
+    AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, FinishedSpan, InFlight,
+    InFlightGuard, Metrics, RouteMetrics, SpanSink, SpanValue, TRACEPARENT, TraceContext,
+    incoming_trace_id, redact_query_also, rfc3339,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -63,12 +64,36 @@ pub(crate) struct Observe {
     /// Query parameters the access log redacts besides the credential-like names (the API
     /// key's `auth.api_key.query`).
     pub(crate) secret_query_params: Box<[String]>,
+    /// OTLP span export, when `[otlp]` is configured.
+    pub(crate) spans: Option<SpanExport>,
+}
+
+/// `[otlp]` at run time: the exporter and the share of new traces it gets.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanExport {
+    pub(crate) sink: SpanSink,
+    pub(crate) sample_ratio: f64,
+    /// The table it was started from (a reload with the same table keeps it).
+    pub(crate) config: portcullis_config::OtlpConfig,
+}
+
+impl SpanExport {
+    /// Whether `trace` is exported: the caller's `sampled` flag when it sent a trace context,
+    /// else a ratio of trace ids (deterministic per trace, as OpenTelemetry's
+    /// `TraceIdRatioBased` sampler: every gateway instance decides alike).
+    fn samples(&self, trace: &TraceContext) -> bool {
+        if trace.parent_span_id().is_some() {
+            return trace.sampled();
+        }
+        let low = trace.trace_id_value() as u64;
+        (low as f64) < self.sample_ratio * u64::MAX as f64
+    }
 }
 
 impl Observe {
     /// Whether responses from upstream should carry their [`UpstreamTiming`].
     pub(crate) fn wants_upstream_timing(&self) -> bool {
-        self.access_log.is_some() || self.timing_headers
+        self.access_log.is_some() || self.timing_headers || self.spans.is_some()
     }
 }
 
@@ -78,8 +103,8 @@ impl Observe {
 pub(crate) struct UpstreamTiming {
     pub(crate) elapsed: Duration,
     pub(crate) target: Authority,
-    /// The trace id sent upstream in `traceparent`.
-    pub(crate) trace_id: Option<String>,
+    /// The trace context sent upstream in `traceparent`.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// What the access log needs from the request, captured only when it is on.
@@ -97,6 +122,17 @@ struct LogFields {
     incoming_trace: Option<String>,
 }
 
+/// What a request's span needs from the request, captured only when spans are exported.
+#[derive(Debug)]
+struct SpanFields {
+    export: SpanExport,
+    started: SystemTime,
+    incoming: Option<HeaderValue>,
+    path: String,
+    client_ip: IpAddr,
+    request_id: RequestId,
+}
+
 /// One request being measured: from its head's arrival to its response's last byte.
 #[derive(Debug)]
 pub(crate) struct Measure {
@@ -105,6 +141,7 @@ pub(crate) struct Measure {
     start: Instant,
     _in_flight: InFlightGuard,
     log: Option<Box<LogFields>>,
+    span: Option<Box<SpanFields>>,
     timing_headers: bool,
 }
 
@@ -116,12 +153,26 @@ impl Measure {
         request_id: &RequestId,
         client_ip: impl FnOnce() -> IpAddr,
     ) -> Self {
+        // Asked once, and only when the access log or a span wants it.
+        let ip = (observe.access_log.is_some() || observe.spans.is_some())
+            .then(client_ip)
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let span = observe.spans.as_ref().map(|export| {
+            Box::new(SpanFields {
+                export: export.clone(),
+                started: SystemTime::now(),
+                incoming: req.headers().get(TRACEPARENT).cloned(),
+                path: req.uri().path().to_owned(),
+                client_ip: ip,
+                request_id: request_id.clone(),
+            })
+        });
         let log = observe.access_log.as_ref().map(|log| {
             let headers = req.headers();
             Box::new(LogFields {
                 log: log.clone(),
                 request_id: request_id.clone(),
-                client_ip: client_ip(),
+                client_ip: ip,
                 path: redact_query_also(
                     req.uri()
                         .path_and_query()
@@ -145,6 +196,7 @@ impl Measure {
             start: Instant::now(),
             _in_flight: observe.base.in_flight.enter(),
             log,
+            span,
             timing_headers: observe.timing_headers,
         }
     }
@@ -168,7 +220,7 @@ impl Measure {
             add_timing_headers(&mut response, self.start.elapsed());
         }
         let status = response.status();
-        let seen = self.log.as_ref().map(|_| ResponseSeen {
+        let seen = (self.log.is_some() || self.span.is_some()).then(|| ResponseSeen {
             cache: response.headers().get(X_CACHE).cloned(),
             upstream: response.extensions().get::<UpstreamTiming>().cloned(),
         });
@@ -209,10 +261,13 @@ impl Record {
         m.route.record(&m.method, self.status, elapsed, self.bytes);
         if let (Some(fields), Some(seen)) = (&m.log, &self.seen) {
             let target = seen.upstream.as_ref().map(|u| u.target.as_str());
-            let trace_id = seen
+            let upstream_trace = seen
                 .upstream
                 .as_ref()
-                .and_then(|u| u.trace_id.as_deref())
+                .and_then(|u| u.trace)
+                .map(|t| t.trace_id());
+            let trace_id = upstream_trace
+                .as_deref()
                 .or(fields.incoming_trace.as_deref());
             fields.log.log(&AccessRecord {
                 trace_id,
@@ -237,7 +292,68 @@ impl Record {
                 referer: text(&fields.referer),
             });
         }
+        if let (Some(fields), Some(seen)) = (&m.span, &self.seen) {
+            export_span(m, fields, seen, self.status, elapsed);
+        }
     }
+}
+
+/// Hands the request's span to the exporter, when its trace is sampled. The span ids are the
+/// ones sent upstream; a request answered without the upstream gets its own.
+fn export_span(
+    m: &Measure,
+    fields: &SpanFields,
+    seen: &ResponseSeen,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let trace = seen
+        .upstream
+        .as_ref()
+        .and_then(|u| u.trace)
+        .unwrap_or_else(|| TraceContext::continue_or_start(fields.incoming.as_ref()));
+    if !fields.export.samples(&trace) {
+        return;
+    }
+    let route = m.route.name();
+    let mut attributes = vec![
+        (
+            "http.request.method",
+            SpanValue::Str(m.method.as_str().to_owned()),
+        ),
+        ("http.route", SpanValue::Str(route.to_owned())),
+        ("url.path", SpanValue::Str(fields.path.clone())),
+        (
+            "http.response.status_code",
+            SpanValue::Int(i64::from(status.as_u16())),
+        ),
+        (
+            "client.address",
+            SpanValue::Str(fields.client_ip.to_string()),
+        ),
+        (
+            "portcullis.request_id",
+            SpanValue::Str(fields.request_id.as_str().to_owned()),
+        ),
+    ];
+    if let Some(cache) = text(&seen.cache) {
+        attributes.push(("portcullis.cache", SpanValue::Str(cache.to_owned())));
+    }
+    if let Some(up) = &seen.upstream {
+        attributes.push(("server.address", SpanValue::Str(up.target.to_string())));
+        let ms = i64::try_from(up.elapsed.as_millis()).unwrap_or(i64::MAX);
+        attributes.push(("portcullis.upstream_ms", SpanValue::Int(ms)));
+    }
+    fields.export.sink.record(FinishedSpan {
+        trace_id: trace.trace_id_value(),
+        span_id: trace.span_id(),
+        parent_span_id: trace.parent_span_id(),
+        name: format!("{} {route}", m.method),
+        start: fields.started,
+        end: fields.started + elapsed,
+        attributes,
+        error: status.is_server_error(),
+    });
 }
 
 /// `X-Response-Time` (to the response head) and `Server-Timing` with the upstream leg and the

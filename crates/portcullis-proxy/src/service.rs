@@ -1031,7 +1031,7 @@ where
         parts.extensions.insert(UpstreamTiming {
             elapsed: sent_at.elapsed(),
             target: authority.clone(),
-            trace_id: trace.map(|t| t.trace_id()),
+            trace,
         });
     }
     remove_hop_by_hop(&mut parts.headers, false);

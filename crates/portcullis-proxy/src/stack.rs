@@ -28,7 +28,7 @@ use crate::{
     fallback::Fallback,
     handle::GatewayHandle,
     headers::{TrustedProxies, Via},
-    metrics::{CacheCollector, Observe, ObserveBase, UNMATCHED_ROUTE},
+    metrics::{CacheCollector, Observe, ObserveBase, SpanExport, UNMATCHED_ROUTE},
     route::{Route, canonical_prefix},
     router::{Matcher, Router},
     server::{self, ListenerSettings},
@@ -329,7 +329,20 @@ pub(crate) fn build_shared(
         Some(p) if p.observe.log_config == config.log => p.observe.access_log.clone(),
         _ => access_log(config, metrics)?,
     };
+    let spans = match (previous, &config.otlp) {
+        (_, None) => None,
+        (Some(p), Some(otlp))
+            if p.observe
+                .spans
+                .as_ref()
+                .is_some_and(|s| s.config == *otlp.get_ref()) =>
+        {
+            p.observe.spans.clone()
+        }
+        (_, Some(otlp)) => Some(span_export(otlp.get_ref())?),
+    };
     let observe = Observe {
+        spans,
         base,
         access_log,
         log_config: config.log.clone(),
@@ -378,6 +391,34 @@ fn route_slo(route: &str, slo: &portcullis_config::SloConfig) -> RouteSlo {
 }
 
 /// Starts the access log's writer when `[log] access` is on.
+/// Starts the OTLP exporter of `[otlp]` (on the current tokio runtime).
+fn span_export(otlp: &portcullis_config::OtlpConfig) -> Result<SpanExport, BuildError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(BuildError::Config(
+            "[otlp]: the gateway must be built inside a tokio runtime to export spans".into(),
+        ));
+    }
+    let settings = portcullis_observe::OtlpSettings {
+        endpoint: otlp.endpoint.clone(),
+        service_name: otlp.service_name.clone(),
+        headers: otlp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect(),
+        timeout: otlp.timeout.0,
+        flush_interval: otlp.flush_interval.0,
+        max_queue: otlp.max_queue,
+    };
+    let sink = portcullis_observe::SpanSink::start(&settings)
+        .map_err(|e| BuildError::Config(format!("[otlp]: {e}")))?;
+    Ok(SpanExport {
+        sink,
+        sample_ratio: otlp.sample_ratio,
+        config: otlp.clone(),
+    })
+}
+
 fn access_log(config: &Config, metrics: &Metrics) -> Result<Option<AccessLog>, BuildError> {
     let format = match config.log.access {
         AccessLogFormat::Off => return Ok(None),

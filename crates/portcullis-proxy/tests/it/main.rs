@@ -21,6 +21,8 @@ mod health;
 mod http2_tls;
 mod jwt;
 mod limits;
+#[cfg(feature = "otel")]
+mod otlp;
 mod proxying;
 mod rate_limit;
 mod reload;
