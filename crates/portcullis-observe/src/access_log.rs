@@ -110,27 +110,38 @@ impl AccessRecord<'_> {
     /// that need it. Same JSON as the derived `Serialize` (a test holds them equal), except
     /// that durations have microsecond precision.
     fn json_line(&self) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut out = Vec::with_capacity(320);
+        let mut out = Vec::with_capacity(512);
         out.extend_from_slice(b"{\"time\":");
         json_str(&mut out, &self.time);
         field(&mut out, "request_id", Some(self.request_id));
         field(&mut out, "trace_id", self.trace_id);
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, ",\"client_ip\":\"{}\"", self.client_ip);
+        out.extend_from_slice(b",\"client_ip\":\"");
+        match self.client_ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    put_int(&mut out, u64::from(octet));
+                }
+            }
+            // Rare enough for the formatter.
+            IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+        }
+        out.push(b'"');
         field(&mut out, "method", Some(self.method));
         field(&mut out, "path", Some(self.path));
         field(&mut out, "protocol", Some(self.protocol));
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
-            self.status, self.bytes, self.duration_ms
-        );
+        out.extend_from_slice(b",\"status\":");
+        put_int(&mut out, u64::from(self.status));
+        out.extend_from_slice(b",\"bytes\":");
+        put_int(&mut out, self.bytes);
+        out.extend_from_slice(b",\"duration_ms\":");
+        put_millis(&mut out, self.duration_ms);
+        out.extend_from_slice(b",\"upstream_ms\":");
         match self.upstream_ms {
-            Some(ms) => {
-                let _ = write!(out, ",\"upstream_ms\":{ms:.3}");
-            }
-            None => out.extend_from_slice(b",\"upstream_ms\":null"),
+            Some(ms) => put_millis(&mut out, ms),
+            None => out.extend_from_slice(b"null"),
         }
         field(&mut out, "target", self.target);
         field(&mut out, "route", Some(self.route));
@@ -141,6 +152,33 @@ impl AccessRecord<'_> {
         out.extend_from_slice(b"}\n");
         out
     }
+}
+
+/// `n` in decimal.
+fn put_int(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Milliseconds with three decimals (microseconds), as integer arithmetic: `{:.3}` on an `f64`
+/// takes the formatter's exact (slow) path.
+fn put_millis(out: &mut Vec<u8>, ms: f64) {
+    // Negative or NaN durations do not happen; they print as 0.
+    let micros = (ms * 1000.0).round().max(0.0) as u64;
+    put_int(out, micros / 1000);
+    let mut frac = *b".000";
+    put_digits(&mut frac[1..], micros % 1000);
+    out.extend_from_slice(&frac);
 }
 
 /// `,"key":"value"` (or `null`); `key` is one of ours and needs no escaping.
@@ -397,13 +435,19 @@ mod tests {
         r.user_agent = Some(tricky);
         r.referer = None;
         r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736");
-        r.client_ip = "::1".parse().unwrap();
-        for upstream_ms in [Some(2.25), None] {
+        for (ip, upstream_ms) in [("::1", Some(2.25)), ("192.168.10.255", None)] {
+            r.client_ip = ip.parse().unwrap();
             r.upstream_ms = upstream_ms;
             let ours: serde_json::Value =
                 serde_json::from_slice(&r.format(AccessFormat::Json)).unwrap();
             assert_eq!(ours, serde_json::to_value(&r).unwrap());
         }
+        let mut millis = Vec::new();
+        for ms in [0.0004, 1234.5678, 7.0] {
+            put_millis(&mut millis, ms);
+            millis.push(b' ');
+        }
+        assert_eq!(millis, b"0.000 1234.568 7.000 ");
         assert_eq!(
             String::from_utf8(r.format(AccessFormat::Json))
                 .unwrap()
