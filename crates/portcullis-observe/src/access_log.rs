@@ -218,11 +218,20 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// What the writer thread receives.
+#[derive(Debug)]
+enum Item {
+    /// A formatted line.
+    Line(Vec<u8>),
+    /// Write out everything queued before this, then say so.
+    Flush(SyncSender<()>),
+}
+
 /// The access log: a handle requests send lines through.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     format: AccessFormat,
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Item>,
     dropped: Counter,
 }
 
@@ -256,12 +265,19 @@ impl AccessLog {
 
     /// Queues `record`'s line; drops it (and counts it) when the writer is behind.
     pub fn log(&self, record: &AccessRecord<'_>) {
-        match self.tx.try_send(record.format(self.format)) {
+        match self.tx.try_send(Item::Line(record.format(self.format))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
             }
         }
+    }
+
+    /// Blocks until every line queued so far is written out (at shutdown: the writer thread
+    /// dies with the process), or `timeout` passes. False on timeout.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (ack_tx, ack_rx) = sync_channel(1);
+        self.tx.send(Item::Flush(ack_tx)).is_ok() && ack_rx.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -273,12 +289,21 @@ impl AccessLog {
 /// at most a few hundred wake-ups a second under load. Lines reach the file within this delay.
 const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+fn write_lines(rx: &Receiver<Item>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(&line);
-        while let Ok(line) = rx.try_recv() {
+    let write = |item: Item, out: &mut BufWriter<Box<dyn Write + Send>>| match item {
+        Item::Line(line) => {
             let _ = out.write_all(&line);
+        }
+        Item::Flush(ack) => {
+            let _ = out.flush();
+            let _ = ack.send(());
+        }
+    };
+    while let Ok(item) = rx.recv() {
+        write(item, &mut out);
+        while let Ok(item) = rx.try_recv() {
+            write(item, &mut out);
         }
         let _ = out.flush();
         std::thread::sleep(DRAIN_PAUSE);
@@ -461,6 +486,19 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn flush_writes_out_every_queued_line_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(AccessFormat::Json, Some(&path), Counter::default()).unwrap();
+        for _ in 0..100 {
+            log.log(&record());
+        }
+        assert!(log.flush(std::time::Duration::from_secs(10)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 100);
     }
 
     #[test]

@@ -581,7 +581,17 @@ impl BoundGateway {
                         .log("start-up");
                 })
             });
+        let handle = g.handle.clone();
         server::serve(self.listener, g.tls, g.handle, g.settings, shutdown).await;
+        // The access log's writer thread dies with the process: write out what is queued.
+        if let Some(log) = handle.current().observe.access_log.clone() {
+            let flushed =
+                tokio::task::spawn_blocking(move || log.flush(std::time::Duration::from_secs(2)))
+                    .await;
+            if !matches!(flushed, Ok(true)) {
+                tracing::warn!("the access log could not be flushed within 2 s at shutdown");
+            }
+        }
         ticker.abort();
         evaluator.abort();
         if let Some(w) = warming {

@@ -225,3 +225,25 @@ async fn bearer_tokens_api_key_headers_and_the_configured_key_parameter_never_re
         "the log still says who it was"
     );
 }
+
+#[tokio::test]
+async fn every_line_is_written_by_the_time_shutdown_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n{}",
+        path.display(),
+        crate::single_route(&[&up], "", "")
+    );
+    let mut gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    for _ in 0..20 {
+        assert_eq!(client.get(&gw.url("/x")).await.status(), StatusCode::OK);
+    }
+    drop(client);
+    gw.begin_shutdown().await.unwrap();
+    // No waiting: shutdown flushed the writer.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 20, "{text}");
+}
