@@ -861,58 +861,38 @@ where
     let replay_path = retry.map(|_| path.clone().into_owned());
     drop(path);
     parts.uri = uri;
-    let headers = &mut parts.headers;
-    remove_hop_by_hop(headers, client_upgrade.is_some());
-    // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
-    headers.remove(header::EXPECT);
-    shared.trusted.set_forwarded(
-        headers,
-        conn.peer.ip(),
-        &conn.peer_value,
-        conn.https,
-        original_host.as_ref(),
-    );
-    append_via(headers, parts.version, &shared.via);
-    headers.insert(
-        shared.request_id_header.clone(),
-        request_id.to_header_value(),
-    );
-    let trace = shared.trace_context.then(|| {
-        let ctx = TraceContext::continue_or_start(headers.get(TRACEPARENT));
-        headers.insert(TRACEPARENT, ctx.traceparent());
-        ctx
-    });
-    let host_from_target =
-        !(route.preserve_host && original_host.is_some()) && upstream.protocol == Protocol::Http1;
-    match (route.preserve_host, original_host) {
-        (true, Some(host)) => {
-            headers.insert(header::HOST, host);
-        }
-        _ if upstream.protocol == Protocol::Http2 => {
-            // HTTP/2 carries the authority in `:authority`, taken from the URI.
-            headers.remove(header::HOST);
-        }
-        _ => {
-            headers.insert(header::HOST, target.host_header.clone());
-        }
-    }
-    parts.version = match upstream.protocol {
-        Protocol::Http1 => Version::HTTP_11,
-        Protocol::Http2 => Version::HTTP_2,
+    let trace = shared
+        .trace_context
+        .then(|| TraceContext::continue_or_start(parts.headers.get(TRACEPARENT)));
+    let head = HeadRewrite {
+        shared,
+        conn,
+        client_version: parts.version,
+        original_host,
+        request_id,
+        trace,
+        preserve_host: route.preserve_host,
+        protocol: upstream.protocol,
     };
-
+    // A retry keeps the client's own headers, before the rewrite: their values are shared
+    // with the request hyper parsed, so the copy is a reference count each, and the
+    // rewrite runs again only when a retry happens.
     let replay = match (retry, original_uri, replay_path) {
         (Some(_), Some(uri), Some(path)) => Some(Replay {
             method: parts.method.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
+            client_headers: parts.headers.clone(),
             original_uri: uri,
             path,
-            host_from_target,
             api_version: version,
         }),
         _ => None,
     };
+    head.apply(
+        &mut parts.headers,
+        client_upgrade.is_some(),
+        &target.host_header,
+    );
+    parts.version = head.upstream_version();
     // Asked last, so every path from here reports the outcome (a half-open probe slot is
     // never lost). The route's breaker first; its ticket goes back if the upstream's refuses.
     let breakers = Tickets::admit(route, upstream)?;
@@ -950,7 +930,7 @@ where
                 && attempt < r.config.attempts
                 && r.budget.withdraw()
                 && let Some((next, next_guard)) =
-                    upstream.pick_other(&replay.headers, client_ip, guard.index())
+                    upstream.pick_other(&replay.client_headers, client_ip, guard.index())
             {
                 // Full jitter: anywhere up to backoff * 2^(attempt - 1).
                 let cap = r
@@ -970,7 +950,7 @@ where
                 attempt += 1;
                 target = next;
                 guard = next_guard;
-                upstream_req = match replay.request_for(target, route, upstream.protocol) {
+                upstream_req = match replay.request_for(target, route, &head) {
                     Ok(request) => request,
                     Err(e) => {
                         breakers.record(true, sent_at.elapsed());
@@ -1092,17 +1072,76 @@ impl Drop for Tickets<'_> {
     }
 }
 
+/// How a client's request head is rewritten for the upstream; kept for retries, which rewrite
+/// the client's headers again for another target.
+struct HeadRewrite<'a> {
+    shared: &'a Shared,
+    conn: &'a ConnInfo,
+    /// The client's HTTP version (for `Via`).
+    client_version: Version,
+    /// The client's `Host` (or the request target's authority).
+    original_host: Option<HeaderValue>,
+    request_id: &'a RequestId,
+    /// This hop's trace context, when trace context is on (the same for every try).
+    trace: Option<TraceContext>,
+    preserve_host: bool,
+    protocol: Protocol,
+}
+
+impl HeadRewrite<'_> {
+    /// Hop-by-hop headers out (kept for a protocol upgrade), forwarded headers, `Via`, the
+    /// request id, `traceparent`, and `Host`: the client's with `preserve_host`, none for
+    /// HTTP/2 (`:authority` comes from the URI), else the target's (`host_header`).
+    fn apply(&self, headers: &mut http::HeaderMap, upgrade: bool, host_header: &HeaderValue) {
+        remove_hop_by_hop(headers, upgrade);
+        // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
+        headers.remove(header::EXPECT);
+        let conn = self.conn;
+        self.shared.trusted.set_forwarded(
+            headers,
+            conn.peer.ip(),
+            &conn.peer_value,
+            conn.https,
+            self.original_host.as_ref(),
+        );
+        append_via(headers, self.client_version, &self.shared.via);
+        headers.insert(
+            self.shared.request_id_header.clone(),
+            self.request_id.to_header_value(),
+        );
+        if let Some(ctx) = &self.trace {
+            headers.insert(TRACEPARENT, ctx.traceparent());
+        }
+        match (self.preserve_host, &self.original_host) {
+            (true, Some(host)) => {
+                headers.insert(header::HOST, host.clone());
+            }
+            _ if self.protocol == Protocol::Http2 => {
+                headers.remove(header::HOST);
+            }
+            _ => {
+                headers.insert(header::HOST, host_header.clone());
+            }
+        }
+    }
+
+    /// The version spoken to the upstream.
+    fn upstream_version(&self) -> Version {
+        match self.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2 => Version::HTTP_2,
+        }
+    }
+}
+
 /// What a retry needs to send the request again, to another target.
 struct Replay {
     method: Method,
-    version: Version,
-    /// The headers as rewritten for the first target.
-    headers: http::HeaderMap,
+    /// The client's headers, before the rewrite.
+    client_headers: http::HeaderMap,
     original_uri: Uri,
     /// The normalized path.
     path: String,
-    /// `Host` names the target (HTTP/1.1 without `preserve_host`).
-    host_from_target: bool,
     /// The API version (its path rewrite).
     api_version: Option<ResolvedVersion>,
 }
@@ -1113,26 +1152,22 @@ impl Replay {
         &self,
         target: &crate::upstream::Target,
         route: &Route,
-        protocol: Protocol,
+        head: &HeadRewrite<'_>,
     ) -> Result<Request<Body>, ProxyError> {
         let uri = upstream_uri(
             &self.original_uri,
             &self.path,
             route,
             self.api_version,
-            protocol,
+            head.protocol,
             &target.authority,
         )?;
         let mut request = Request::new(body::empty());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        if self.host_from_target {
-            request
-                .headers_mut()
-                .insert(header::HOST, target.host_header.clone());
-        }
+        *request.version_mut() = head.upstream_version();
+        *request.headers_mut() = self.client_headers.clone();
+        head.apply(request.headers_mut(), false, &target.host_header);
         Ok(request)
     }
 }

@@ -37,8 +37,18 @@ async fn idempotent_requests_move_to_a_healthy_target() {
         10,
         "every request ended on the healthy one"
     );
-    // The retried request arrives as the client sent it.
-    assert_eq!(good.requests()[0].uri.path(), "/x");
+    // The retried request arrives as the client sent it, rewritten for its new target.
+    // (Every request reaching `good`, retried ones included, must look the same.)
+    for seen in good.requests() {
+        assert_eq!(seen.uri.path(), "/x");
+        let h = &seen.headers;
+        assert_eq!(h["host"], good.addr.to_string());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h.get_all("via").iter().count(), 1);
+        assert!(h.contains_key("x-request-id"));
+        assert!(h.contains_key("traceparent"));
+        assert!(!h.contains_key("connection"));
+    }
 }
 
 #[tokio::test]
