@@ -858,7 +858,11 @@ where
         upstream.protocol,
         &target.authority,
     )?;
-    let replay_path = retry.map(|_| path.clone().into_owned());
+    // The normalized path, kept only when normalization changed it (else it is the URI's).
+    let replay_path = retry.map(|_| match &path {
+        Cow::Owned(p) => Some(p.clone()),
+        Cow::Borrowed(_) => None,
+    });
     drop(path);
     parts.uri = uri;
     let trace = shared
@@ -1140,8 +1144,8 @@ struct Replay {
     /// The client's headers, before the rewrite.
     client_headers: http::HeaderMap,
     original_uri: Uri,
-    /// The normalized path.
-    path: String,
+    /// The normalized path, when it differs from `original_uri`'s.
+    path: Option<String>,
     /// The API version (its path rewrite).
     api_version: Option<ResolvedVersion>,
 }
@@ -1156,7 +1160,7 @@ impl Replay {
     ) -> Result<Request<Body>, ProxyError> {
         let uri = upstream_uri(
             &self.original_uri,
-            &self.path,
+            self.path.as_deref().unwrap_or(self.original_uri.path()),
             route,
             self.api_version,
             head.protocol,

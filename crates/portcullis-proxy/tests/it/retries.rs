@@ -155,3 +155,22 @@ async fn reset_connections_are_retried_elsewhere() {
     );
     assert_eq!(good.request_count(), 6);
 }
+
+#[tokio::test]
+async fn a_retry_forwards_the_normalized_path() {
+    let bad = answering(StatusCode::SERVICE_UNAVAILABLE).await;
+    let good = answering(StatusCode::OK).await;
+    let gw = TestGateway::start(&config(&[bad.url(), good.url()], "backoff = \"1ms\"")).await;
+    let client = Client::http1();
+    for _ in 0..4 {
+        let resp = client.get(&gw.url("/public/../orders?id=7")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert!(
+        bad.request_count() >= 1,
+        "some went to the failing target first"
+    );
+    for seen in bad.requests().iter().chain(good.requests().iter()) {
+        assert_eq!(seen.uri, "/orders?id=7");
+    }
+}
