@@ -195,7 +195,7 @@ fn field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
 /// `s` as a JSON string (RFC 8259 escaping; non-ASCII passes through as UTF-8).
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain(s.as_bytes()) {
         out.extend_from_slice(s.as_bytes());
     } else {
         for b in s.bytes() {
@@ -216,6 +216,31 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether `s` needs no JSON escaping: no byte below 0x20, no `"`, no `\`. Eight bytes at a
+/// time (the classic "has a byte less than / equal to" word tricks), since this runs over
+/// every string of every access line; byte by byte it was a third of the line's formatting.
+/// A false "needs escaping" would only take the slower, still correct, path.
+fn plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+        let below_space = x.wrapping_sub(0x20 * ONES) & !x & HIGHS != 0;
+        if below_space
+            || has_zero_byte(x ^ (u64::from(b'"') * ONES))
+            || has_zero_byte(x ^ (u64::from(b'\\') * ONES))
+        {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// What the writer thread receives.
@@ -486,6 +511,20 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_finds_every_byte_that_needs_escaping() {
+        for text in ["", "GET", "/api/v1/orders?id=7&x=y", "curl/8.5 é ☃ \u{7f}~"] {
+            assert!(plain(text.as_bytes()), "{text:?}");
+        }
+        for bad in [b'"', b'\\', 0x00, 0x01, b'\n', 0x1f] {
+            for at in 0..17 {
+                let mut text = vec![b'a'; 17];
+                text[at] = bad;
+                assert!(!plain(&text), "byte {bad:#x} at {at}");
+            }
+        }
     }
 
     #[test]
