@@ -129,7 +129,7 @@ pub struct TierStats {
     pub reads: u64,
     /// Lookups that failed or were skipped while Redis was unavailable.
     pub read_errors: u64,
-    /// Entries written.
+    /// Entries written, with their tag and URL indexes.
     pub writes: u64,
     /// Writes that failed or were skipped.
     pub write_errors: u64,
@@ -269,7 +269,6 @@ impl RedisTier {
             self.counters.write_errors.fetch_add(1, Relaxed);
             return Err(e);
         }
-        self.counters.writes.fetch_add(1, Relaxed);
         let hex = format!("{digest:032x}");
         let url = slot.url();
         let mut tags: Vec<String> = vec![url_tag(url).to_string()];
@@ -298,9 +297,17 @@ impl RedisTier {
             self.redis
                 .run_script::<i64>("cache_index", &INDEX_URL, &index_keys, &index_args);
         let (added, indexed) = futures_util::future::join(join_all(adds), index).await;
-        added.into_iter().collect::<Result<Vec<_>, _>>()?;
-        indexed?;
-        Ok(())
+        // Counted once the entry can be found by its tags and URL too, so a purge that follows
+        // a counted write reaches it.
+        let done = added
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .and(indexed.map(drop));
+        match &done {
+            Ok(()) => self.counters.writes.fetch_add(1, Relaxed),
+            Err(_) => self.counters.write_errors.fetch_add(1, Relaxed),
+        };
+        done
     }
 
     /// Deletes the entry under `digest` (best effort: a failure leaves it to its TTL).
