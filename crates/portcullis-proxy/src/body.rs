@@ -112,6 +112,18 @@ fn release(
     permit.take();
 }
 
+/// The body failed or was cut off mid-response: the same as [`release`], except that the
+/// connection is closed (dropping the lease) rather than pooled.
+fn abandon(
+    guard: &mut Option<InFlight>,
+    lease: &mut Option<Lease>,
+    permit: &mut Option<portcullis_resilience::Permit>,
+) {
+    guard.take();
+    lease.take();
+    permit.take();
+}
+
 impl<B> Body for GuardedBody<B>
 where
     B: Body<Data = Bytes>,
@@ -130,10 +142,7 @@ where
             match &polled {
                 Poll::Ready(Some(Ok(_))) => idle.progressed = true,
                 Poll::Pending if idle.expired(cx) => {
-                    // Dropping the lease closes the connection: it is mid-response.
-                    this.guard.take();
-                    this.lease.take();
-                    this.permit.take();
+                    abandon(this.guard, this.lease, this.permit);
                     tracing::warn!(idle = ?idle.limit, "upstream silent mid-body; response cut off");
                     return Poll::Ready(Some(Err(StreamIdle(idle.limit).into())));
                 }
@@ -147,11 +156,7 @@ where
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
                 release(this.guard, this.lease, this.permit)
             }
-            Poll::Ready(Some(Err(_))) => {
-                this.guard.take();
-                this.lease.take();
-                this.permit.take();
-            }
+            Poll::Ready(Some(Err(_))) => abandon(this.guard, this.lease, this.permit),
             _ => {}
         }
         polled

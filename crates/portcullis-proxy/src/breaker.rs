@@ -57,15 +57,7 @@ impl NamedBreaker {
         let this = Self {
             scope,
             name: Arc::from(name),
-            breaker: Breaker::new(BreakerConfig {
-                consecutive_failures: table.consecutive_failures,
-                failure_rate: table.failure_rate,
-                min_requests: table.min_requests,
-                window: table.window.0,
-                open_for: table.open_for.0,
-                max_open_for: table.max_open_for.0,
-                half_open_probes: table.half_open_probes.max(1),
-            }),
+            breaker: Breaker::new(breaker_config(table)),
             slow_call: table.slow_call.map(|d| d.0),
             metrics: Arc::clone(metrics),
             table: table.clone(),
@@ -170,5 +162,33 @@ impl NamedBreaker {
             }
         }
         name
+    }
+}
+
+/// The breaker's settings from its config table.
+fn breaker_config(table: &BreakerTable) -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: table.consecutive_failures,
+        failure_rate: table.failure_rate,
+        min_requests: table.min_requests,
+        window: table.window.0,
+        open_for: table.open_for.0,
+        max_open_for: table.max_open_for.0,
+        half_open_probes: table.half_open_probes.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_tables_defaults_are_the_breakers_own() {
+        // The config crate states the defaults again (docs and `/admin/config` show them); they
+        // must not drift from the resilience crate's.
+        assert_eq!(
+            breaker_config(&BreakerTable::default()),
+            BreakerConfig::default()
+        );
     }
 }

@@ -32,7 +32,7 @@ impl Fallback {
         headers.insert(header::CONTENT_TYPE, value(&cfg.content_type)?);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (name, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| e.to_string())?;
+            let name = portcullis_config::parse_header_name(name)?;
             headers.insert(name, value(v)?);
         }
         Ok(Self {

@@ -26,6 +26,7 @@ use portcullis_auth::{Decoration, LimitedBody, Overflow, ResolvedVersion, Templa
 use portcullis_config::Protocol;
 use portcullis_http::{Body, BoxError, ConsumerId, RequestId, body, headers::X_REQUEST_ID};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
+use portcullis_resilience::Ticket;
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
 
@@ -36,6 +37,7 @@ use portcullis_limit::{Caller, Decision};
 use crate::{
     balance::InFlight,
     body::GuardedBody,
+    breaker::NamedBreaker,
     error::ProxyError,
     handle::GatewayHandle,
     headers::{TrustedProxies, Via, append_via, is_upgrade_request, remove_hop_by_hop},
@@ -836,7 +838,6 @@ where
         .retry
         .as_ref()
         .filter(|_| !wants_upgrade && is_idempotent(&parts.method) && body.is_end_stream());
-    let original_uri = retry.map(|_| parts.uri.clone());
 
     let client_upgrade = if wants_upgrade {
         parts.extensions.remove::<OnUpgrade>()
@@ -858,10 +859,19 @@ where
         upstream.protocol,
         &target.authority,
     )?;
-    // The normalized path, kept only when normalization changed it (else it is the URI's).
-    let replay_path = retry.map(|_| match &path {
-        Cow::Owned(p) => Some(p.clone()),
-        Cow::Borrowed(_) => None,
+    // A retry keeps the client's own headers, before the rewrite: their values are shared
+    // with the request hyper parsed, so the copy is a reference count each, and the
+    // rewrite runs again only when a retry happens.
+    let replay = retry.map(|_| Replay {
+        method: parts.method.clone(),
+        client_headers: parts.headers.clone(),
+        original_uri: parts.uri.clone(),
+        // Kept only when normalization changed it (else it is the URI's).
+        path: match &path {
+            Cow::Owned(p) => Some(p.clone()),
+            Cow::Borrowed(_) => None,
+        },
+        api_version: version,
     });
     drop(path);
     parts.uri = uri;
@@ -877,19 +887,6 @@ where
         trace,
         preserve_host: route.preserve_host,
         protocol: upstream.protocol,
-    };
-    // A retry keeps the client's own headers, before the rewrite: their values are shared
-    // with the request hyper parsed, so the copy is a reference count each, and the
-    // rewrite runs again only when a retry happens.
-    let replay = match (retry, original_uri, replay_path) {
-        (Some(_), Some(uri), Some(path)) => Some(Replay {
-            method: parts.method.clone(),
-            client_headers: parts.headers.clone(),
-            original_uri: uri,
-            path,
-            api_version: version,
-        }),
-        _ => None,
     };
     head.apply(
         &mut parts.headers,
@@ -1036,43 +1033,37 @@ where
 /// [`Tickets::record`] (refused before sending, past the deadline, or the client went away and
 /// the request's future with it), they are released: a half-open probe slot is never lost.
 struct Tickets<'a> {
-    route: &'a Route,
-    upstream: &'a Upstream,
-    route_ticket: Option<portcullis_resilience::Ticket>,
-    upstream_ticket: Option<portcullis_resilience::Ticket>,
+    /// The route's breaker and ticket, then the upstream's, for those configured.
+    held: [Option<(&'a NamedBreaker, Ticket)>; 2],
 }
 
 impl<'a> Tickets<'a> {
     /// Asks the route's breaker, then the upstream's; a refusal by the upstream's gives the
-    /// route's ticket back.
+    /// route's ticket back (by the drop).
     fn admit(route: &'a Route, upstream: &'a Upstream) -> Result<Self, ProxyError> {
-        let route_ticket = route.breaker.as_ref().map(|b| b.admit()).transpose()?;
-        let mut tickets = Self {
-            route,
-            upstream,
-            route_ticket,
-            upstream_ticket: None,
-        };
-        tickets.upstream_ticket = upstream.breaker_admit()?;
+        let mut tickets = Self { held: [None, None] };
+        let breakers = [route.breaker.as_deref(), upstream.breaker()];
+        for (slot, breaker) in tickets.held.iter_mut().zip(breakers) {
+            if let Some(b) = breaker {
+                *slot = Some((b, b.admit()?));
+            }
+        }
         Ok(tickets)
     }
 
     /// Reports the outcome to both.
     fn record(mut self, failed: bool, elapsed: Duration) {
-        if let (Some(b), Some(t)) = (&self.route.breaker, self.route_ticket.take()) {
-            b.record(t, failed, elapsed);
+        for (b, ticket) in self.held.iter_mut().filter_map(Option::take) {
+            b.record(ticket, failed, elapsed);
         }
-        self.upstream
-            .breaker_record(self.upstream_ticket.take(), failed, elapsed);
     }
 }
 
 impl Drop for Tickets<'_> {
     fn drop(&mut self) {
-        if let (Some(b), Some(t)) = (&self.route.breaker, self.route_ticket.take()) {
-            b.release(t);
+        for (b, ticket) in self.held.iter_mut().filter_map(Option::take) {
+            b.release(ticket);
         }
-        self.upstream.breaker_release(self.upstream_ticket.take());
     }
 }
 

@@ -13,12 +13,13 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, header, uri::Authority};
 use portcullis_config::{
-    AllUnhealthy, HashOn, OutlierConfig, Protocol, UpstreamConfig, parse_hash_on, parse_target_url,
+    AdaptiveTable, AllUnhealthy, HashOn, OutlierConfig, Protocol, UpstreamConfig, parse_hash_on,
+    parse_target_url,
 };
 
 use portcullis_observe::{Metrics, TargetMetrics};
 use portcullis_resilience::{
-    AdaptiveConfig, ConcurrencyConfig, ConcurrencyLimit, Overloaded, Permit, Ticket,
+    AdaptiveConfig, ConcurrencyConfig, ConcurrencyLimit, Overloaded, Permit,
 };
 use tracing::warn;
 
@@ -140,13 +141,7 @@ impl Upstream {
                 max_in_flight: cfg.pool.max_in_flight,
                 max_queue: cfg.pool.max_queue,
                 queue_timeout: cfg.pool.queue_timeout.0,
-                adaptive: cfg.pool.adaptive.as_ref().map(|a| AdaptiveConfig {
-                    min_limit: a.min_limit,
-                    max_limit: a.max_limit,
-                    tolerance: a.tolerance,
-                    backoff: a.backoff,
-                    ..AdaptiveConfig::default()
-                }),
+                adaptive: cfg.pool.adaptive.as_ref().map(adaptive_config),
             })
         });
         let retry = cfg.retry.clone().map(|config| Retry {
@@ -255,25 +250,6 @@ impl Upstream {
         &self.targets
     }
 
-    /// Asks the breaker (if any) whether a request may go upstream now.
-    pub(crate) fn breaker_admit(&self) -> Result<Option<Ticket>, ProxyError> {
-        self.breaker.as_ref().map(NamedBreaker::admit).transpose()
-    }
-
-    /// Reports a request's outcome to the breaker (if any).
-    pub(crate) fn breaker_record(&self, ticket: Option<Ticket>, failed: bool, elapsed: Duration) {
-        if let (Some(b), Some(ticket)) = (&self.breaker, ticket) {
-            b.record(ticket, failed, elapsed);
-        }
-    }
-
-    /// Gives a ticket back without an outcome (see [`NamedBreaker::release`]).
-    pub(crate) fn breaker_release(&self, ticket: Option<Ticket>) {
-        if let (Some(b), Some(ticket)) = (&self.breaker, ticket) {
-            b.release(ticket);
-        }
-    }
-
     /// The breaker, for the admin API.
     pub fn breaker(&self) -> Option<&NamedBreaker> {
         self.breaker.as_ref()
@@ -326,6 +302,17 @@ impl Upstream {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
+/// The adaptive limit's settings from `pool.adaptive` (the rest at their defaults).
+fn adaptive_config(table: &AdaptiveTable) -> AdaptiveConfig {
+    AdaptiveConfig {
+        min_limit: table.min_limit,
+        max_limit: table.max_limit,
+        tolerance: table.tolerance,
+        backoff: table.backoff,
+        ..AdaptiveConfig::default()
+    }
+}
+
 fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
         .get_all(header::COOKIE)
@@ -341,6 +328,15 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adaptive_tables_defaults_are_the_limits_own() {
+        // As for the breaker: the config crate states these defaults again.
+        assert_eq!(
+            adaptive_config(&AdaptiveTable::default()),
+            AdaptiveConfig::default()
+        );
+    }
 
     #[test]
     fn cookie_values_are_found_across_headers() {

@@ -25,44 +25,49 @@ fn gauge(n: usize) -> ConstGauge<i64> {
     ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+/// One gauge family labelled by upstream: `values` gives each upstream's name and figure.
+fn per_upstream<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a str, usize)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (upstream, n) in values {
+        gauge(n).encode(family.encode_family(&[("upstream", upstream)])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let upstreams = self.0.load();
-        {
-            let mut family = encoder.encode_descriptor(
-                "portcullis_upstream_in_flight",
-                "Requests in flight to the upstream (response bodies included)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for u in upstreams.iter() {
+        per_upstream(
+            &mut encoder,
+            "portcullis_upstream_in_flight",
+            "Requests in flight to the upstream (response bodies included)",
+            upstreams.iter().map(|u| {
                 let n: usize = u.targets().map(|(_, in_flight, _)| in_flight).sum();
-                gauge(n).encode(family.encode_family(&[("upstream", &*u.name)])?)?;
-            }
-        }
-        let limited = || upstreams.iter().filter_map(|u| Some((u, u.concurrency()?)));
-        {
-            let mut family = encoder.encode_descriptor(
-                "portcullis_upstream_concurrency_limit",
-                "The upstream's limit of requests in flight now (moves when adaptive)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (u, limit) in limited() {
-                gauge(limit.limit()).encode(family.encode_family(&[("upstream", &*u.name)])?)?;
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "portcullis_upstream_queue_length",
-                "Requests waiting for a slot under the upstream's concurrency limit",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (u, limit) in limited() {
-                gauge(limit.waiting()).encode(family.encode_family(&[("upstream", &*u.name)])?)?;
-            }
-        }
+                (&*u.name, n)
+            }),
+        )?;
+        let limited = || {
+            upstreams
+                .iter()
+                .filter_map(|u| Some((&*u.name, u.concurrency()?)))
+        };
+        per_upstream(
+            &mut encoder,
+            "portcullis_upstream_concurrency_limit",
+            "The upstream's limit of requests in flight now (moves when adaptive)",
+            limited().map(|(name, limit)| (name, limit.limit())),
+        )?;
+        per_upstream(
+            &mut encoder,
+            "portcullis_upstream_queue_length",
+            "Requests waiting for a slot under the upstream's concurrency limit",
+            limited().map(|(name, limit)| (name, limit.waiting())),
+        )?;
         let mut family = encoder.encode_descriptor(
             "portcullis_upstream_idle_connections",
             "Idle keep-alive connections pooled per target",
