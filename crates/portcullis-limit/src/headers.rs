@@ -21,7 +21,7 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Header values of small numbers, built once: most `RateLimit-*` values are small, and a
 /// static value clones without allocating or formatting.
-fn number(n: u64) -> HeaderValue {
+pub(crate) fn number(n: u64) -> HeaderValue {
     static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
         (0..1024u64)
             .map(|i| HeaderValue::from_static(Box::leak(i.to_string().into_boxed_str())))
@@ -31,7 +31,26 @@ fn number(n: u64) -> HeaderValue {
         .ok()
         .and_then(|i| SMALL.get(i))
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from(n))
+        .unwrap_or_else(|| digits(n))
+}
+
+/// `n` in decimal, formatted on the stack: one allocation (the value's own bytes), where
+/// `HeaderValue::from(u64)` grows a `BytesMut` first.
+fn digits(mut n: u64) -> HeaderValue {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        buf[at] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Whole seconds, rounded up (a client waiting the advertised time must then succeed).
@@ -46,7 +65,8 @@ impl Decision {
         let b = &self.verdict.binding;
         let reset = ceil_secs(b.reset);
         headers.reserve(3);
-        headers.insert(RATELIMIT_LIMIT, number(b.limit));
+        let limit = self.limit_header.clone().unwrap_or_else(|| number(b.limit));
+        headers.insert(RATELIMIT_LIMIT, limit);
         headers.insert(RATELIMIT_REMAINING, number(b.remaining));
         headers.insert(RATELIMIT_RESET, number(reset));
         if !self.verdict.allowed {
@@ -66,6 +86,18 @@ impl Decision {
             if let Ok(v) = HeaderValue::try_from(current) {
                 headers.insert(RATELIMIT, v);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal_from_the_table_and_beyond_it() {
+        for n in [0, 1, 9, 10, 1023, 1024, 99_999, 1_000_000_000, u64::MAX] {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()), "{n}");
         }
     }
 }

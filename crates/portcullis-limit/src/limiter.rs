@@ -13,6 +13,7 @@ use std::{
 use http::Method;
 use ipnet::IpNet;
 use portcullis_redis::Redis;
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
 
 use crate::{
@@ -113,14 +114,18 @@ pub struct Decision {
     pub window: std::time::Duration,
     /// Who decided.
     pub backend: Backend,
+    /// `RateLimit-Limit`'s value, built once per limit (the binding limit's size rarely
+    /// changes, so formatting it per response would be wasted work).
+    pub(crate) limit_header: Option<http::HeaderValue>,
 }
 
 /// A request's limits, resolved from the request once (keys hashed, cost known).
 #[derive(Debug)]
 pub struct Pending {
     set: usize,
-    /// Per limit: the state's digest (scope, set, limit and caller) and the caller's identity.
-    keys: Vec<(u128, u128)>,
+    /// Per limit: the state's digest (scope, set, limit and caller) and the caller's identity;
+    /// inline for up to two limits, so the common request allocates nothing here.
+    keys: SmallVec<[(u128, u128); 2]>,
     cost: u64,
 }
 
@@ -157,6 +162,8 @@ struct LimitSet {
     seeds: Vec<u64>,
     /// Their quotas divided among the instances, for the fallback.
     fallback: Vec<Quota>,
+    /// Per limit: `RateLimit-Limit` for its full quota and for its fallback share.
+    limit_headers: Vec<[(u64, http::HeaderValue); 2]>,
     /// Every limit keys on the same parts: one Redis hash tag per caller spreads them over a
     /// cluster; otherwise the scope is the tag, so one script sees all keys in one slot.
     same_key: bool,
@@ -207,6 +214,13 @@ impl RateLimiter {
                 .collect(),
             label,
             fallback: limits.iter().map(|l| l.quota.divided(instances)).collect(),
+            limit_headers: limits
+                .iter()
+                .map(|l| {
+                    [l.quota, l.quota.divided(instances)]
+                        .map(|q| (q.rate.limit, crate::headers::number(q.rate.limit)))
+                })
+                .collect(),
             same_key: limits.windows(2).all(|w| w[0].key == w[1].key),
             limits,
         };
@@ -278,7 +292,7 @@ impl RateLimiter {
         if limits.limits.is_empty() {
             return None;
         }
-        let mut keys = Vec::with_capacity(limits.limits.len());
+        let mut keys = SmallVec::with_capacity(limits.limits.len());
         let mut last: Option<(&[KeyPart], u128)> = None;
         for (limit, &seed) in limits.limits.iter().zip(&limits.seeds) {
             // Limits usually share their key parts: hash the caller once.
@@ -361,12 +375,18 @@ impl RateLimiter {
     /// Counts `verdict` and names its binding limit.
     fn decision(&self, set: &LimitSet, verdict: Verdict, backend: Backend) -> Decision {
         self.stats.record(backend, verdict.allowed);
-        let limit = &set.limits[verdict.rule.min(set.limits.len() - 1)];
+        let rule = verdict.rule.min(set.limits.len() - 1);
+        let limit = &set.limits[rule];
+        let limit_header = set.limit_headers[rule]
+            .iter()
+            .find(|(n, _)| *n == verdict.binding.limit)
+            .map(|(_, v)| v.clone());
         Decision {
             verdict,
             name: Arc::clone(&limit.name),
             window: limit.quota.rate.period,
             backend,
+            limit_header,
         }
     }
 
