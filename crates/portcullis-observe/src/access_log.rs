@@ -1,25 +1,24 @@
 //! The access log: one line per request, in JSON or the combined log format, written by a
 //! background thread so the request path never waits on the disk or a slow pipe.
 //!
-//! Lines go through a bounded channel; when it is full (the writer cannot keep up), lines are
-//! dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing requests or
+//! Lines go through a bounded in-memory queue; when it is full (the writer cannot keep up),
+//! lines are dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing requests or
 //! growing memory. Query parameters that look like credentials (`token`, `key`, `secret`,
 //! `password`, `signature`, `auth`, `code` in their name), and those configured to carry
 //! credentials, are logged as `[redacted]`.
 
 use std::{
-    io::{BufWriter, Write},
+    io::Write,
     net::IpAddr,
     path::Path,
-    sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::{Condvar, Mutex};
+
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
-
-/// Lines buffered between requests and the writer thread.
-const QUEUE_LINES: usize = 16 * 1024;
 
 /// The access log's line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +32,8 @@ pub enum AccessFormat {
 /// What one access line says about a request.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccessRecord<'a> {
-    /// When the response finished, RFC 3339 UTC with milliseconds.
-    pub time: String,
+    /// When the response finished, RFC 3339 UTC with milliseconds (see [`rfc3339_bytes`]).
+    pub time: &'a str,
     /// The request id.
     pub request_id: &'a str,
     /// The W3C trace id (sent upstream, or the caller's).
@@ -72,14 +71,21 @@ pub struct AccessRecord<'a> {
 impl AccessRecord<'_> {
     /// The record as one line (with the trailing newline) in `format`.
     pub fn format(&self, format: AccessFormat) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write(format, &mut out);
+        out
+    }
+
+    /// Appends the record's line (with the trailing newline) in `format` to `out`.
+    pub fn write(&self, format: AccessFormat, out: &mut Vec<u8>) {
         match format {
-            AccessFormat::Json => self.json_line(),
+            AccessFormat::Json => self.json_line(out),
             AccessFormat::Combined => {
                 let dash = |v: Option<&str>| v.unwrap_or("-").replace('"', "\\\"");
                 let up = self
                     .upstream_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{:.3}", ms / 1000.0));
-                format!(
+                let line = format!(
                     "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} route={} cache={} dur={:.3} up={}\n",
                     self.client_ip,
                     self.consumer.unwrap_or("-"),
@@ -96,8 +102,8 @@ impl AccessRecord<'_> {
                     self.cache.unwrap_or("-"),
                     self.duration_ms / 1000.0,
                     up,
-                )
-                .into_bytes()
+                );
+                out.extend_from_slice(line.as_bytes());
             }
         }
     }
@@ -109,12 +115,11 @@ impl AccessRecord<'_> {
     /// of a proxied request; this writes the fixed keys as literals and escapes only values
     /// that need it. Same JSON as the derived `Serialize` (a test holds them equal), except
     /// that durations have microsecond precision.
-    fn json_line(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
+    fn json_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":");
-        json_str(&mut out, &self.time);
-        field(&mut out, "request_id", Some(self.request_id));
-        field(&mut out, "trace_id", self.trace_id);
+        json_str(out, self.time);
+        field(out, b",\"request_id\":", Some(self.request_id));
+        field(out, b",\"trace_id\":", self.trace_id);
         out.extend_from_slice(b",\"client_ip\":\"");
         match self.client_ip {
             IpAddr::V4(v4) => {
@@ -122,35 +127,34 @@ impl AccessRecord<'_> {
                     if i > 0 {
                         out.push(b'.');
                     }
-                    put_int(&mut out, u64::from(octet));
+                    put_int(out, u64::from(octet));
                 }
             }
             // Rare enough for the formatter.
             IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
         }
         out.push(b'"');
-        field(&mut out, "method", Some(self.method));
-        field(&mut out, "path", Some(self.path));
-        field(&mut out, "protocol", Some(self.protocol));
+        field(out, b",\"method\":", Some(self.method));
+        field(out, b",\"path\":", Some(self.path));
+        field(out, b",\"protocol\":", Some(self.protocol));
         out.extend_from_slice(b",\"status\":");
-        put_int(&mut out, u64::from(self.status));
+        put_int(out, u64::from(self.status));
         out.extend_from_slice(b",\"bytes\":");
-        put_int(&mut out, self.bytes);
+        put_int(out, self.bytes);
         out.extend_from_slice(b",\"duration_ms\":");
-        put_millis(&mut out, self.duration_ms);
+        put_millis(out, self.duration_ms);
         out.extend_from_slice(b",\"upstream_ms\":");
         match self.upstream_ms {
-            Some(ms) => put_millis(&mut out, ms),
+            Some(ms) => put_millis(out, ms),
             None => out.extend_from_slice(b"null"),
         }
-        field(&mut out, "target", self.target);
-        field(&mut out, "route", Some(self.route));
-        field(&mut out, "cache", self.cache);
-        field(&mut out, "consumer", self.consumer);
-        field(&mut out, "user_agent", self.user_agent);
-        field(&mut out, "referer", self.referer);
+        field(out, b",\"target\":", self.target);
+        field(out, b",\"route\":", Some(self.route));
+        field(out, b",\"cache\":", self.cache);
+        field(out, b",\"consumer\":", self.consumer);
+        field(out, b",\"user_agent\":", self.user_agent);
+        field(out, b",\"referer\":", self.referer);
         out.extend_from_slice(b"}\n");
-        out
     }
 }
 
@@ -181,11 +185,11 @@ fn put_millis(out: &mut Vec<u8>, ms: f64) {
     out.extend_from_slice(&frac);
 }
 
-/// `,"key":"value"` (or `null`); `key` is one of ours and needs no escaping.
-fn field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+/// `,"key":"value"` (or `null`); `key` is one of ours, given with its punctuation
+/// (`,"key":`), and needs no escaping.
+#[inline]
+fn field(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    out.extend_from_slice(key);
     match value {
         Some(v) => json_str(out, v),
         None => out.extend_from_slice(b"null"),
@@ -243,21 +247,60 @@ fn plain(s: &[u8]) -> bool {
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// What the writer thread receives.
-#[derive(Debug)]
-enum Item {
-    /// A formatted line.
-    Line(Vec<u8>),
-    /// Write out everything queued before this, then say so.
-    Flush(SyncSender<()>),
+/// The bytes queued between requests and the writer thread, at most (about 16,000 lines).
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What requests and the writer thread share.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// The writer waits here for lines (or a flush, or the end).
+    wake: Condvar,
+    /// Flushers wait here for the writer to reach their flush.
+    flushed: Condvar,
 }
 
-/// The access log: a handle requests send lines through.
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Lines not yet taken by the writer.
+    lines: Vec<u8>,
+    /// Whether the writer is asleep on `wake` (only then does a line notify it).
+    waiting: bool,
+    /// Flushes asked for, and flushes done: a flush waits until `done` reaches its number.
+    flush_asked: u64,
+    flush_done: u64,
+    /// Every handle is gone: the writer writes what is left and ends.
+    closed: bool,
+}
+
+/// The access log: a handle requests write lines through.
+///
+/// Lines are appended to one shared buffer under a short lock (formatted beforehand into a
+/// per-thread scratch buffer), and a writer thread takes the whole buffer at once. A channel of
+/// one `Vec` per line cost an allocation, a free on the other thread and a channel hand-off per
+/// request; this costs a lock and a copy.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
+    inner: Arc<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
     format: AccessFormat,
-    tx: SyncSender<Item>,
+    queue: Arc<Queue>,
     dropped: Counter,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.queue.state.lock().closed = true;
+        self.queue.wake.notify_one();
+    }
+}
+
+thread_local! {
+    /// Where a request thread formats its line before copying it into the queue.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
 }
 
 impl AccessLog {
@@ -277,63 +320,102 @@ impl AccessLog {
             ),
             None => Box::new(std::io::stdout()),
         };
-        let (tx, rx) = sync_channel(QUEUE_LINES);
+        let queue = Arc::new(Queue::default());
+        let writer = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&rx, out))?;
+            .spawn(move || write_lines(&writer, out))?;
         Ok(Self {
-            format,
-            tx,
-            dropped,
+            inner: Arc::new(Handle {
+                format,
+                queue,
+                dropped,
+            }),
         })
     }
 
     /// Queues `record`'s line; drops it (and counts it) when the writer is behind.
     pub fn log(&self, record: &AccessRecord<'_>) {
-        match self.tx.try_send(Item::Line(record.format(self.format))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
+        let format = self.inner.format;
+        SCRATCH.with(|scratch| {
+            let Ok(mut line) = scratch.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            record.write(format, &mut line);
+            let queue = &self.inner.queue;
+            let mut state = queue.state.lock();
+            if state.lines.len() + line.len() > QUEUE_BYTES {
+                drop(state);
+                self.inner.dropped.inc();
+                return;
             }
-        }
+            state.lines.extend_from_slice(&line);
+            let wake = std::mem::take(&mut state.waiting);
+            drop(state);
+            if wake {
+                queue.wake.notify_one();
+            }
+        });
     }
 
     /// Blocks until every line queued so far is written out (at shutdown: the writer thread
     /// dies with the process), or `timeout` passes. False on timeout.
     pub fn flush(&self, timeout: std::time::Duration) -> bool {
-        let (ack_tx, ack_rx) = sync_channel(1);
-        self.tx.send(Item::Flush(ack_tx)).is_ok() && ack_rx.recv_timeout(timeout).is_ok()
+        let queue = &self.inner.queue;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = queue.state.lock();
+        state.flush_asked += 1;
+        let ticket = state.flush_asked;
+        queue.wake.notify_one();
+        while state.flush_done < ticket {
+            if queue.flushed.wait_until(&mut state, deadline).timed_out() {
+                return state.flush_done >= ticket;
+            }
+        }
+        true
     }
 }
 
-/// The writer thread: batches whatever is queued, flushes when the queue runs dry.
-/// After writing what was queued, the writer pauses this long before it waits again. A
-/// request wakes the writer only when it is waiting: without the pause that was one thread
-/// wake-up (two context switches) per line, which cost more than the line itself
-/// (`scripts/bench-cpu`: +59% CPU per proxied request with JSON lines to /dev/null); with it,
-/// at most a few hundred wake-ups a second under load. Lines reach the file within this delay.
+/// After writing what was queued, the writer pauses this long before it takes more. A request
+/// wakes the writer only when it is waiting: without the pause that was one thread wake-up
+/// (two context switches) per line, which cost more than the line itself (`scripts/bench-cpu`:
+/// +59% CPU per proxied request with JSON lines to /dev/null); with it, at most a few hundred
+/// wake-ups a second under load. Lines reach the file within this delay.
 const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(rx: &Receiver<Item>, out: Box<dyn Write + Send>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let write = |item: Item, out: &mut BufWriter<Box<dyn Write + Send>>| match item {
-        Item::Line(line) => {
-            let _ = out.write_all(&line);
-        }
-        Item::Flush(ack) => {
-            let _ = out.flush();
-            let _ = ack.send(());
-        }
-    };
-    while let Ok(item) = rx.recv() {
-        write(item, &mut out);
-        while let Ok(item) = rx.try_recv() {
-            write(item, &mut out);
-        }
+/// The writer thread: takes everything queued, writes it out, flushes, pauses; ends when
+/// every handle is gone and the queue is empty.
+fn write_lines(queue: &Queue, out: Box<dyn Write + Send>) {
+    let mut out = out;
+    let mut batch = Vec::new();
+    loop {
+        let (flush, closed) = {
+            let mut state = queue.state.lock();
+            while state.lines.is_empty() && state.flush_asked == state.flush_done && !state.closed {
+                state.waiting = true;
+                queue.wake.wait(&mut state);
+            }
+            state.waiting = false;
+            std::mem::swap(&mut batch, &mut state.lines);
+            (state.flush_asked, state.closed)
+        };
+        let _ = out.write_all(&batch);
         let _ = out.flush();
+        // Emptied but kept: the two buffers take turns, so a steady load allocates nothing.
+        batch.clear();
+        {
+            let mut state = queue.state.lock();
+            if state.flush_done < flush {
+                state.flush_done = flush;
+                queue.flushed.notify_all();
+            }
+            if closed && state.lines.is_empty() {
+                return;
+            }
+        }
         std::thread::sleep(DRAIN_PAUSE);
     }
-    let _ = out.flush();
 }
 
 /// Query parameter names containing these are logged without their values.
@@ -385,6 +467,12 @@ pub fn redact_query_also<'a, S: AsRef<str>>(
 
 /// `now` as RFC 3339 UTC with milliseconds: `2026-11-23T15:04:05.123Z`.
 pub fn rfc3339(now: SystemTime) -> String {
+    String::from_utf8_lossy(&rfc3339_bytes(now)).into_owned()
+}
+
+/// [`rfc3339`] without the allocation: the 24 ASCII bytes, for a caller that writes them out
+/// at once (the access log, once per request).
+pub fn rfc3339_bytes(now: SystemTime) -> [u8; 24] {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -404,7 +492,7 @@ pub fn rfc3339(now: SystemTime) -> String {
     ] {
         put_digits(&mut text[range], n);
     }
-    String::from_utf8_lossy(&text).into_owned()
+    text
 }
 
 /// Writes `n`'s last `out.len()` decimal digits, zero-padded.
@@ -436,7 +524,7 @@ mod tests {
 
     fn record() -> AccessRecord<'static> {
         AccessRecord {
-            time: rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_446_245_123)),
+            time: "2026-11-23T15:04:05.123Z",
             request_id: "rid-1",
             trace_id: None,
             client_ip: "10.0.0.7".parse().unwrap(),

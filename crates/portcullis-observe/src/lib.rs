@@ -31,7 +31,7 @@ mod trace_context;
 mod windows;
 
 pub use access_log::{
-    AccessFormat, AccessLog, AccessRecord, redact_query, redact_query_also, rfc3339,
+    AccessFormat, AccessLog, AccessRecord, redact_query, redact_query_also, rfc3339, rfc3339_bytes,
 };
 pub use labels::{MethodLabel, StatusClass};
 pub use process::{ProcessCollector, ProcessStats};
@@ -42,5 +42,7 @@ pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};
 pub use slo::{Alert, AlertBook, AlertEvent, Objective, RouteSlo};
 pub use spans::{FinishedSpan, MAX_BATCH, OtlpSettings, SpanCounts, SpanSink, SpanValue};
-pub use trace_context::{TRACEPARENT, TraceContext, incoming_trace_id};
+pub use trace_context::{
+    TRACEPARENT, TraceContext, incoming_trace_id, incoming_trace_id_value, trace_id_hex,
+};
 pub use windows::{RouteTotals, StatsHistory, TICK, WindowStats};

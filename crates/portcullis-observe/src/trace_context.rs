@@ -86,9 +86,15 @@ impl TraceContext {
 
 /// A trace id as 32 lowercase hex digits (by hand, as `traceparent`: `format!` is slow here).
 fn hex_id(id: u128) -> String {
+    String::from_utf8_lossy(&trace_id_hex(id)).into_owned()
+}
+
+/// A trace id's 32 lowercase hex digits, without an allocation (the access log writes them
+/// out at once).
+pub fn trace_id_hex(id: u128) -> [u8; 32] {
     let mut text = [0u8; 32];
     put_hex(&mut text, &id.to_be_bytes());
-    String::from_utf8_lossy(&text).into_owned()
+    text
 }
 
 /// Writes `bytes` as lowercase hex into `out` (two digits per byte).
@@ -101,9 +107,12 @@ fn put_hex(out: &mut [u8], bytes: &[u8]) {
 
 /// The trace id of a valid `traceparent`, if the request has one.
 pub fn incoming_trace_id(value: Option<&HeaderValue>) -> Option<String> {
-    value
-        .and_then(|v| parse(v.as_bytes()))
-        .map(|(id, _, _)| hex_id(id))
+    incoming_trace_id_value(value).map(hex_id)
+}
+
+/// [`incoming_trace_id`] as a number.
+pub fn incoming_trace_id_value(value: Option<&HeaderValue>) -> Option<u128> {
+    value.and_then(|v| parse(v.as_bytes())).map(|(id, _, _)| id)
 }
 
 fn nonzero_u64() -> u64 {

@@ -19,7 +19,7 @@ use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, FinishedSpan, InFlight,
     InFlightGuard, Metrics, RouteMetrics, SpanSink, SpanValue, TRACEPARENT, TraceContext,
-    incoming_trace_id, redact_query_also, rfc3339,
+    incoming_trace_id_value, redact_query_also, rfc3339_bytes, trace_id_hex,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -113,13 +113,45 @@ struct LogFields {
     log: AccessLog,
     request_id: RequestId,
     client_ip: IpAddr,
-    path: String,
+    path: LoggedPath,
     version: Version,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
     consumer: Option<Arc<str>>,
     /// The caller's trace id, for requests that do not go upstream.
-    incoming_trace: Option<String>,
+    incoming_trace: Option<u128>,
+}
+
+/// The path and query an access line shows: the request's own (a reference-counted clone, no
+/// copy), or a copy with credentials in the query redacted.
+#[derive(Debug)]
+enum LoggedPath {
+    Request(Option<http::uri::PathAndQuery>),
+    Redacted(String),
+}
+
+impl LoggedPath {
+    fn of(uri: &http::Uri, secret_params: &[String]) -> Self {
+        let Some(pq) = uri.path_and_query() else {
+            return Self::Request(None);
+        };
+        if pq.query().is_none() {
+            return Self::Request(Some(pq.clone()));
+        }
+        match redact_query_also(pq.as_str(), secret_params) {
+            std::borrow::Cow::Borrowed(_) => Self::Request(Some(pq.clone())),
+            std::borrow::Cow::Owned(redacted) => Self::Redacted(redacted),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Request(Some(pq)) => pq.as_str(),
+            // A request without a path (an authority-form CONNECT) logs none, as `Uri::path`.
+            Self::Request(None) => "",
+            Self::Redacted(path) => path,
+        }
+    }
 }
 
 /// What a request's span needs from the request, captured only when spans are exported.
@@ -173,13 +205,7 @@ impl Measure {
                 log: log.clone(),
                 request_id: request_id.clone(),
                 client_ip: ip,
-                path: redact_query_also(
-                    req.uri()
-                        .path_and_query()
-                        .map_or(req.uri().path(), |pq| pq.as_str()),
-                    &observe.secret_query_params,
-                )
-                .into_owned(),
+                path: LoggedPath::of(req.uri(), &observe.secret_query_params),
                 version: req.version(),
                 user_agent: headers.get(header::USER_AGENT).cloned(),
                 referer: headers.get(header::REFERER).cloned(),
@@ -187,7 +213,7 @@ impl Measure {
                     .extensions()
                     .get::<ConsumerId>()
                     .map(|c| Arc::clone(&c.0)),
-                incoming_trace: incoming_trace_id(headers.get(TRACEPARENT)),
+                incoming_trace: incoming_trace_id_value(headers.get(TRACEPARENT)),
             })
         });
         Self {
@@ -261,21 +287,22 @@ impl Record {
         m.route.record(&m.method, self.status, elapsed, self.bytes);
         if let (Some(fields), Some(seen)) = (&m.log, &self.seen) {
             let target = seen.upstream.as_ref().map(|u| u.target.as_str());
-            let upstream_trace = seen
+            let trace = seen
                 .upstream
                 .as_ref()
                 .and_then(|u| u.trace)
-                .map(|t| t.trace_id());
-            let trace_id = upstream_trace
-                .as_deref()
-                .or(fields.incoming_trace.as_deref());
+                .map(|t| t.trace_id_value())
+                .or(fields.incoming_trace)
+                .map(trace_id_hex);
+            let time = rfc3339_bytes(SystemTime::now());
             fields.log.log(&AccessRecord {
-                trace_id,
-                time: rfc3339(SystemTime::now()),
+                // Both are ASCII by construction; the checks cannot fail.
+                trace_id: trace.as_ref().and_then(|t| std::str::from_utf8(t).ok()),
+                time: std::str::from_utf8(&time).unwrap_or_default(),
                 request_id: fields.request_id.as_str(),
                 client_ip: fields.client_ip,
                 method: m.method.as_str(),
-                path: &fields.path,
+                path: fields.path.as_str(),
                 protocol: version_str(fields.version),
                 status: self.status.as_u16(),
                 bytes: self.bytes,
