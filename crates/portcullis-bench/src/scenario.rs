@@ -457,18 +457,18 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
                 ));
             }
             model = Some(m);
-            let weights = stage
-                .mix
-                .map(|mix| stage_mix(mix, &kinds, &|o, k, why| at(o, &format!("{key}.{k}"), why)))
-                .transpose()?
-                .map(|weights| {
+            let weights = match stage.mix {
+                None => None,
+                Some(mix) => {
+                    let at_key = |o: usize, k: &str, why| at(o, &format!("{key}.{k}"), why);
+                    let weights = stage_mix(mix, &kinds, &at_key)?;
                     if weights.iter().all(|&w| w == 0) {
                         let why = "give at least one request a weight above 0".to_owned();
                         return Err(at(offset, &format!("{key}.mix"), why));
                     }
-                    Ok(weights)
-                })
-                .transpose()?;
+                    Some(weights)
+                }
+            };
             stage_weights.push(weights);
             stages.push(Stage {
                 duration: stage.duration.0.0,
