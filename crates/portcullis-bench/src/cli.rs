@@ -266,6 +266,7 @@ impl RunArgs {
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             think_time: None,
             kinds: vec![kind],
+            stage_weights: Vec::new(),
             variables: vars,
             thresholds: self.thresholds.clone(),
             count_headers: self.counted_headers()?,

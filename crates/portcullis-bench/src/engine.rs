@@ -81,7 +81,7 @@ pub async fn execute(plan: Plan, stop: watch::Receiver<bool>) -> Result<Report, 
         .map(|k| PreparedKind::new(k, &plan.target, &plan.variables))
         .collect::<Result<Vec<_>, _>>()
         .map_err(BenchError::Invalid)?;
-    let mix = Mix::new(kinds).map_err(BenchError::Invalid)?;
+    let mix = Mix::new(kinds, &plan.stage_weights).map_err(BenchError::Invalid)?;
     let mut counted = vec![summary::X_CACHE];
     for h in &plan.count_headers {
         if !counted.contains(h) {
@@ -246,7 +246,10 @@ async fn worker(shared: Arc<Shared>, index: usize) {
         if *stop.borrow() {
             return;
         }
-        let origin = match plan.model {
+        // The time in the profile the request belongs to (its stage picks the mix): when it
+        // is sent (closed model), or when it is due (open model), so a late request keeps
+        // the mix of the stage that scheduled it.
+        let (origin, t) = match plan.model {
             Model::Closed => {
                 let now = Instant::now();
                 if now >= shared.end {
@@ -269,7 +272,7 @@ async fn worker(shared: Arc<Shared>, index: usize) {
                 {
                     return;
                 }
-                Instant::now()
+                (Instant::now(), t)
             }
             Model::Open => {
                 let k = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -281,7 +284,7 @@ async fn worker(shared: Arc<Shared>, index: usize) {
                 };
                 let intended = shared.start + Duration::from_secs_f64(at);
                 let now = Instant::now();
-                if intended > now {
+                let origin = if intended > now {
                     if !sleep_until(intended, &mut stop).await {
                         return;
                     }
@@ -291,12 +294,18 @@ async fn worker(shared: Arc<Shared>, index: usize) {
                         shared.late.fetch_add(1, Ordering::Relaxed);
                     }
                     intended
-                }
+                };
+                (origin, at)
             }
+        };
+        let stage = if shared.mix.varies_by_stage() {
+            plan.profile.stage_at(t)
+        } else {
+            0
         };
         // Ctrl-C abandons the request in flight (not recorded) instead of waiting for it.
         tokio::select! {
-            () = exchange(&shared, &mut state, origin) => {}
+            () = exchange(&shared, &mut state, origin, stage) => {}
             () = stopped(&mut stop) => return,
         }
         if let Some(think) = &plan.think_time {
@@ -334,9 +343,9 @@ struct WorkerState {
     index: usize,
 }
 
-/// Sends one request of a kind drawn from the mix, measuring from `origin`.
-async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant) {
-    let kind_index = shared.mix.pick(&mut state.rng);
+/// Sends one request of a kind drawn from the mix of `stage`, measuring from `origin`.
+async fn exchange(shared: &Shared, state: &mut WorkerState, origin: Instant, stage: usize) {
+    let kind_index = shared.mix.pick(&mut state.rng, stage);
     let kind = &shared.mix.kinds[kind_index];
     let shard = &shared.shards[state.index % shared.shards.len()];
     let keep_body = kind.kind.needs_body();

@@ -80,6 +80,9 @@ pub struct Plan {
     pub think_time: Option<ThinkTime>,
     /// The request kinds (weighted).
     pub kinds: Vec<RequestKind>,
+    /// Per stage of `profile`, in order: the weights of `kinds` (same order) while that stage
+    /// runs, or `None` for the kinds' own weights. Empty when no stage names a mix of its own.
+    pub stage_weights: Vec<Option<Vec<u32>>>,
     /// Variables for templates.
     pub variables: Variables,
     /// Thresholds, each possibly scoped to a kind.
@@ -107,6 +110,7 @@ impl Plan {
                 ));
             }
         }
+        self.validate_stage_weights()?;
         if self.model == Model::Open && self.think_time.is_some() {
             return Err("think time applies to users (closed model), not to a rate".to_owned());
         }
@@ -124,6 +128,51 @@ impl Plan {
         }
         if self.max_requests == Some(0) {
             return Err("the request count must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Stage mixes fit the stages and the kinds, give each stage something to send, and leave
+    /// no kind out of every stage.
+    fn validate_stage_weights(&self) -> Result<(), String> {
+        if self.stage_weights.is_empty() {
+            return Ok(());
+        }
+        if self.stage_weights.len() != self.profile.stage_count() {
+            return Err(format!(
+                "{} stage mixes for {} stages",
+                self.stage_weights.len(),
+                self.profile.stage_count()
+            ));
+        }
+        for (i, weights) in self.stage_weights.iter().enumerate() {
+            let Some(weights) = weights else { continue };
+            if weights.len() != self.kinds.len() {
+                return Err(format!(
+                    "stage {}: {} weights for {} requests",
+                    i + 1,
+                    weights.len(),
+                    self.kinds.len()
+                ));
+            }
+            if weights.iter().all(|&w| w == 0) {
+                return Err(format!(
+                    "stage {}: the mix gives no request a weight above 0",
+                    i + 1
+                ));
+            }
+        }
+        for (k, kind) in self.kinds.iter().enumerate() {
+            let used = self
+                .stage_weights
+                .iter()
+                .any(|w| w.as_ref().map_or(kind.weight > 0, |w| w[k] > 0));
+            if !used {
+                return Err(format!(
+                    "request {:?} has weight 0 in every stage's mix",
+                    kind.name
+                ));
+            }
         }
         Ok(())
     }

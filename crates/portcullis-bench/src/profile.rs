@@ -131,6 +131,21 @@ impl Profile {
             .map_or(0.0, |s| s.level(t))
     }
 
+    /// How many stages the profile has (one segment each).
+    pub fn stage_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The stage (0-based) running at `t` seconds: stages hold `[start, end)`, so a request
+    /// due exactly at a boundary belongs to the stage that begins there. Before the start it
+    /// is the first stage, after the end the last.
+    pub fn stage_at(&self, t: f64) -> usize {
+        self.segments
+            .iter()
+            .position(|s| t < s.start + s.len)
+            .unwrap_or(self.segments.len().saturating_sub(1))
+    }
+
     /// The integral of the level from 0 to `t` (arrivals scheduled by then, in the open model).
     pub fn integral(&self, t: f64) -> f64 {
         let t = t.clamp(0.0, self.total);
@@ -279,6 +294,20 @@ mod tests {
         assert_eq!(p.next_above(12.0, 3.0), Some(12.0));
         assert_eq!(p.next_above(0.0, 10.0), None);
         assert!((p.peak() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stages_hold_half_open_intervals_and_clamp_at_the_ends() {
+        let p = Profile::new(0.0, &[stage(1, 10.0), stage(2, 10.0), stage(1, 0.0)]).unwrap();
+        assert_eq!(p.stage_count(), 3);
+        let at: Vec<usize> = [-1.0, 0.0, 0.999, 1.0, 2.5, 3.0, 3.999, 4.0, 9.0]
+            .iter()
+            .map(|&t| p.stage_at(t))
+            .collect();
+        assert_eq!(at, [0, 0, 0, 1, 1, 2, 2, 2, 2]);
+        // A stage of no duration never holds a moment: the next one starts at once.
+        let p = Profile::new(0.0, &[stage(0, 10.0), stage(1, 10.0)]).unwrap();
+        assert_eq!(p.stage_at(0.0), 1);
     }
 
     #[test]

@@ -300,39 +300,97 @@ impl PreparedKind {
     }
 }
 
-/// The weighted mix of request kinds.
+/// The weighted mix of request kinds: one table of cumulative weights for the kinds' own
+/// weights, and one more for each stage that names a mix of its own.
 #[derive(Debug)]
 pub(crate) struct Mix {
     pub(crate) kinds: Vec<PreparedKind>,
-    cumulative: Vec<u64>,
+    /// Cumulative weights, one table per distinct mix; table 0 is the kinds' own weights.
+    tables: Vec<Vec<u64>>,
+    /// The table each stage uses; empty when every stage uses table 0.
+    by_stage: Vec<usize>,
 }
 
 impl Mix {
-    /// A mix of prepared kinds (at least one, weights above zero).
-    pub(crate) fn new(kinds: Vec<PreparedKind>) -> Result<Self, String> {
+    /// A mix of prepared kinds (at least one, weights above zero), with the per-stage weights
+    /// of [`crate::plan::Plan::stage_weights`] (already validated against the kinds).
+    pub(crate) fn new(
+        kinds: Vec<PreparedKind>,
+        stage_weights: &[Option<Vec<u32>>],
+    ) -> Result<Self, String> {
         if kinds.is_empty() {
             return Err("no requests to send".to_owned());
         }
-        let mut total = 0u64;
-        let mut cumulative = Vec::with_capacity(kinds.len());
-        for k in &kinds {
-            if k.kind.weight == 0 {
-                return Err(format!("request {:?}: weight must be above 0", k.kind.name));
-            }
-            total += u64::from(k.kind.weight);
-            cumulative.push(total);
+        if let Some(k) = kinds.iter().find(|k| k.kind.weight == 0) {
+            return Err(format!("request {:?}: weight must be above 0", k.kind.name));
         }
-        Ok(Self { kinds, cumulative })
+        let cumulative = |weights: &mut dyn Iterator<Item = u32>| -> Vec<u64> {
+            weights
+                .scan(0u64, |total, w| {
+                    *total += u64::from(w);
+                    Some(*total)
+                })
+                .collect()
+        };
+        let own = cumulative(&mut kinds.iter().map(|k| k.kind.weight));
+        let mut tables = vec![own];
+        let mut by_stage = Vec::with_capacity(stage_weights.len());
+        for weights in stage_weights {
+            let index = match weights {
+                None => 0,
+                Some(w) if w.len() != kinds.len() => {
+                    return Err(format!(
+                        "a stage mix has {} weights for {} requests",
+                        w.len(),
+                        kinds.len()
+                    ));
+                }
+                Some(w) => {
+                    let table = cumulative(&mut w.iter().copied());
+                    if table.last().is_none_or(|&t| t == 0) {
+                        return Err("a stage mix gives no request a weight above 0".to_owned());
+                    }
+                    match tables.iter().position(|t| *t == table) {
+                        Some(i) => i,
+                        None => {
+                            tables.push(table);
+                            tables.len() - 1
+                        }
+                    }
+                }
+            };
+            by_stage.push(index);
+        }
+        if by_stage.iter().all(|&i| i == 0) {
+            by_stage.clear();
+        }
+        Ok(Self {
+            kinds,
+            tables,
+            by_stage,
+        })
     }
 
-    /// Picks a kind's index by weight.
-    pub(crate) fn pick(&self, rng: &mut fastrand::Rng) -> usize {
+    /// Whether the mix changes from stage to stage (the caller then passes the stage).
+    pub(crate) fn varies_by_stage(&self) -> bool {
+        !self.by_stage.is_empty()
+    }
+
+    /// Picks a kind's index by weight, with the weights of `stage` (0-based; a stage past the
+    /// last uses the last one's).
+    pub(crate) fn pick(&self, rng: &mut fastrand::Rng, stage: usize) -> usize {
         if self.kinds.len() == 1 {
             return 0;
         }
-        let total = self.cumulative.last().copied().unwrap_or(1);
+        let table = match self.by_stage.last() {
+            None => &self.tables[0],
+            Some(&last) => &self.tables[self.by_stage.get(stage).copied().unwrap_or(last)],
+        };
+        let total = table.last().copied().unwrap_or(1);
         let x = rng.u64(..total);
-        self.cumulative.partition_point(|&c| c <= x)
+        // The first kind whose cumulative weight passes x: a kind of weight 0 adds nothing to
+        // the running total, so it is never the first to pass.
+        table.partition_point(|&c| c <= x)
     }
 }
 
@@ -352,6 +410,76 @@ mod tests {
         assert_eq!((t.port, path.as_str(), t.is_tls()), (443, "/", true));
         let (t, _) = Target::from_url("http://[::1]:9/", HttpVersion::Http1).unwrap();
         assert_eq!(t.host, "::1");
+    }
+
+    fn kinds(names: &[&str]) -> Vec<PreparedKind> {
+        let (target, _) = Target::from_url("http://127.0.0.1:1/", HttpVersion::Http1).unwrap();
+        let vars = Variables::default();
+        names
+            .iter()
+            .map(|name| {
+                let kind = RequestKind {
+                    name: (*name).into(),
+                    weight: 1,
+                    method: Method::GET,
+                    path: Template::literal(&format!("/{name}")),
+                    headers: Vec::new(),
+                    body: None,
+                    checks: Vec::new(),
+                };
+                PreparedKind::new(kind, &target, &vars).unwrap()
+            })
+            .collect()
+    }
+
+    fn counts(mix: &Mix, stage: usize, draws: usize) -> Vec<usize> {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut counts = vec![0; mix.kinds.len()];
+        for _ in 0..draws {
+            counts[mix.pick(&mut rng, stage)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn each_stage_draws_from_its_own_weights() {
+        // Stage 0: the kinds' own weights (1:1:1); stage 1: only `b`; stage 2: `a` and `c` 1:3.
+        let stages = [None, Some(vec![0, 5, 0]), Some(vec![1, 0, 3])];
+        let mix = Mix::new(kinds(&["a", "b", "c"]), &stages).unwrap();
+        assert!(mix.varies_by_stage());
+        let own = counts(&mix, 0, 3000);
+        assert!(own.iter().all(|&n| (900..=1100).contains(&n)), "{own:?}");
+        assert_eq!(counts(&mix, 1, 1000), [0, 1000, 0]);
+        let last = counts(&mix, 2, 4000);
+        assert_eq!(last[1], 0, "{last:?}");
+        assert!((2850..=3150).contains(&last[2]), "{last:?}");
+        assert_eq!(
+            counts(&mix, 9, 1000)[1],
+            0,
+            "past the last stage: the last stage's mix"
+        );
+    }
+
+    #[test]
+    fn stages_without_a_mix_of_their_own_keep_the_single_table() {
+        let mix = Mix::new(kinds(&["a", "b"]), &[None, None]).unwrap();
+        assert!(!mix.varies_by_stage());
+        // A stage mix equal to the kinds' own weights is no change either.
+        let mix = Mix::new(kinds(&["a", "b"]), &[Some(vec![1, 1]), None]).unwrap();
+        assert!(!mix.varies_by_stage());
+        let stages = [Some(vec![2, 1]), None, Some(vec![2, 1])];
+        let mix = Mix::new(kinds(&["a", "b"]), &stages).unwrap();
+        assert!(mix.varies_by_stage());
+        assert_eq!(mix.tables.len(), 2, "equal stage mixes share one table");
+        assert_eq!(mix.by_stage, [1, 0, 1]);
+    }
+
+    #[test]
+    fn stage_mixes_that_cannot_be_drawn_from_are_refused() {
+        let err = Mix::new(kinds(&["a", "b"]), &[Some(vec![0, 0])]).unwrap_err();
+        assert!(err.contains("no request a weight above 0"), "{err}");
+        let err = Mix::new(kinds(&["a", "b"]), &[Some(vec![1])]).unwrap_err();
+        assert!(err.contains("1 weights for 2 requests"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,10 @@
 //! thresholds = ["p99 < 500ms"]
 //! ```
 //!
+//! A stage can shift the mix: `mix = { product = 1, order = 4 }` gives the named requests
+//! those weights while the stage runs (the others 0); stages without `mix` use each
+//! request's own `weight`.
+//!
 //! Unknown keys are errors, and every error names the file, the key and the line.
 
 use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
@@ -156,6 +160,8 @@ struct StageSpec {
     duration: Parsed<Span>,
     rate: Option<f64>,
     users: Option<f64>,
+    /// Weights by request name while this stage runs; requests it leaves out get 0.
+    mix: Option<BTreeMap<String, Spanned<u32>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +274,28 @@ fn csv_error(e: &csv::Error) -> String {
     }
 }
 
+/// A stage's `mix` as weights in the order of `kinds`: the requests it leaves out get 0.
+/// `at(offset, key, why)` builds the error for a name that is no request's.
+fn stage_mix(
+    mix: BTreeMap<String, Spanned<u32>>,
+    kinds: &[RequestKind],
+    at: &dyn Fn(usize, &str, String) -> BenchError,
+) -> Result<Vec<u32>, BenchError> {
+    let mut weights = vec![0; kinds.len()];
+    for (name, weight) in mix {
+        let Some(k) = kinds.iter().position(|k| *k.name == *name) else {
+            let names: Vec<&str> = kinds.iter().map(|k| &*k.name).collect();
+            return Err(at(
+                weight.span().start,
+                &format!("mix.{name}"),
+                format!("no request named {name:?} (requests: {})", names.join(", ")),
+            ));
+        };
+        weights[k] = weight.into_inner();
+    }
+    Ok(weights)
+}
+
 /// Line (1-based) of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -327,6 +355,7 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
         return Err(err("no [[requests]]: add at least one request".to_owned()));
     }
     let mut kinds = Vec::new();
+    let mut kind_offsets = Vec::new();
     let mut thresholds: Vec<Threshold> = file.thresholds.into_iter().map(|t| t.0).collect();
     for (i, spec) in file.requests.into_iter().enumerate() {
         let offset = spec.span().start;
@@ -378,6 +407,7 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
         for t in spec.thresholds {
             thresholds.push(t.0.scoped(&name));
         }
+        kind_offsets.push(offset);
         kinds.push(RequestKind {
             name: name.into(),
             weight: spec.weight.unwrap_or(1),
@@ -397,12 +427,13 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
     }
 
     // Load profile: explicit stages, or a preset, or the command line.
-    let (model, profile) = if !file.stages.is_empty() {
+    let (model, profile, stage_weights) = if !file.stages.is_empty() {
         if file.preset.is_some() {
             return Err(err("give either [[stages]] or preset, not both".to_owned()));
         }
         let mut model = None;
         let mut stages = Vec::new();
+        let mut stage_weights = Vec::new();
         for (i, stage) in file.stages.into_iter().enumerate() {
             let offset = stage.span().start;
             let key = format!("stages[{i}]");
@@ -426,6 +457,19 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
                 ));
             }
             model = Some(m);
+            let weights = match stage.mix {
+                None => None,
+                Some(mix) => {
+                    let at_key = |o: usize, k: &str, why| at(o, &format!("{key}.{k}"), why);
+                    let weights = stage_mix(mix, &kinds, &at_key)?;
+                    if weights.iter().all(|&w| w == 0) {
+                        let why = "give at least one request a weight above 0".to_owned();
+                        return Err(at(offset, &format!("{key}.mix"), why));
+                    }
+                    Some(weights)
+                }
+            };
+            stage_weights.push(weights);
             stages.push(Stage {
                 duration: stage.duration.0.0,
                 target,
@@ -433,7 +477,27 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
         }
         let profile = Profile::new(file.start.unwrap_or(0.0), &stages)
             .map_err(|e| err(format!("stages: {e}")))?;
-        (model.unwrap_or(Model::Closed), profile)
+        if stage_weights.iter().all(Option::is_none) {
+            stage_weights.clear();
+        }
+        // A request every stage's mix leaves out would never be sent.
+        for (k, kind) in kinds.iter().enumerate() {
+            if !stage_weights.is_empty()
+                && stage_weights
+                    .iter()
+                    .all(|w| w.as_ref().is_some_and(|w| w[k] == 0))
+            {
+                return Err(at(
+                    kind_offsets[k],
+                    &format!("requests[{k}]"),
+                    format!(
+                        "request {:?} is in no stage's mix, so it would never be sent",
+                        kind.name
+                    ),
+                ));
+            }
+        }
+        (model.unwrap_or(Model::Closed), profile, stage_weights)
     } else if let Some(preset) = file.preset {
         let preset = preset.0;
         let (model, peak) = match (file.peak_rate, file.peak_users) {
@@ -450,6 +514,7 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
         (
             model,
             Profile::new(start, &stages).map_err(|e| err(format!("preset {preset}: {e}")))?,
+            Vec::new(),
         )
     } else {
         return Err(err("no load: add [[stages]] (with rate or users) or preset = \"load\" with peak_rate or peak_users".to_owned()));
@@ -490,6 +555,7 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
             .unwrap_or(DEFAULT_TIMEOUT),
         think_time: file.think_time.map(|t| t.0),
         kinds,
+        stage_weights,
         variables,
         thresholds,
         count_headers,
@@ -498,4 +564,148 @@ pub(crate) fn parse(text: &str, path: &Path, args: &RunArgs) -> Result<Plan, Ben
     };
     plan.validate().map_err(err)?;
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The bench flags alone, to build the `RunArgs` a scenario is merged with.
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn plan_of(text: &str) -> Result<Plan, String> {
+        let flags = Flags::try_parse_from(["bench"]).map_err(|e| e.to_string())?;
+        parse(text, Path::new("mix.toml"), &flags.run).map_err(|e| e.to_string())
+    }
+
+    const REQUESTS: &str = r#"
+[[requests]]
+name = "browse"
+weight = 3
+url = "/items"
+
+[[requests]]
+name = "buy"
+url = "/orders"
+"#;
+
+    #[test]
+    fn stages_name_their_own_weights_and_leave_out_the_rest() {
+        let text = format!(
+            r#"base_url = "http://127.0.0.1:1"
+
+[[stages]]
+duration = "10s"
+rate = 10
+
+[[stages]]
+duration = "2s"
+rate = 100
+mix = {{ buy = 4 }}
+
+[[stages]]
+duration = "10s"
+rate = 10
+[stages.mix]
+browse = 1
+buy = 1
+{REQUESTS}"#
+        );
+        let plan = plan_of(&text).unwrap();
+        assert_eq!(
+            plan.stage_weights,
+            [None, Some(vec![0, 4]), Some(vec![1, 1])]
+        );
+        assert_eq!(plan.kinds[0].weight, 3, "a request keeps its own weight");
+    }
+
+    #[test]
+    fn without_stage_mixes_every_stage_uses_the_request_weights() {
+        let text = format!(
+            "base_url = \"http://127.0.0.1:1\"\n[[stages]]\nduration = \"1s\"\nusers = 2\n{REQUESTS}"
+        );
+        assert!(plan_of(&text).unwrap().stage_weights.is_empty());
+    }
+
+    #[test]
+    fn stage_mix_errors_name_the_file_the_key_and_the_line() {
+        let head = "base_url = \"http://127.0.0.1:1\"\n";
+        let cases: &[(&str, &[&str])] = &[
+            (
+                // The stage starts on line 2, its mix table on line 5; the bad name is on line 7.
+                "[[stages]]\nduration = \"1s\"\nrate = 1\n[stages.mix]\nbrowse = 1\nsell = 2\n",
+                &[
+                    "mix.toml: line 7: stages[0].mix.sell",
+                    "no request named \"sell\" (requests: browse, buy)",
+                ],
+            ),
+            (
+                "[[stages]]\nduration = \"1s\"\nrate = 1\nmix = { browse = 0, buy = 0 }\n",
+                &[
+                    "line 2: stages[0].mix",
+                    "give at least one request a weight above 0",
+                ],
+            ),
+            (
+                "[[stages]]\nduration = \"1s\"\nrate = 1\nmix = { browse = -1 }\n",
+                &["mix.toml:", "line 5", "mix", "invalid value: integer `-1`"],
+            ),
+            (
+                "[[stages]]\nduration = \"1s\"\nrate = 1\nmix = { browse = 1 }\n",
+                &[
+                    "requests[1]",
+                    "\"buy\" is in no stage's mix, so it would never be sent",
+                ],
+            ),
+            (
+                "[[stages]]\nduration = \"1s\"\nrate = 1\nmix = { browse = 1 }\nweights = { buy = 1 }\n",
+                &["line 6", "unknown field `weights`"],
+            ),
+        ];
+        for (stages, wants) in cases {
+            let err = plan_of(&format!("{head}{stages}{REQUESTS}")).unwrap_err();
+            for want in *wants {
+                assert!(err.contains(want), "want {want:?} in:\n{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn plans_built_in_code_check_their_stage_weights_too() {
+        let text = format!(
+            "base_url = \"http://127.0.0.1:1\"\n[[stages]]\nduration = \"1s\"\nrate = 1\n{REQUESTS}"
+        );
+        let mut plan = plan_of(&text).unwrap();
+        assert_eq!(plan.validate(), Ok(()));
+        let cases: [(Vec<Option<Vec<u32>>>, &str); 4] = [
+            (vec![None, None], "2 stage mixes for 1 stages"),
+            (vec![Some(vec![1])], "stage 1: 1 weights for 2 requests"),
+            (vec![Some(vec![0, 0])], "stage 1: the mix gives no request"),
+            (
+                vec![Some(vec![0, 1])],
+                "\"browse\" has weight 0 in every stage",
+            ),
+        ];
+        for (weights, want) in cases {
+            plan.stage_weights = weights;
+            let err = plan.validate().unwrap_err();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_request_in_no_stage_mix_is_reported_at_its_own_line() {
+        let text = format!(
+            "base_url = \"http://127.0.0.1:1\"\n[[stages]]\nduration = \"1s\"\nrate = 1\nmix = {{ buy = 1 }}\n{REQUESTS}"
+        );
+        let err = plan_of(&text).unwrap_err();
+        // The first [[requests]] table ("browse") starts on line 7.
+        assert!(err.contains("line 7: requests[0]"), "{err}");
+    }
 }

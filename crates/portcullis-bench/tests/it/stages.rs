@@ -116,3 +116,80 @@ async fn users_join_as_the_ramp_passes_their_number() {
     assert_eq!(max_between(2.2, 2.9), 4, "four users on the plateau");
     assert_eq!(up.connections(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_with_its_own_mix_shifts_what_is_sent() {
+    // The server records when each path arrived.
+    let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let up = TestUpstream::respond(move |req| {
+        s.lock().push((Instant::now(), req.uri().path().to_owned()));
+        http::Response::new(full("ok"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // 100 requests/s for 3 s: only `browse` in the first second, only `buy` in the spike
+    // second, then the requests' own 1:1 weights. A request's stage is that of its scheduled
+    // time, so each stage sends exactly 100.
+    let file = scenario(
+        &dir,
+        &format!(
+            "base_url = \"{}\"\nstart = 100\n\n\
+             [[stages]]\nduration = \"1s\"\nrate = 100\nmix = {{ browse = 1 }}\n\n\
+             [[stages]]\nduration = \"1s\"\nrate = 100\nmix = {{ buy = 1 }}\n\n\
+             [[stages]]\nduration = \"1s\"\nrate = 100\n\n\
+             [[requests]]\nname = \"browse\"\nurl = \"/browse\"\n\n\
+             [[requests]]\nname = \"buy\"\nurl = \"/buy\"\n",
+            up.url()
+        ),
+    );
+    let r = report(&["--scenario", &file]).await;
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 300);
+    let first = seen.iter().map(|x| x.0).min().unwrap();
+    // Per stage (a 50 ms margin either side of each boundary for the trip to the server):
+    // how many of each path arrived.
+    let count = |path: &str, from: f64, to: f64| {
+        seen.iter()
+            .filter(|(t, p)| {
+                let t = t.duration_since(first).as_secs_f64();
+                p == path && t >= from && t < to
+            })
+            .count()
+    };
+    let per_stage: Vec<(usize, usize)> = [(0.0, 0.95), (1.05, 1.95), (2.05, 3.5)]
+        .iter()
+        .map(|&(from, to)| (count("/browse", from, to), count("/buy", from, to)))
+        .collect();
+    assert_eq!(per_stage[0].1, 0, "no buy before the spike: {per_stage:?}");
+    assert!(per_stage[0].0 >= 90, "{per_stage:?}");
+    assert_eq!(per_stage[1].0, 0, "only buy in the spike: {per_stage:?}");
+    assert!(per_stage[1].1 >= 90, "{per_stage:?}");
+    // Back to 1:1 for the last 100 (σ = 5): both kinds, neither far from half.
+    let (browse, buy) = per_stage[2];
+    assert!(
+        (25..=75).contains(&browse) && (25..=75).contains(&buy),
+        "{per_stage:?}"
+    );
+    // All of the first stage's 100 are `browse` and all of the spike's `buy`, whenever they
+    // reached the server.
+    let total = |path: &str| seen.iter().filter(|(_, p)| p == path).count();
+    assert!(
+        total("/browse") >= 100 && total("/buy") >= 100,
+        "{} browse, {} buy",
+        total("/browse"),
+        total("/buy")
+    );
+    let reported: Vec<(String, u64)> = r
+        .requests
+        .iter()
+        .map(|k| (k.name.clone(), k.requests))
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("browse".to_owned(), total("/browse") as u64),
+            ("buy".to_owned(), total("/buy") as u64)
+        ]
+    );
+}
