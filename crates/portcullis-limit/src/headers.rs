@@ -34,23 +34,11 @@ pub(crate) fn number(n: u64) -> HeaderValue {
         .unwrap_or_else(|| digits(n))
 }
 
-/// `n` in decimal, formatted on the stack: one allocation (the value's own bytes), where
-/// `HeaderValue::from(u64)` grows a `BytesMut` first.
-fn digits(mut n: u64) -> HeaderValue {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        // `n % 10` is below 10, so the cast is exact.
-        #[allow(clippy::cast_possible_truncation)]
-        let digit = (n % 10) as u8;
-        buf[at] = b'0' + digit;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&buf[at..]).unwrap_or_else(|_| HeaderValue::from_static("0"))
+/// `n` in decimal, formatted on the stack by `itoa`: one allocation (the value's own bytes),
+/// where `HeaderValue::from(u64)` grows a `BytesMut` first.
+fn digits(n: u64) -> HeaderValue {
+    HeaderValue::from_bytes(itoa::Buffer::new().format(n).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Whole seconds, rounded up (a client waiting the advertised time must then succeed).

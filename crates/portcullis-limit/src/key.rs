@@ -127,32 +127,30 @@ impl KeyBytes {
     }
 }
 
-/// `identity` of a key made of the client IP alone: `tagged(b'4' or b'6', octets)` hashed.
+/// `identity` of a key made of the client IP alone: the bytes `ip` pushes, hashed without
+/// going through `KeyBytes`.
 fn ip_identity(ip: IpAddr) -> u128 {
-    let mut bytes = [0u8; 1 + 8 + 16];
-    let len = match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            bytes[0] = b'4';
-            bytes[1..9].copy_from_slice(&4u64.to_le_bytes());
-            bytes[9..13].copy_from_slice(&v4.octets());
-            13
-        }
-        IpAddr::V6(v6) => {
-            bytes[0] = b'6';
-            bytes[1..9].copy_from_slice(&16u64.to_le_bytes());
-            bytes[9..25].copy_from_slice(&v6.octets());
-            25
-        }
-    };
+    let (bytes, len) = ip_bytes(ip);
     xxh3_128(&bytes[..len])
 }
 
 fn ip(key: &mut KeyBytes, ip: IpAddr) {
-    // IPv4-mapped IPv6 addresses are the same client as their IPv4 form.
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => key.tagged(b'4', &v4.octets()),
-        IpAddr::V6(v6) => key.tagged(b'6', &v6.octets()),
-    }
+    let (bytes, len) = ip_bytes(ip);
+    key.push(&bytes[..len]);
+}
+
+/// The client IP as `KeyBytes::tagged` lays a part out (tag `4` or `6`, length, octets), on
+/// the stack. IPv4-mapped IPv6 addresses are the same client as their IPv4 form.
+fn ip_bytes(ip: IpAddr) -> ([u8; 1 + 8 + 16], usize) {
+    let mut bytes = [0u8; 1 + 8 + 16];
+    let (tag, octets): (u8, &[u8]) = match ip.to_canonical() {
+        IpAddr::V4(v4) => (b'4', &v4.octets()),
+        IpAddr::V6(v6) => (b'6', &v6.octets()),
+    };
+    bytes[0] = tag;
+    bytes[1..9].copy_from_slice(&(octets.len() as u64).to_le_bytes());
+    bytes[9..9 + octets.len()].copy_from_slice(octets);
+    (bytes, 9 + octets.len())
 }
 
 #[cfg(test)]
@@ -230,7 +228,10 @@ mod tests {
         for ip in ["192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7"] {
             let ip: IpAddr = ip.parse().expect("ip");
             let mut general = KeyBytes::default();
-            super::ip(&mut general, ip);
+            match ip.to_canonical() {
+                IpAddr::V4(v4) => general.tagged(b'4', &v4.octets()),
+                IpAddr::V6(v6) => general.tagged(b'6', &v6.octets()),
+            }
             assert_eq!(
                 identity(&[KeyPart::ClientIp], &p, &Caller::of(&p, ip)),
                 xxh3_128(general.as_slice()),

@@ -200,29 +200,33 @@ impl RateLimiter {
     fn build(policy: Policy, redis: Option<Redis>) -> Self {
         let instances = policy.instances.max(1);
         let scope = Arc::clone(&policy.scope);
-        let set = |label: Arc<str>, limits: Vec<Limit>| LimitSet {
-            seeds: limits
-                .iter()
-                .map(|l| {
-                    let mut named = Vec::new();
-                    for part in [&*scope, &*label, &*l.name] {
-                        named.extend_from_slice(&(part.len() as u64).to_le_bytes());
-                        named.extend_from_slice(part.as_bytes());
-                    }
-                    xxh3_64(&named)
-                })
-                .collect(),
-            label,
-            fallback: limits.iter().map(|l| l.quota.divided(instances)).collect(),
-            limit_headers: limits
-                .iter()
-                .map(|l| {
-                    [l.quota, l.quota.divided(instances)]
-                        .map(|q| (q.rate.limit, crate::headers::number(q.rate.limit)))
-                })
-                .collect(),
-            same_key: limits.windows(2).all(|w| w[0].key == w[1].key),
-            limits,
+        let set = |label: Arc<str>, limits: Vec<Limit>| {
+            let fallback: Vec<Quota> = limits.iter().map(|l| l.quota.divided(instances)).collect();
+            LimitSet {
+                seeds: limits
+                    .iter()
+                    .map(|l| {
+                        let mut named = Vec::new();
+                        for part in [&*scope, &*label, &*l.name] {
+                            named.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                            named.extend_from_slice(part.as_bytes());
+                        }
+                        xxh3_64(&named)
+                    })
+                    .collect(),
+                label,
+                limit_headers: limits
+                    .iter()
+                    .zip(&fallback)
+                    .map(|(l, share)| {
+                        [l.quota, *share]
+                            .map(|q| (q.rate.limit, crate::headers::number(q.rate.limit)))
+                    })
+                    .collect(),
+                fallback,
+                same_key: limits.windows(2).all(|w| w[0].key == w[1].key),
+                limits,
+            }
         };
         let mut sets = vec![set(Arc::from(""), policy.limits)];
         let mut tiers = HashMap::new();
