@@ -2,10 +2,10 @@
 //! background thread so the request path never waits on the disk or a slow pipe.
 //!
 //! Lines go through a bounded in-memory queue; when it is full (the writer cannot keep up),
-//! lines are dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing requests or
-//! growing memory. Query parameters that look like credentials (`token`, `key`, `secret`,
-//! `password`, `signature`, `auth`, `code` in their name), and those configured to carry
-//! credentials, are logged as `[redacted]`.
+//! lines are dropped and counted (`portcullis_access_log_dropped_total`) rather than slowing
+//! requests or growing memory. Query parameters that look like credentials (`token`, `key`,
+//! `secret`, `password`, `signature`, `auth`, `code` in their name), and those configured to
+//! carry credentials, are logged as `[redacted]`.
 
 use std::{
     io::Write,
@@ -160,18 +160,7 @@ impl AccessRecord<'_> {
 
 /// `n` in decimal.
 fn put_int(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Milliseconds with three decimals (microseconds), as integer arithmetic: `{:.3}` on an `f64`
@@ -337,26 +326,31 @@ impl AccessLog {
     /// Queues `record`'s line; drops it (and counts it) when the writer is behind.
     pub fn log(&self, record: &AccessRecord<'_>) {
         let format = self.inner.format;
-        SCRATCH.with(|scratch| {
-            let Ok(mut line) = scratch.try_borrow_mut() else {
-                return;
-            };
-            line.clear();
-            record.write(format, &mut line);
-            let queue = &self.inner.queue;
-            let mut state = queue.state.lock();
-            if state.lines.len() + line.len() > QUEUE_BYTES {
-                drop(state);
-                self.inner.dropped.inc();
-                return;
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                record.write(format, &mut line);
+                self.enqueue(&line);
             }
-            state.lines.extend_from_slice(&line);
-            let wake = std::mem::take(&mut state.waiting);
-            drop(state);
-            if wake {
-                queue.wake.notify_one();
-            }
+            // Only if logging ever re-entered itself on this thread: a line of its own.
+            Err(_) => self.enqueue(&record.format(format)),
         });
+    }
+
+    fn enqueue(&self, line: &[u8]) {
+        let queue = &self.inner.queue;
+        let mut state = queue.state.lock();
+        if state.lines.len() + line.len() > QUEUE_BYTES {
+            drop(state);
+            self.inner.dropped.inc();
+            return;
+        }
+        state.lines.extend_from_slice(line);
+        let wake = std::mem::take(&mut state.waiting);
+        drop(state);
+        if wake {
+            queue.wake.notify_one();
+        }
     }
 
     /// Blocks until every line queued so far is written out (at shutdown: the writer thread
@@ -386,8 +380,7 @@ const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer thread: takes everything queued, writes it out, flushes, pauses; ends when
 /// every handle is gone and the queue is empty.
-fn write_lines(queue: &Queue, out: Box<dyn Write + Send>) {
-    let mut out = out;
+fn write_lines(queue: &Queue, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
     loop {
         let (flush, closed) = {

@@ -42,7 +42,5 @@ pub use registry::{Metrics, MetricsBuilder};
 pub use series::{InFlight, InFlightGuard, RouteMetrics, TargetMetrics, UpstreamOutcome};
 pub use slo::{Alert, AlertBook, AlertEvent, Objective, RouteSlo};
 pub use spans::{FinishedSpan, MAX_BATCH, OtlpSettings, SpanCounts, SpanSink, SpanValue};
-pub use trace_context::{
-    TRACEPARENT, TraceContext, incoming_trace_id, incoming_trace_id_value, trace_id_hex,
-};
+pub use trace_context::{TRACEPARENT, TraceContext, incoming_trace_id, trace_id_hex};
 pub use windows::{RouteTotals, StatsHistory, TICK, WindowStats};

@@ -62,11 +62,6 @@ impl TraceContext {
         self.flags & 0x01 == 0x01
     }
 
-    /// The trace id as 32 lowercase hex digits.
-    pub fn trace_id(&self) -> String {
-        hex_id(self.trace_id)
-    }
-
     /// The `traceparent` value to send upstream: this hop's span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
         // Written by hand into a fixed buffer: `format!` with padded hex widths cost about
@@ -84,13 +79,8 @@ impl TraceContext {
     }
 }
 
-/// A trace id as 32 lowercase hex digits (by hand, as `traceparent`: `format!` is slow here).
-fn hex_id(id: u128) -> String {
-    String::from_utf8_lossy(&trace_id_hex(id)).into_owned()
-}
-
-/// A trace id's 32 lowercase hex digits, without an allocation (the access log writes them
-/// out at once).
+/// A trace id's 32 lowercase hex digits (by hand, as `traceparent`: `format!` is slow here),
+/// without an allocation: the access log writes them out at once.
 pub fn trace_id_hex(id: u128) -> [u8; 32] {
     let mut text = [0u8; 32];
     put_hex(&mut text, &id.to_be_bytes());
@@ -106,12 +96,7 @@ fn put_hex(out: &mut [u8], bytes: &[u8]) {
 }
 
 /// The trace id of a valid `traceparent`, if the request has one.
-pub fn incoming_trace_id(value: Option<&HeaderValue>) -> Option<String> {
-    incoming_trace_id_value(value).map(hex_id)
-}
-
-/// [`incoming_trace_id`] as a number.
-pub fn incoming_trace_id_value(value: Option<&HeaderValue>) -> Option<u128> {
+pub fn incoming_trace_id(value: Option<&HeaderValue>) -> Option<u128> {
     value.and_then(|v| parse(v.as_bytes())).map(|(id, _, _)| id)
 }
 
@@ -171,7 +156,10 @@ mod tests {
     fn a_valid_parent_is_continued_with_a_new_span() {
         let incoming = HeaderValue::from_static(EXAMPLE);
         let ctx = TraceContext::continue_or_start(Some(&incoming));
-        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            &trace_id_hex(ctx.trace_id_value()),
+            b"4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         let out = ctx.traceparent();
         let out = out.to_str().unwrap();
         assert_eq!(out.len(), 55);
@@ -186,8 +174,8 @@ mod tests {
             "a new span id for the gateway's hop"
         );
         assert_eq!(
-            incoming_trace_id(Some(&incoming)).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            incoming_trace_id(Some(&incoming)).map(trace_id_hex),
+            Some(*b"4bf92f3577b34da6a3ce929d0e0e4736")
         );
     }
 
@@ -234,7 +222,10 @@ mod tests {
                 ctx.trace_id, ctx.span_id, ctx.flags
             );
             assert_eq!(ctx.traceparent().to_str().unwrap(), expected);
-            assert_eq!(ctx.trace_id(), format!("{:032x}", ctx.trace_id));
+            assert_eq!(
+                trace_id_hex(ctx.trace_id).as_slice(),
+                format!("{:032x}", ctx.trace_id).as_bytes()
+            );
         }
         let small = TraceContext {
             trace_id: 1,

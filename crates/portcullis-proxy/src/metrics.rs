@@ -19,7 +19,7 @@ use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, FinishedSpan, InFlight,
     InFlightGuard, Metrics, RouteMetrics, SpanSink, SpanValue, TRACEPARENT, TraceContext,
-    incoming_trace_id_value, redact_query_also, rfc3339_bytes, trace_id_hex,
+    incoming_trace_id, redact_query_also, rfc3339_bytes, trace_id_hex,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -213,7 +213,7 @@ impl Measure {
                     .extensions()
                     .get::<ConsumerId>()
                     .map(|c| Arc::clone(&c.0)),
-                incoming_trace: incoming_trace_id_value(headers.get(TRACEPARENT)),
+                incoming_trace: incoming_trace_id(headers.get(TRACEPARENT)),
             })
         });
         Self {
