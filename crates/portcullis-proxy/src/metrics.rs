@@ -118,8 +118,6 @@ struct LogFields {
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
     consumer: Option<Arc<str>>,
-    /// The caller's trace id, for requests that do not go upstream.
-    incoming_trace: Option<u128>,
 }
 
 /// The path and query an access line shows: the request's own (a reference-counted clone, no
@@ -159,7 +157,6 @@ impl LoggedPath {
 struct SpanFields {
     export: SpanExport,
     started: SystemTime,
-    incoming: Option<HeaderValue>,
     path: String,
     client_ip: IpAddr,
     request_id: RequestId,
@@ -174,6 +171,9 @@ pub(crate) struct Measure {
     _in_flight: InFlightGuard,
     log: Option<Box<LogFields>>,
     span: Option<Box<SpanFields>>,
+    /// The caller's `traceparent`, kept when the access log or a span may need it: their trace
+    /// id when the request does not go upstream.
+    incoming_trace: Option<HeaderValue>,
     timing_headers: bool,
 }
 
@@ -186,14 +186,15 @@ impl Measure {
         client_ip: impl FnOnce() -> IpAddr,
     ) -> Self {
         // Asked once, and only when the access log or a span wants it.
-        let ip = (observe.access_log.is_some() || observe.spans.is_some())
-            .then(client_ip)
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let wanted = observe.access_log.is_some() || observe.spans.is_some();
+        let ip = wanted.then(client_ip).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let incoming_trace = wanted
+            .then(|| req.headers().get(TRACEPARENT).cloned())
+            .flatten();
         let span = observe.spans.as_ref().map(|export| {
             Box::new(SpanFields {
                 export: export.clone(),
                 started: SystemTime::now(),
-                incoming: req.headers().get(TRACEPARENT).cloned(),
                 path: req.uri().path().to_owned(),
                 client_ip: ip,
                 request_id: request_id.clone(),
@@ -213,7 +214,6 @@ impl Measure {
                     .extensions()
                     .get::<ConsumerId>()
                     .map(|c| Arc::clone(&c.0)),
-                incoming_trace: incoming_trace_id(headers.get(TRACEPARENT)),
             })
         });
         Self {
@@ -223,6 +223,7 @@ impl Measure {
             _in_flight: observe.base.in_flight.enter(),
             log,
             span,
+            incoming_trace,
             timing_headers: observe.timing_headers,
         }
     }
@@ -292,7 +293,7 @@ impl Record {
                 .as_ref()
                 .and_then(|u| u.trace)
                 .map(|t| t.trace_id_value())
-                .or(fields.incoming_trace)
+                .or_else(|| incoming_trace_id(m.incoming_trace.as_ref()))
                 .map(trace_id_hex);
             let time = rfc3339_bytes(SystemTime::now());
             fields.log.log(&AccessRecord {
@@ -338,7 +339,7 @@ fn export_span(
         .upstream
         .as_ref()
         .and_then(|u| u.trace)
-        .unwrap_or_else(|| TraceContext::continue_or_start(fields.incoming.as_ref()));
+        .unwrap_or_else(|| TraceContext::continue_or_start(m.incoming_trace.as_ref()));
     if !fields.export.samples(&trace) {
         return;
     }

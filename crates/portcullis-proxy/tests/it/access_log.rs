@@ -247,3 +247,43 @@ async fn every_line_is_written_by_the_time_shutdown_completes() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 20, "{text}");
 }
+
+#[tokio::test]
+async fn lines_carry_the_trace_id_sent_upstream_or_else_the_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let up = TestUpstream::start(echo()).await;
+    let config = format!(
+        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n\
+         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\" }}\nupstream = \"up\"\n",
+        path.display(),
+        up.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = Client::http1();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for target in ["/api/x", "/nowhere"] {
+        let req = Request::get(gw.url(target))
+            .header("traceparent", caller)
+            .body(Full::default())
+            .unwrap();
+        client.send(req).await;
+    }
+    let plain = client.get(&gw.url("/api/y")).await;
+    assert_eq!(plain.status(), StatusCode::OK);
+
+    let lines = lines(&path, 3).await;
+    // Proxied: the trace continued upstream; answered by the gateway (404): the caller's.
+    for line in &lines[..2] {
+        assert_eq!(
+            line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{line}"
+        );
+    }
+    // No caller trace: the one the gateway started and sent upstream, 32 hex digits.
+    let started = lines[2]["trace_id"].as_str().unwrap();
+    assert_eq!(started.len(), 32, "{started}");
+    assert!(started.bytes().all(|b| b.is_ascii_hexdigit()), "{started}");
+    assert_ne!(started, "4bf92f3577b34da6a3ce929d0e0e4736");
+}
