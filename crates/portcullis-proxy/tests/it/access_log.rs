@@ -26,6 +26,14 @@ async fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// A config with the access log in `format` to `path`, followed by `rest`.
+fn logged(format: &str, path: &std::path::Path, rest: &str) -> String {
+    format!(
+        "[log]\naccess = \"{format}\"\naccess_file = \"{}\"\n\n{rest}",
+        path.display()
+    )
+}
+
 #[tokio::test]
 async fn json_lines_describe_each_request_without_credentials() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,11 +104,7 @@ async fn upstream_time_and_target_are_logged_for_proxied_requests() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let up = TestUpstream::start(echo()).await;
-    let config = format!(
-        "[log]\naccess = \"combined\"\naccess_file = \"{}\"\n\n{}",
-        path.display(),
-        crate::single_route(&[&up], "", "")
-    );
+    let config = logged("combined", &path, &crate::single_route(&[&up], "", ""));
     let gw = TestGateway::start(&config).await;
     let resp = Client::http1().get(&gw.url("/x")).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -231,11 +235,7 @@ async fn every_line_is_written_by_the_time_shutdown_completes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let up = TestUpstream::start(echo()).await;
-    let config = format!(
-        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n{}",
-        path.display(),
-        crate::single_route(&[&up], "", "")
-    );
+    let config = logged("json", &path, &crate::single_route(&[&up], "", ""));
     let mut gw = TestGateway::start(&config).await;
     let client = Client::http1();
     for _ in 0..20 {
@@ -253,13 +253,8 @@ async fn lines_carry_the_trace_id_sent_upstream_or_else_the_callers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let up = TestUpstream::start(echo()).await;
-    let config = format!(
-        "[log]\naccess = \"json\"\naccess_file = \"{}\"\n\n\
-         [[upstreams]]\nname = \"up\"\ntargets = [{{ url = \"{}\" }}]\n\n\
-         [[routes]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\" }}\nupstream = \"up\"\n",
-        path.display(),
-        up.url()
-    );
+    let routes = crate::single_route(&[&up], "", "match = { path_prefix = \"/api\" }");
+    let config = logged("json", &path, &routes);
     let gw = TestGateway::start(&config).await;
     let client = Client::http1();
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
