@@ -40,8 +40,9 @@ impl RequestId {
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        // Both constructors only admit visible ASCII, so this never falls back.
-        self.0.to_str().unwrap_or("")
+        // Both constructors only admit visible ASCII, so this never falls back (and UTF-8
+        // validation takes ASCII a word at a time, where `HeaderValue::to_str` goes byte by byte).
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or("")
     }
 
     /// The id as a header value (a reference-counted clone).

@@ -19,7 +19,7 @@ use portcullis_http::{Body, BoxError, ConsumerId, RequestId, headers::X_CACHE};
 use portcullis_observe::{
     AccessLog, AccessRecord, AlertBook, Collector, DescriptorEncoder, FinishedSpan, InFlight,
     InFlightGuard, Metrics, RouteMetrics, SpanSink, SpanValue, TRACEPARENT, TraceContext,
-    incoming_trace_id, redact_query_also, rfc3339_bytes, trace_id_hex,
+    incoming_trace_id, redact_query_also,
 };
 use prometheus_client::{
     encoding::EncodeMetric,
@@ -174,6 +174,11 @@ pub(crate) struct Measure {
     /// The caller's `traceparent`, kept when the access log or a span may need it: their trace
     /// id when the request does not go upstream.
     incoming_trace: Option<HeaderValue>,
+    /// The upstream exchange, handed over by the proxy (a response that came through the cache
+    /// carries it as an extension instead).
+    upstream: Option<UpstreamTiming>,
+    /// Whether the route caches: only then is `X-Cache` the gateway's cache result.
+    cached_route: bool,
     timing_headers: bool,
 }
 
@@ -224,13 +229,24 @@ impl Measure {
             log,
             span,
             incoming_trace,
+            upstream: None,
+            cached_route: false,
             timing_headers: observe.timing_headers,
         }
     }
 
-    /// Counts the request under `route` instead of `unmatched`.
-    pub(crate) fn routed(&mut self, route: &Arc<RouteMetrics>) {
+    /// Counts the request under `route` instead of `unmatched`; `cached` says whether the route
+    /// has a cache.
+    pub(crate) fn routed(&mut self, route: &Arc<RouteMetrics>, cached: bool) {
         self.route = Arc::clone(route);
+        self.cached_route = cached;
+    }
+
+    /// Where the proxy puts the upstream exchange's timing (filled only when
+    /// [`Observe::wants_upstream_timing`]). Handed over directly rather than as a response
+    /// extension: an extension costs two allocations and a hash map per response.
+    pub(crate) fn upstream_slot(&mut self) -> &mut Option<UpstreamTiming> {
+        &mut self.upstream
     }
 
     /// Names the authenticated consumer in the access log.
@@ -242,14 +258,21 @@ impl Measure {
 
     /// Wraps `response`'s body so the request is recorded when the body ends (or is dropped,
     /// when the client goes away first).
-    pub(crate) fn finish(self, mut response: http::Response<Body>) -> http::Response<Body> {
+    pub(crate) fn finish(mut self, mut response: http::Response<Body>) -> http::Response<Body> {
+        let upstream = self
+            .upstream
+            .take()
+            .or_else(|| response.extensions().get::<UpstreamTiming>().cloned());
         if self.timing_headers {
-            add_timing_headers(&mut response, self.start.elapsed());
+            add_timing_headers(&mut response, upstream.as_ref(), self.start.elapsed());
         }
         let status = response.status();
         let seen = (self.log.is_some() || self.span.is_some()).then(|| ResponseSeen {
-            cache: response.headers().get(X_CACHE).cloned(),
-            upstream: response.extensions().get::<UpstreamTiming>().cloned(),
+            cache: self
+                .cached_route
+                .then(|| response.headers().get(X_CACHE).cloned())
+                .flatten(),
+            upstream,
         });
         response.map(|inner| {
             Body::new(Metered {
@@ -288,18 +311,15 @@ impl Record {
         m.route.record(&m.method, self.status, elapsed, self.bytes);
         if let (Some(fields), Some(seen)) = (&m.log, &self.seen) {
             let target = seen.upstream.as_ref().map(|u| u.target.as_str());
-            let trace = seen
+            let trace_id = seen
                 .upstream
                 .as_ref()
                 .and_then(|u| u.trace)
                 .map(|t| t.trace_id_value())
-                .or_else(|| incoming_trace_id(m.incoming_trace.as_ref()))
-                .map(trace_id_hex);
-            let time = rfc3339_bytes(SystemTime::now());
+                .or_else(|| incoming_trace_id(m.incoming_trace.as_ref()));
             fields.log.log(&AccessRecord {
-                // Both are ASCII by construction; the checks cannot fail.
-                trace_id: trace.as_ref().and_then(|t| std::str::from_utf8(t).ok()),
-                time: std::str::from_utf8(&time).unwrap_or_default(),
+                trace_id,
+                time: SystemTime::now(),
                 request_id: fields.request_id.as_str(),
                 client_ip: fields.client_ip,
                 method: m.method.as_str(),
@@ -386,9 +406,13 @@ fn export_span(
 
 /// `X-Response-Time` (to the response head) and `Server-Timing` with the upstream leg and the
 /// cache result, when known.
-fn add_timing_headers(response: &mut http::Response<Body>, elapsed: Duration) {
+fn add_timing_headers(
+    response: &mut http::Response<Body>,
+    upstream: Option<&UpstreamTiming>,
+    elapsed: Duration,
+) {
     let mut timing = String::new();
-    if let Some(up) = response.extensions().get::<UpstreamTiming>() {
+    if let Some(up) = upstream {
         timing.push_str(&format!(
             "upstream;dur={:.3}",
             up.elapsed.as_secs_f64() * 1000.0

@@ -314,8 +314,16 @@ where
                                             template_vars(&route, &request_id, consumer.as_ref());
                                         route.security.transform_request(&mut req, &vars);
                                     }
-                                    forward(&shared, &conn, &route, req, &request_id, wants_upgrade)
-                                        .await
+                                    forward(
+                                        &shared,
+                                        &conn,
+                                        &route,
+                                        req,
+                                        &request_id,
+                                        wants_upgrade,
+                                        measure.upstream_slot(),
+                                    )
+                                    .await
                                 }
                             }
                         }
@@ -580,7 +588,7 @@ fn route<B>(
         }
         Lookup::NotFound => return Routed::Error(ProxyError::NoRoute),
     };
-    measure.routed(&route.metrics);
+    measure.routed(&route.metrics, route.cache.is_some());
     // Before the cache: a cached response never bypasses authentication.
     let client_ip = || shared.trusted.client_ip(conn.peer.ip(), req.headers());
     let grant = match route.security.check(req, client_ip) {
@@ -701,6 +709,7 @@ async fn forward<B>(
     req: Request<B>,
     request_id: &RequestId,
     wants_upgrade: bool,
+    timing: &mut Option<UpstreamTiming>,
 ) -> Result<Response<Body>, ProxyError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -737,7 +746,10 @@ where
         // Boxed so the (large) cache future is not part of every request's future.
         return Ok(Box::pin(shared.cache.serve(policy, target, req, fetch)).await);
     }
-    send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await
+    let (response, upstream) =
+        send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await?;
+    *timing = upstream;
+    Ok(response)
 }
 
 /// The cache's way to the origin: the rest of the proxy path for one route.
@@ -782,7 +794,14 @@ impl Fetch for UpstreamFetch {
             )
             .await
             {
-                Ok(response) => response,
+                // Through the cache the timing rides on the response, to the request that
+                // asked for it (or nowhere, for a background refresh).
+                Ok((mut response, timing)) => {
+                    if let Some(timing) = timing {
+                        response.extensions_mut().insert(timing);
+                    }
+                    response
+                }
                 Err(e) => e.into_response(id),
             }
         })
@@ -798,7 +817,7 @@ async fn send_upstream<B>(
     body: B,
     request_id: &RequestId,
     wants_upgrade: bool,
-) -> Result<Response<Body>, ProxyError>
+) -> Result<(Response<Body>, Option<UpstreamTiming>), ProxyError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -1004,20 +1023,21 @@ where
         let (mut parts, _) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers, true);
         append_via(&mut parts.headers, parts.version, &shared.via);
-        return Ok(Response::from_parts(parts, body::empty()));
+        return Ok((Response::from_parts(parts, body::empty()), None));
     }
 
     let (mut parts, incoming) = response.into_parts();
-    if shared.observe.wants_upstream_timing() {
-        parts.extensions.insert(UpstreamTiming {
+    let timing = shared
+        .observe
+        .wants_upstream_timing()
+        .then(|| UpstreamTiming {
             elapsed: sent_at.elapsed(),
             target: authority.clone(),
             trace,
         });
-    }
     remove_hop_by_hop(&mut parts.headers, false);
     append_via(&mut parts.headers, parts.version, &shared.via);
-    Ok(Response::from_parts(
+    let response = Response::from_parts(
         parts,
         body::boxed(GuardedBody::new(
             incoming,
@@ -1026,7 +1046,8 @@ where
             permit,
             upstream.config.pool.stream_idle_timeout.0,
         )),
-    ))
+    );
+    Ok((response, timing))
 }
 
 /// The tickets of the route's and the upstream's breakers for one request. Dropped without
