@@ -434,10 +434,14 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test]
 async fn every_metric_in_the_alert_rules_and_the_dashboard_exists() {
     let up = TestUpstream::start(echo()).await;
+    // Redis, so its series exist.
+    let redis = portcullis_test_support::RedisServer::start();
     // A breaker, so its state series exists.
-    let gw = TestGateway::start(
-        &config(&up, "").replace("targets = [{ url", "breaker = {}\ntargets = [{ url"),
-    )
+    let gw = TestGateway::start(&format!(
+        "[redis]\nurl = \"{}\"\n\n{}",
+        redis.url(),
+        config(&up, "").replace("targets = [{ url", "breaker = {}\ntargets = [{ url")
+    ))
     .await;
     let client = Client::http1();
     client.get(&gw.url("/api/a")).await;
