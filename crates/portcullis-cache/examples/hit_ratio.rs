@@ -1,5 +1,6 @@
 //! Hit ratio of the memory tier's eviction policy (moka's TinyLFU admission + LRU, as
-//! `MemoryStore` uses it) against plain LRU (moka's LRU policy), on the same synthetic traces:
+//! `MemoryStore` uses it) against plain LRU (moka's LRU policy), quick_cache (S3-FIFO style)
+//! and Pingora's TinyUFO (TinyLFU admission + S3-FIFO), on the same synthetic traces:
 //! a Zipf(0.9) popularity over 100k URLs, and the same with one-off scans mixed in (crawlers,
 //! cache-busting query strings), which is where admission matters.
 //!
@@ -61,37 +62,69 @@ fn trace(scan_share: f64) -> Vec<u64> {
         .collect()
 }
 
-fn hit_ratio(policy: EvictionPolicy, capacity: u64, trace: &[u64]) -> f64 {
+fn moka_ratio(policy: EvictionPolicy, capacity: u64, trace: &[u64]) -> f64 {
     let cache: Cache<u64, ()> = Cache::builder()
         .max_capacity(capacity)
         .eviction_policy(policy)
         .build();
-    let mut hits = 0usize;
-    for &k in trace {
-        if cache.get(&k).is_some() {
-            hits += 1;
-        } else {
+    count_hits(trace, |k| {
+        let hit = cache.get(&k).is_some();
+        if !hit {
             cache.insert(k, ());
         }
-    }
+        hit
+    })
+}
+
+/// quick_cache's unsynchronized cache: S3-FIFO-style admission and eviction (a small and a
+/// main queue plus a ghost queue), sized in entries.
+fn quick_cache_ratio(capacity: u64, trace: &[u64]) -> f64 {
+    let mut cache = quick_cache::unsync::Cache::<u64, ()>::new(capacity as usize);
+    count_hits(trace, |k| {
+        let hit = cache.get(&k).is_some();
+        if !hit {
+            cache.insert(k, ());
+        }
+        hit
+    })
+}
+
+/// Pingora's TinyUFO: TinyLFU admission in front of S3-FIFO eviction; every entry weighs 1.
+fn tinyufo_ratio(capacity: u64, trace: &[u64]) -> f64 {
+    let cache = tinyufo::TinyUfo::<u64, ()>::new(capacity as usize, capacity as usize);
+    count_hits(trace, |k| {
+        let hit = cache.get(&k).is_some();
+        if !hit {
+            cache.put(k, (), 1);
+        }
+        hit
+    })
+}
+
+fn count_hits(trace: &[u64], mut lookup: impl FnMut(u64) -> bool) -> f64 {
+    let hits = trace.iter().filter(|&&k| lookup(k)).count();
     hits as f64 / trace.len() as f64
 }
 
 fn main() {
-    println!("| trace | cache size | TinyLFU (MemoryStore) | LRU |");
-    println!("|---|---:|---:|---:|");
+    println!("| trace | cache size | TinyLFU (MemoryStore) | LRU | quick_cache | TinyUFO |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, scan) in [
         ("Zipf 0.9, 100k URLs", 0.0),
         ("same + 20% one-off scans", 0.2),
     ] {
         let t = trace(scan);
         for capacity in [1_000u64, 10_000] {
-            let tiny = hit_ratio(EvictionPolicy::tiny_lfu(), capacity, &t);
-            let lru = hit_ratio(EvictionPolicy::lru(), capacity, &t);
+            let tiny = moka_ratio(EvictionPolicy::tiny_lfu(), capacity, &t);
+            let lru = moka_ratio(EvictionPolicy::lru(), capacity, &t);
+            let quick = quick_cache_ratio(capacity, &t);
+            let ufo = tinyufo_ratio(capacity, &t);
             println!(
-                "| {name} | {capacity} | {:.1}% | {:.1}% |",
+                "| {name} | {capacity} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
                 tiny * 100.0,
-                lru * 100.0
+                lru * 100.0,
+                quick * 100.0,
+                ufo * 100.0
             );
         }
     }

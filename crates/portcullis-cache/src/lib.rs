@@ -21,6 +21,7 @@ pub mod clock;
 pub mod coalesce;
 pub mod codec;
 pub mod compress;
+mod compress_stream;
 pub mod decision;
 pub mod entry;
 pub mod freshness;

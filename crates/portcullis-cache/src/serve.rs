@@ -138,6 +138,15 @@ static X_CACHE_VALUES: [HeaderValue; 5] = [
     HeaderValue::from_static("REVALIDATED"),
 ];
 
+/// Whether `resp` went out without being stored: a miss or a bypass (a filling miss of a
+/// compressible object carries `Vary: Accept-Encoding`, which keeps it out of streaming
+/// compression; hits are never compressed on the way out).
+fn passed_on(resp: &Response<Body>) -> bool {
+    resp.headers()
+        .get(X_CACHE)
+        .is_some_and(|v| v == "MISS" || v == "BYPASS")
+}
+
 fn x_cache(outcome: Outcome) -> HeaderValue {
     let i = match outcome {
         Outcome::Hit => 0,
@@ -254,7 +263,19 @@ impl Cache {
             };
         }
         if method == Method::GET || method == Method::HEAD {
-            self.read(policy, target, req, fetch).await
+            // What the client would take compressed, for a response the cache passes on
+            // without storing (stored ones are compressed once, as variants).
+            let coding = match &policy.compress {
+                Some(_) if method == Method::GET => preferred_encoding(req.headers()),
+                _ => "identity",
+            };
+            let resp = self.read(policy, target, req, fetch).await;
+            match &policy.compress {
+                Some(compression) if coding != "identity" && passed_on(&resp) => {
+                    crate::compress_stream::compress_passing(compression, coding, resp)
+                }
+                _ => resp,
+            }
         } else if policy.graphql && method == Method::POST {
             Box::pin(self.graphql(policy, target, req, fetch)).await
         } else if is_write(method) {

@@ -968,6 +968,56 @@ async fn stored_responses_are_compressed_once_per_coding_and_hits_never_compress
 }
 
 #[tokio::test]
+async fn responses_the_cache_does_not_store_are_compressed_as_they_pass() {
+    let json = "{\"id\": 7, \"name\": \"private item\"} ".repeat(200);
+    let payload = json.clone();
+    let up = TestUpstream::respond(move |req| {
+        let mut resp = Response::new(full(payload.clone()));
+        let h = resp.headers_mut();
+        let cc = match req.uri().path() {
+            "/private" => "private, max-age=60",
+            _ => "no-store",
+        };
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&cached(&up, "compress = true")).await;
+    let c = Client::http1();
+    for path in ["/no-store", "/private", "/no-store"] {
+        let r = get_with(&c, &gw.url(path), &[("accept-encoding", "gzip, br;q=0.5")]).await;
+        assert_eq!(x_cache(&r), "MISS", "{path}");
+        assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip", "{path}");
+        assert!(r.body().len() < json.len() / 4, "{path}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body()[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, json, "{path}");
+        // Identity for a client that does not ask.
+        let plain = get_with(&c, &gw.url(path), &[]).await;
+        assert_eq!(body(&plain), json.as_str(), "{path}");
+        assert!(!plain.headers().contains_key(header::CONTENT_ENCODING));
+    }
+    // An Authorization request is bypassed, and compressed likewise.
+    let r = get_with(
+        &c,
+        &gw.url("/no-store"),
+        &[("accept-encoding", "zstd"), ("authorization", "Bearer t")],
+    )
+    .await;
+    assert_eq!(r.headers()[header::CONTENT_ENCODING], "zstd");
+    assert_eq!(
+        zstd::stream::decode_all(&r.body()[..]).unwrap(),
+        json.as_bytes()
+    );
+    assert_eq!(gw.cache().stats().memory_entries, 0, "nothing was stored");
+}
+
+#[tokio::test]
 async fn no_transform_and_small_bodies_are_not_compressed() {
     let up = TestUpstream::respond(|req| {
         let big = req.uri().path() == "/big";
