@@ -497,6 +497,7 @@ async fn decide_limit<B>(
             conn,
             route,
             &*req,
+            request_host(req.uri(), req.headers()),
             routed_path_in(req.extensions(), req.uri()),
             None,
         )
@@ -521,13 +522,14 @@ fn fresh_hit<B>(
     conn: &ConnInfo,
     route: &Route,
     req: &Request<B>,
+    host: Option<&str>,
     path: &str,
     version: Option<ResolvedVersion>,
 ) -> Option<Response<Body>> {
     let policy = route.cache.as_ref()?;
     let target = RequestTarget {
         scheme: scheme(conn),
-        host: request_host(req.uri(), req.headers()).unwrap_or(""),
+        host: host.unwrap_or(""),
         path,
     };
     let headers = crate::version::keyed_headers(route, version, req.headers());
@@ -628,7 +630,7 @@ fn route<B>(
     // Hits that do not count are answered before the limit is consulted.
     if cached
         && limit.is_none_or(|l| !l.count_cache_hits)
-        && let Some(hit) = fresh_hit(shared, conn, route, req, &path, version)
+        && let Some(hit) = fresh_hit(shared, conn, route, req, host, &path, version)
     {
         return answer_hit(hit);
     }
@@ -654,7 +656,7 @@ fn route<B>(
                 }
                 if cached
                     && l.count_cache_hits
-                    && let Some(mut hit) = fresh_hit(shared, conn, route, req, &path, version)
+                    && let Some(mut hit) = fresh_hit(shared, conn, route, req, host, &path, version)
                 {
                     l.annotate(&decision, hit.headers_mut());
                     return answer_hit(hit);
