@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 
 use crate::CacheControl;
 
@@ -91,28 +91,88 @@ impl Compression {
 /// Compresses `body` with `coding` (`br`, `zstd` or `gzip`); `None` for any other coding or if
 /// the encoder fails.
 pub fn encode(coding: &str, body: &[u8]) -> Option<Bytes> {
-    let out = match coding {
-        "gzip" => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 3),
+    let mut encoder = Encoder::new(coding, body.len() / 3)?;
+    encoder.write(body).ok()?;
+    Some(Bytes::from(encoder.finish().ok()?))
+}
+
+/// Makes a strong `ETag` weak: the gateway's encoding is another representation of the
+/// resource (as nginx does).
+pub(crate) fn weaken_etag(headers: &mut HeaderMap) {
+    if let Some(etag) = headers.get(header::ETAG)
+        && !etag.as_bytes().starts_with(b"W/")
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(etag.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&weak) {
+            headers.insert(header::ETAG, v);
+        }
+    }
+}
+
+/// One coding's encoder, writing into a buffer its user drains: the whole body at once for a
+/// stored variant ([`encode`]), chunk by chunk for a response passed on
+/// (`compress_stream`).
+pub(crate) enum Encoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Br(Box<brotli::CompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    /// An encoder for `coding` (`br`, `zstd` or `gzip`) whose buffer starts with `capacity`
+    /// bytes; `None` for any other coding.
+    pub(crate) fn new(coding: &str, capacity: usize) -> Option<Self> {
+        let out = Vec::with_capacity(capacity);
+        Some(match coding {
+            "gzip" => Self::Gzip(flate2::write::GzEncoder::new(
+                out,
                 flate2::Compression::new(6),
-            );
-            enc.write_all(body).ok()?;
-            enc.finish().ok()?
+            )),
+            "br" => Self::Br(Box::new(brotli::CompressorWriter::new(out, 4096, 5, 22))),
+            "zstd" => Self::Zstd(zstd::stream::write::Encoder::new(out, 3).ok()?),
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Gzip(e) => e.write_all(data),
+            Self::Br(e) => e.write_all(data),
+            Self::Zstd(e) => e.write_all(data),
         }
-        "br" => {
-            let mut out = Vec::with_capacity(body.len() / 3);
-            {
-                let mut enc = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-                enc.write_all(body).ok()?;
-                enc.flush().ok()?;
+    }
+
+    /// Pushes out everything written so far (a sync flush: the stream goes on after it).
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Gzip(e) => e.flush(),
+            Self::Br(e) => e.flush(),
+            Self::Zstd(e) => e.flush(),
+        }
+    }
+
+    /// The compressed bytes produced so far, taken out of the buffer.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        let out = match self {
+            Self::Gzip(e) => e.get_mut(),
+            Self::Br(e) => e.get_mut(),
+            Self::Zstd(e) => e.get_mut(),
+        };
+        std::mem::take(out)
+    }
+
+    /// Ends the stream: the last compressed bytes (gzip's trailer, zstd's end frame...).
+    pub(crate) fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Gzip(e) => e.finish(),
+            Self::Br(mut e) => {
+                e.flush()?;
+                Ok(e.into_inner())
             }
-            out
+            Self::Zstd(e) => e.finish(),
         }
-        "zstd" => zstd::bulk::compress(body, 3).ok()?,
-        _ => return None,
-    };
-    Some(Bytes::from(out))
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +180,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use http::{HeaderValue, StatusCode};
+    use http::StatusCode;
 
     #[test]
     fn every_coding_round_trips() {

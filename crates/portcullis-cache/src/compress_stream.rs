@@ -3,7 +3,7 @@
 //! compressed once and kept, so they are compressed as they pass, chunk by chunk, without
 //! buffering the body.
 //!
-//! The encoders are the same crates and levels as the stored variants' ([`crate::compress`]).
+//! The encoders are the stored variants' ([`crate::compress`]'s `Encoder`).
 //! Whenever the origin has nothing more to send for the moment, the encoder is flushed, so a
 //! response that streams (long polls, NDJSON) reaches the client as it is produced rather than
 //! when the encoder's window fills. Server-sent events are never compressed.
@@ -13,7 +13,6 @@
 //! already in the build; the state machine is the 100 lines below.
 
 use std::{
-    io::Write,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -23,7 +22,10 @@ use http::{HeaderMap, HeaderValue, Response, header};
 use http_body::{Frame, SizeHint};
 use portcullis_http::{Body, BoxError};
 
-use crate::{CacheControl, compress::Compression};
+use crate::{
+    CacheControl,
+    compress::{Compression, Encoder, weaken_etag},
+};
 
 /// Wraps `resp`'s body in a `coding` encoder when the route's `compression` applies to it: a
 /// 200 of a listed type the origin did not encode, at least `min_size` when its length is known,
@@ -33,7 +35,7 @@ pub(crate) fn compress_passing(
     coding: &'static str,
     mut resp: Response<Body>,
 ) -> Response<Body> {
-    let Some(encoder) = Encoder::new(coding) else {
+    let Some(encoder) = Encoder::new(coding, 0) else {
         return resp;
     };
     let headers = resp.headers();
@@ -51,16 +53,7 @@ pub(crate) fn compress_passing(
     headers.remove(header::ACCEPT_RANGES);
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
     headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    if let Some(etag) = headers.get(header::ETAG)
-        && !etag.as_bytes().starts_with(b"W/")
-    {
-        // Another representation: a strong validator becomes weak.
-        let mut weak = b"W/".to_vec();
-        weak.extend_from_slice(etag.as_bytes());
-        if let Ok(v) = HeaderValue::from_bytes(&weak) {
-            headers.insert(header::ETAG, v);
-        }
-    }
+    weaken_etag(headers);
     resp.map(|inner| {
         portcullis_http::body::boxed(Compressing {
             inner,
@@ -78,71 +71,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// One coding's encoder, writing into a buffer the body drains.
-enum Encoder {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
-    Br(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
-}
-
-impl Encoder {
-    fn new(coding: &str) -> Option<Self> {
-        Some(match coding {
-            "gzip" => Self::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(6),
-            )),
-            "br" => Self::Br(Box::new(brotli::CompressorWriter::new(
-                Vec::new(),
-                4096,
-                5,
-                22,
-            ))),
-            "zstd" => Self::Zstd(zstd::stream::write::Encoder::new(Vec::new(), 3).ok()?),
-            _ => return None,
-        })
-    }
-
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Self::Gzip(e) => e.write_all(data),
-            Self::Br(e) => e.write_all(data),
-            Self::Zstd(e) => e.write_all(data),
-        }
-    }
-
-    /// Pushes out everything written so far (a sync flush: the stream goes on after it).
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Gzip(e) => e.flush(),
-            Self::Br(e) => e.flush(),
-            Self::Zstd(e) => e.flush(),
-        }
-    }
-
-    /// The compressed bytes produced so far, taken out of the buffer.
-    fn take(&mut self) -> Vec<u8> {
-        let out = match self {
-            Self::Gzip(e) => e.get_mut(),
-            Self::Br(e) => e.get_mut(),
-            Self::Zstd(e) => e.get_mut(),
-        };
-        std::mem::take(out)
-    }
-
-    /// Ends the stream: the last compressed bytes (gzip's trailer, zstd's end frame...).
-    fn finish(self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Self::Gzip(e) => e.finish(),
-            Self::Br(mut e) => {
-                e.flush()?;
-                Ok(e.into_inner())
-            }
-            Self::Zstd(e) => e.finish(),
-        }
-    }
 }
 
 /// A body compressed as it streams.
@@ -232,7 +160,7 @@ impl http_body::Body for Compressing {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     use super::*;
     use http_body_util::BodyExt;

@@ -721,16 +721,7 @@ impl Cache {
             let h = &mut variant.headers;
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
-            if let Some(etag) = h.get(header::ETAG)
-                && !etag.as_bytes().starts_with(b"W/")
-            {
-                // Another representation: the strong validator becomes weak (as nginx does).
-                let mut weak = b"W/".to_vec();
-                weak.extend_from_slice(etag.as_bytes());
-                if let Ok(v) = HeaderValue::from_bytes(&weak) {
-                    h.insert(header::ETAG, v);
-                }
-            }
+            crate::compress::weaken_etag(h);
             variant.body = encoded;
         }
         for (name, value) in &mut variant.vary {
