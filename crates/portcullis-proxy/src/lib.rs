@@ -19,6 +19,7 @@ mod body;
 mod breaker;
 mod error;
 mod fallback;
+mod h1_client;
 mod handle;
 pub mod headers;
 mod health;

@@ -29,6 +29,11 @@ use portcullis_http::Body;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::{
+    body::UpstreamBody,
+    h1_client::{self, H1Body, H1Conn},
+};
+
 /// Pool settings shared by the targets of one upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
@@ -47,6 +52,8 @@ pub(crate) enum SendError {
     ConnectTimeout,
     /// The HTTP exchange failed (handshake, reset, malformed response).
     Http(hyper::Error),
+    /// The exchange on an inline HTTP/1.1 connection failed ([`crate::h1_client`]).
+    H1(h1_client::Error),
 }
 
 impl std::fmt::Display for SendError {
@@ -54,6 +61,7 @@ impl std::fmt::Display for SendError {
         match self {
             Self::Connect(e) => write!(f, "connect: {e}"),
             Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::H1(e) => write!(f, "{e}"),
             Self::Http(e) => {
                 write!(f, "{e}")?;
                 let mut source = std::error::Error::source(e);
@@ -72,11 +80,20 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle connection of the inline client ([`crate::h1_client`]).
+struct H1Idle {
+    conn: H1Conn,
+    since: Instant,
+}
+
 /// The connections to one target.
 pub(crate) struct TargetPool {
     addr: String,
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
+    /// Idle connections of the inline client, for bodyless idempotent requests; `idle` holds
+    /// hyper's, for the rest. `max_idle` bounds the two together.
+    h1_idle: Mutex<Vec<H1Idle>>,
     h2_live: Mutex<Option<http2::SendRequest<Body>>>,
     h2_connecting: tokio::sync::Mutex<()>,
     reaper_started: AtomicBool,
@@ -86,7 +103,7 @@ impl std::fmt::Debug for TargetPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TargetPool")
             .field("addr", &self.addr)
-            .field("idle", &self.idle.lock().len())
+            .field("idle", &self.idle_count())
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +125,7 @@ impl Lease {
 impl TargetPool {
     /// Idle HTTP/1.1 connections kept for reuse now.
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().len()
+        self.idle.lock().len() + self.h1_idle.lock().len()
     }
 
     /// A pool for the target at `addr` (`host:port`).
@@ -117,6 +134,7 @@ impl TargetPool {
             addr,
             settings,
             idle: Mutex::new(Vec::new()),
+            h1_idle: Mutex::new(Vec::new()),
             h2_live: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             reaper_started: AtomicBool::new(false),
@@ -124,19 +142,84 @@ impl TargetPool {
     }
 
     /// Sends `req` (origin-form URI for HTTP/1.1, absolute for HTTP/2) and returns the
-    /// response head, with the lease of the HTTP/1.1 connection it came on.
+    /// response head, with the lease of the hyper HTTP/1.1 connection it came on. Bodyless
+    /// idempotent HTTP/1.1 requests go through the inline client, whose body returns its
+    /// connection itself.
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<(Response<UpstreamBody>, Option<Lease>), SendError> {
+        let hyper_body = |r: Response<Incoming>| r.map(UpstreamBody::Hyper);
         match self.settings.protocol {
-            Protocol::Http1 => self.send_h1(req).await,
+            Protocol::Http1
+                if http_body::Body::is_end_stream(req.body())
+                    && h1_client::eligible(req.method(), req.headers()) =>
+            {
+                let (parts, _) = req.into_parts();
+                Ok((self.send_inline(&parts).await?.map(UpstreamBody::H1), None))
+            }
+            Protocol::Http1 => {
+                let (resp, lease) = self.send_h1(req).await?;
+                Ok((hyper_body(resp), lease))
+            }
             Protocol::Http2 => {
                 let mut sender = self.h2_sender().await?;
                 sender.ready().await.map_err(SendError::Http)?;
                 let resp = sender.send_request(req).await.map_err(SendError::Http)?;
-                Ok((resp, None))
+                Ok((hyper_body(resp), None))
             }
+        }
+    }
+
+    /// Sends a bodyless idempotent request on an idle inline connection, or a new one. A
+    /// pooled connection that fails before any of a response arrives was most likely closed
+    /// by the upstream as the request went out; the request goes again on another.
+    async fn send_inline(
+        self: &Arc<Self>,
+        parts: &http::request::Parts,
+    ) -> Result<Response<H1Body>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.take_h1() {
+                Some(conn) => (conn, true),
+                None => {
+                    let io = self.connect_tcp().await?;
+                    self.ensure_reaper();
+                    (H1Conn::new(io), false)
+                }
+            };
+            // Let the other requests ready in this round of the event loop get this far
+            // first, so their writes reach the upstream together (see BENCHMARKS.md).
+            tokio::task::yield_now().await;
+            match conn.exchange(parts).await {
+                Ok(head) => return Ok(head.into_response(conn, Arc::clone(self))),
+                Err(e) if reused && e.unanswered() => {
+                    debug!(target = %self.addr, error = %e, "pooled connection closed; retrying on another");
+                }
+                Err(e) => return Err(SendError::H1(e)),
+            }
+        }
+    }
+
+    fn take_h1(&self) -> Option<H1Conn> {
+        let mut idle = self.h1_idle.lock();
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.settings.idle_timeout {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Takes back an inline connection whose response has ended.
+    pub(crate) fn put_h1(&self, conn: H1Conn) {
+        let mut idle = self.h1_idle.lock();
+        if idle.len() < self.settings.max_idle
+            && idle.len() + self.idle.lock().len() < self.settings.max_idle
+        {
+            idle.push(H1Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -200,6 +283,10 @@ impl TargetPool {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        self.connect_tcp().await.map(TokioIo::new)
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, SendError> {
         let stream = tokio::time::timeout(
             self.settings.connect_timeout,
             TcpStream::connect(self.addr.as_str()),
@@ -208,7 +295,7 @@ impl TargetPool {
         .map_err(|_| SendError::ConnectTimeout)?
         .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 
     async fn connect_h1(self: &Arc<Self>) -> Result<http1::SendRequest<Body>, SendError> {
@@ -267,6 +354,7 @@ impl TargetPool {
                 pool.idle
                     .lock()
                     .retain(|i| !i.sender.is_closed() && i.since.elapsed() < timeout);
+                pool.h1_idle.lock().retain(|i| i.since.elapsed() < timeout);
             }
         });
     }

@@ -1252,7 +1252,7 @@ fn classify(e: &SendError, upstream: &Arc<str>) -> ProxyError {
     match e {
         SendError::ConnectTimeout => ProxyError::Timeout { upstream },
         SendError::Connect(_) => ProxyError::Connect { upstream },
-        SendError::Http(_) => ProxyError::Upstream { upstream },
+        SendError::Http(_) | SendError::H1(_) => ProxyError::Upstream { upstream },
     }
 }
 

@@ -31,6 +31,7 @@ mod routing;
 mod security;
 mod streaming;
 mod upgrade;
+mod upstream_wire;
 mod versioning;
 mod watchdog;
 

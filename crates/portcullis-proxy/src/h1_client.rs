@@ -1,0 +1,840 @@
+//! An HTTP/1.1 client for idempotent requests without a body, run inline in the task that
+//! serves the client.
+//!
+//! Why not hyper's client connection for these: hyper runs each upstream connection as a task
+//! of its own and hands the request, the response head and every body frame across channels
+//! to it. In a proxy that was a third of the user-space instructions per request (BENCHMARKS.md,
+//! "Where the remaining time goes"), and each hand-off is a task wake-up. Most requests through
+//! an API gateway are GETs, HEADs and DELETEs without a body, so for those this module writes
+//! the request head and parses the response head (with httparse, as hyper does) in the request's
+//! own task, and the response body reads straight from the socket as the client side polls it.
+//! No crate offers such a client without its own connection task.
+//!
+//! Requests with a body, protocol upgrades and HTTP/2 stay on hyper's client, which also
+//! handles `Expect: 100-continue` and early responses while a body is being sent.
+//!
+//! Response framing follows RFC 9112 section 6.3: no body for HEAD, 204 and 304; a
+//! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (and the connection is not
+//! reused after such a response); conflicting or malformed `Content-Length` values are an error;
+//! otherwise the body runs to the end of the connection. Interim 1xx responses are skipped; a
+//! 101 answer to a request that asked for no upgrade is an error. Chunk extensions and trailer
+//! fields are read and dropped, as hyper's server would not pass trailers to an HTTP/1.1
+//! client that did not ask for them either.
+
+use std::{
+    cmp::min,
+    fmt, io,
+    mem::MaybeUninit,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
+    request::Parts,
+};
+use http_body::{Frame, SizeHint};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::pool::TargetPool;
+
+/// Most header fields accepted in a response head (hyper's client default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted (hyper's client default buffer limit).
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// Bytes asked of the socket per read while waiting for a response head.
+const HEAD_READ: usize = 8192;
+/// Most bytes asked of the socket per read of a body.
+const BODY_READ: usize = 64 * 1024;
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most bytes of trailer fields read (and dropped) after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Whether a request with an empty body can go through this client: an idempotent method, so
+/// a request that meets a pooled connection the upstream has just closed can be sent again on
+/// another, and no protocol upgrade.
+pub(crate) fn eligible(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+    ) && !headers.contains_key(header::UPGRADE)
+}
+
+/// One keep-alive connection to an upstream target.
+pub(crate) struct H1Conn {
+    io: TcpStream,
+    /// Bytes read and not yet handed on.
+    buf: BytesMut,
+    /// The request head being written; kept to reuse its allocation.
+    out: Vec<u8>,
+}
+
+impl fmt::Debug for H1Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H1Conn")
+            .field("peer", &self.io.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) struct Error {
+    kind: ErrorKind,
+    /// Some of a response had arrived (so the request must not be sent again).
+    answered: bool,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Io(io::Error),
+    /// The upstream closed the connection before the response was complete.
+    Closed,
+    /// The response is not valid HTTP/1.1 (the message says how).
+    Malformed(&'static str),
+}
+
+impl Error {
+    fn malformed(what: &'static str) -> Self {
+        Self {
+            kind: ErrorKind::Malformed(what),
+            answered: true,
+        }
+    }
+
+    fn io(e: io::Error, answered: bool) -> Self {
+        Self {
+            kind: ErrorKind::Io(e),
+            answered,
+        }
+    }
+
+    fn closed(answered: bool) -> Self {
+        Self {
+            kind: ErrorKind::Closed,
+            answered,
+        }
+    }
+
+    /// Nothing of a response arrived: on a reused connection, the upstream most likely closed
+    /// it as the request went out, and an idempotent request may be sent again.
+    pub(crate) fn unanswered(&self) -> bool {
+        !self.answered
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Io(e) => write!(f, "upstream connection: {e}"),
+            ErrorKind::Closed if self.answered => {
+                f.write_str("upstream closed the connection mid-response")
+            }
+            ErrorKind::Closed => f.write_str("upstream closed the connection without a response"),
+            ErrorKind::Malformed(what) => write!(f, "malformed upstream response: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// How the response body is delimited (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+pub(crate) struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl H1Conn {
+    /// A connection over `io`, an established TCP stream.
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Writes the request head of `parts` (origin-form URI, headers already rewritten for the
+    /// upstream) and reads the response head, skipping interim 1xx responses.
+    pub(crate) async fn exchange(&mut self, parts: &Parts) -> Result<Head, Error> {
+        encode_head(&mut self.out, parts);
+        self.io
+            .write_all(&self.out)
+            .await
+            .map_err(|e| Error::io(e, false))?;
+        let head_request = parts.method == Method::HEAD;
+        let mut answered = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                if let Some(head) = parse_head(&mut self.buf, head_request)? {
+                    return Ok(head);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Error::malformed("response head too large"));
+                }
+            }
+            self.buf.reserve(HEAD_READ);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(Error::closed(answered)),
+                Ok(_) => {}
+                Err(e) => return Err(Error::io(e, answered)),
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, at most about `want`: `Ok(0)` at the end of the
+    /// connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.buf.reserve(want);
+        loop {
+            match self.io.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_read_ready(cx))?;
+                }
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+/// `METHOD path HTTP/1.1`, the header fields, the blank line.
+fn encode_head(out: &mut Vec<u8>, parts: &Parts) {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses one response head from the front of `buf`, taking it out: `None` until it is
+/// complete. Interim 1xx heads are taken out and skipped.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    loop {
+        // Where each field's name and value lie in `buf`: the head is parsed in place, then
+        // split off and frozen, and the values become slices of it without a copy.
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let (len, code, minor, count) = {
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                buf,
+                &mut fields,
+            );
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::malformed("too many header fields"));
+                }
+                Err(_) => return Err(Error::malformed("invalid response head")),
+            };
+            let base = buf.as_ptr() as usize;
+            let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+            for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
+                *span = (
+                    offset(field.name.as_bytes()),
+                    field.name.len() as u32,
+                    offset(field.value),
+                    field.value.len() as u32,
+                );
+            }
+            (
+                len,
+                res.code.unwrap_or_default(),
+                res.version.unwrap_or_default(),
+                res.headers.len(),
+            )
+        };
+        let status =
+            StatusCode::from_u16(code).map_err(|_| Error::malformed("invalid status code"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::malformed(
+                "101 to a request that asked for no upgrade",
+            ));
+        }
+        let head = buf.split_to(len).freeze();
+        if status.is_informational() {
+            continue;
+        }
+        return build_head(&head, &spans[..count], status, minor, head_request).map(Some);
+    }
+}
+
+/// The header map and framing of a complete response head.
+fn build_head(
+    head: &Bytes,
+    spans: &[(u32, u32, u32, u32)],
+    status: StatusCode,
+    minor: u8,
+    head_request: bool,
+) -> Result<Head, Error> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for &(name_at, name_len, value_at, value_len) in spans {
+        let name_range = name_at as usize..(name_at + name_len) as usize;
+        let name = HeaderName::from_bytes(&head[name_range])
+            .map_err(|_| Error::malformed("invalid header name"))?;
+        let value_range = value_at as usize..(value_at + value_len) as usize;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_range))
+            .map_err(|_| Error::malformed("invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n = parse_length(part.trim_ascii())
+                    .ok_or_else(|| Error::malformed("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::malformed("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // Only the last coding counts: chunked must be last to delimit the body.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut keep_alive = if minor == 0 {
+        keep_alive_token && !close
+    } else {
+        !close
+    };
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Empty
+        } else if transfer_encoding {
+            // A message with both may be an attempt at request smuggling: read it by
+            // Transfer-Encoding, do not forward the Content-Length, and do not reuse the
+            // connection (RFC 9112 section 6.3).
+            if length.is_some() {
+                headers.remove(header::CONTENT_LENGTH);
+                keep_alive = false;
+            }
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        } else {
+            match length {
+                Some(0) => Framing::Empty,
+                Some(n) => Framing::Length(n),
+                None => Framing::Close,
+            }
+        };
+    if framing == Framing::Close {
+        keep_alive = false;
+    }
+    Ok(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+/// A decimal Content-Length value.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+impl Head {
+    /// The response, its body reading from `conn`, which goes back to `pool` at the body's
+    /// end when the upstream keeps it alive.
+    pub(crate) fn into_response(self, conn: H1Conn, pool: Arc<TargetPool>) -> Response<H1Body> {
+        let state = match self.framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
+            Framing::Close => State::Close,
+        };
+        let mut body = H1Body {
+            conn: Some(conn),
+            state,
+            keep_alive: self.keep_alive,
+            pool,
+        };
+        if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// A response body read from the upstream connection as it is polled.
+pub(crate) struct H1Body {
+    /// `None` once the body has ended (the connection back in the pool or closed).
+    conn: Option<H1Conn>,
+    state: State,
+    keep_alive: bool,
+    pool: Arc<TargetPool>,
+}
+
+impl fmt::Debug for H1Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H1Body")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+impl H1Body {
+    /// The body has been read to its end: the connection goes back to the pool if the
+    /// upstream keeps it alive and sent nothing beyond the response.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.pool.put_h1(conn);
+        }
+    }
+
+    /// The body failed: the connection is closed.
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl http_body::Body for H1Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let want = match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let n = min(*left, conn.buf.len() as u64);
+                        let data = conn.buf.split_to(n as usize).freeze();
+                        *left -= n;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    min(*left, BODY_READ as u64) as usize
+                }
+                State::Chunked(decoder) => match decoder.decode(&mut conn.buf, true) {
+                    Ok(Some(data)) => {
+                        if decoder.is_done() {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(None) if decoder.is_done() => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => BODY_READ,
+                    Err(e) => return this.fail(e),
+                },
+                State::Close => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    BODY_READ
+                }
+            };
+            match ready!(conn.poll_fill(cx, want)) {
+                Ok(0) if matches!(this.state, State::Close) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(Error::closed(true)),
+                Ok(_) => {}
+                Err(e) => return this.fail(Error::io(e, true)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(left) => SizeHint::with_exact(left),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Decodes `Transfer-Encoding: chunked` from a buffer that fills as bytes arrive.
+#[derive(Debug, Default)]
+struct ChunkedDecoder {
+    state: ChunkState,
+    /// Trailer bytes read so far (bounded by [`MAX_TRAILERS`]).
+    trailer_bytes: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    #[default]
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes framing from `buf` and returns the next piece of chunk data, or `None` when
+    /// more bytes are needed or the body has ended ([`Self::is_done`]). After a piece of data
+    /// it reads on through any framing already buffered, so the last piece is known as last.
+    /// An error leaves the state as it was.
+    fn decode(&mut self, buf: &mut BytesMut, yield_data: bool) -> Result<Option<Bytes>, Error> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if !yield_data || buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = min(left, buf.len() as u64);
+                    let data = buf.split_to(n as usize).freeze();
+                    self.state = if n == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n)
+                    };
+                    // Malformed framing ahead is reported on the next call.
+                    let _ = self.decode(buf, false);
+                    return Ok(Some(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::malformed("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let room = MAX_TRAILERS.saturating_sub(self.trailer_bytes);
+                    let Some(line) = take_line(buf, room)? else {
+                        return Ok(None);
+                    };
+                    if line.is_empty() {
+                        self.state = ChunkState::Done;
+                    } else {
+                        self.trailer_bytes += line.len() + 2;
+                    }
+                }
+                ChunkState::Done => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) from the front of `buf`: `None` until
+/// it is complete; an error past `limit` bytes or for a bare LF.
+fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, Error> {
+    let scan = min(buf.len(), limit.saturating_add(2));
+    match buf[..scan].iter().position(|&b| b == b'\n') {
+        Some(lf) if lf == 0 || buf[lf - 1] != b'\r' => {
+            Err(Error::malformed("chunked framing line not ended by CRLF"))
+        }
+        Some(lf) => {
+            let line = buf.split_to(lf + 1).freeze().slice(..lf - 1);
+            Ok(Some(line))
+        }
+        None if scan >= limit.saturating_add(2) => {
+            Err(Error::malformed("chunked framing line too long"))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The hex size at the start of a chunk-size line; extensions after `;` are ignored.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let bad = || Error::malformed("invalid chunk size");
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits == 0 || digits > 16 {
+        return Err(bad());
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return Err(bad());
+    }
+    line[..digits].iter().try_fold(0u64, |n, &d| {
+        let v = (d as char).to_digit(16).ok_or_else(bad)?;
+        Ok((n << 4) | u64::from(v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, bool), Error> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(split) {
+            buf.extend_from_slice(piece);
+            while let Some(data) = decoder.decode(&mut buf, true)? {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out, decoder.is_done()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 1..=wire.len() {
+            let (body, done) = decode_all(wire, split).unwrap();
+            assert_eq!(body, b"hello, world", "split {split}");
+            assert!(done, "split {split}");
+        }
+    }
+
+    #[test]
+    fn the_last_chunk_is_known_as_last_when_its_end_is_buffered() {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\n"[..]);
+        let data = decoder.decode(&mut buf, true).unwrap().unwrap();
+        assert_eq!(&data[..], b"abc");
+        assert!(decoder.is_done());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn malformed_chunked_framing_is_an_error() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(decode_all(wire, wire.len()).is_err(), "{wire:?}");
+        }
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode_all(&long, long.len()).is_err());
+    }
+
+    #[test]
+    fn heads_are_framed_per_rfc_9112() {
+        let framing = |raw: &str, head_request: bool| {
+            let mut buf = BytesMut::from(raw.as_bytes());
+            parse_head(&mut buf, head_request)
+                .map(|h| h.map(|h| (h.status.as_u16(), h.framing, h.keep_alive)))
+        };
+        let ok = |raw: &str| framing(raw, false).unwrap().unwrap();
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            (200, Framing::Length(5), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n"),
+            (200, Framing::Length(5), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            (200, Framing::Chunked, true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            (200, Framing::Chunked, false)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            (200, Framing::Close, false)
+        );
+        assert_eq!(ok("HTTP/1.1 200 OK\r\n\r\n"), (200, Framing::Close, false));
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n"),
+            (204, Framing::Empty, true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            (200, Framing::Empty, false)
+        );
+        assert_eq!(
+            ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"),
+            (200, Framing::Length(1), false)
+        );
+        assert_eq!(
+            ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n"),
+            (200, Framing::Length(1), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true)
+                .unwrap()
+                .unwrap(),
+            (200, Framing::Empty, true)
+        );
+        assert_eq!(
+            ok(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n"
+            ),
+            (404, Framing::Length(2), true)
+        );
+        assert!(
+            framing("HTTP/1.1 200 OK\r\nContent-Len", false)
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(framing(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_kept_as_sent() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nX-A: 1\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\nrest"[..],
+        );
+        let head = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(head.headers["x-a"], "1");
+        let cookies: Vec<_> = head.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn request_heads_are_written_in_origin_form() {
+        let (mut parts, ()) = http::Request::builder()
+            .method("DELETE")
+            .uri("/a/b?c=1")
+            .header("host", "up")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts);
+        assert_eq!(
+            out,
+            b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+        assert!(eligible(&parts.method, &parts.headers));
+        parts.method = Method::POST;
+        assert!(!eligible(&parts.method, &parts.headers));
+        parts.method = Method::GET;
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!eligible(&parts.method, &parts.headers));
+    }
+}
