@@ -17,6 +17,7 @@ mod alerts;
 pub mod balance;
 mod body;
 mod breaker;
+mod connections;
 mod error;
 mod fallback;
 mod h1_client;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::{
+    connections::{Connections, Registration, Supervised},
     handle::GatewayHandle,
     service::{ConnInfo, ProxyService},
     watchdog::{Counted, Progress},
@@ -39,7 +40,10 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let builder = Arc::new(connection_builder(&settings));
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
+    let sweeper = tokio::spawn(
+        Arc::clone(&connections).sweep_every(settings.header_read_timeout),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -49,9 +53,10 @@ pub(crate) async fn serve(
                     let progress = Arc::new(Progress::default());
                     let service = ProxyService::new(handle.clone(), conn)
                         .watched(Arc::clone(&progress));
+                    let registration = connections.register(Arc::clone(&progress));
                     tokio::spawn(serve_connection(
                         stream, peer, tls.clone(), Arc::clone(&builder), service,
-                        graceful.watcher(), Watch { progress, period: settings.header_read_timeout },
+                        progress, registration,
                     ));
                 }
                 Err(e) => {
@@ -66,7 +71,7 @@ pub(crate) async fn serve(
     drop(listener);
     handle.current().set_draining();
     info!(
-        connections = graceful.count(),
+        connections = connections.count(),
         "stopped accepting; draining in-flight requests"
     );
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
@@ -75,15 +80,17 @@ pub(crate) async fn serve(
     // service does that while draining), so active clients move to a new connection - on a
     // new process after a hand-over - without a failed request. Then hyper's graceful
     // shutdown closes what is still idle and waits for what is in flight.
-    if graceful.count() > 0 {
+    if connections.count() > 0 {
         tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + DRAIN_GRACE)).await;
     }
+    connections.shut_down_gracefully();
     tokio::select! {
-        () = graceful.shutdown() => info!("drained"),
+        () = connections.drained() => info!("drained"),
         () = tokio::time::sleep_until(deadline) => {
             warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
         }
     }
+    sweeper.abort();
 }
 
 /// How long draining answers requests with `Connection: close` before closing idle
@@ -109,58 +116,31 @@ fn connection_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecuto
     }
 }
 
-/// The watchdog's settings for one connection.
-struct Watch {
-    progress: Arc<Progress>,
-    period: Duration,
-}
-
-impl Watch {
-    /// Runs `conn` until it ends, or closes it (by dropping it) once a whole period passed
-    /// without progress while nothing was in flight.
-    async fn run<F, T>(self, conn: F, peer: SocketAddr) -> Option<T>
-    where
-        F: std::future::Future<Output = T>,
-    {
-        tokio::pin!(conn);
-        let start = tokio::time::Instant::now() + self.period;
-        let mut ticker = tokio::time::interval_at(start, self.period);
-        let mut last = self.progress.snapshot();
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut conn => return Some(done),
-                _ = ticker.tick() => {
-                    let now = self.progress.snapshot();
-                    if now == last && !self.progress.busy() {
-                        debug!(%peer, period = ?self.period, "closing connection: no complete request or response progress within header_read_timeout");
-                        return None;
-                    }
-                    last = now;
-                }
-            }
-        }
-    }
-}
-
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: ProxyService,
-    watcher: hyper_util::server::graceful::Watcher,
-    watch: Watch,
+    progress: Arc<Progress>,
+    registration: Registration,
 ) {
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(service);
     // The wrapper sits where hyper reads and writes plain HTTP: above TLS, when there is TLS.
-    let progress = Arc::clone(&watch.progress);
+    let counted = Arc::clone(&progress);
     let result = match tls {
         None => {
-            let stream = Counted::new(stream, progress);
+            let stream = Counted::new(stream, counted);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watch.run(watcher.watch(conn.into_owned()), peer).await
+            Supervised::new(
+                conn.into_owned(),
+                progress,
+                registration,
+                |c| c.graceful_shutdown(),
+                peer,
+            )
+            .await
         }
         Some(acceptor) => {
             let tls_stream =
@@ -175,9 +155,16 @@ async fn serve_connection(
                         return;
                     }
                 };
-            let stream = Counted::new(tls_stream, progress);
+            let stream = Counted::new(tls_stream, counted);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watch.run(watcher.watch(conn.into_owned()), peer).await
+            Supervised::new(
+                conn.into_owned(),
+                progress,
+                registration,
+                |c| c.graceful_shutdown(),
+                peer,
+            )
+            .await
         }
     };
     if let Some(Err(e)) = result {

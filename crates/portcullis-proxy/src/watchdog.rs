@@ -1,13 +1,14 @@
-//! Slow-client protection per connection, without a timer per request.
+//! Slow-client protection per connection, without a timer per request or per connection.
 //!
 //! hyper's `header_read_timeout` arms and disarms a timer for every request head, which cost
 //! about 14% of cache-hit throughput here (BENCHMARKS.md). Instead each connection counts its
 //! progress (requests handed to the service, writes to the socket, requests in flight) and one
-//! ticker per connection, firing every `header_read_timeout`, closes a connection that made no
-//! progress for a whole period while nothing was in flight. That bounds a client that never
-//! finishes its request head (slow loris) and an idle keep-alive connection to between one and
-//! two periods; a slow upload (a request in flight) or a long download (writes) is never cut.
-//! Bytes merely received do not count as progress, so dripping a head byte by byte does not help.
+//! sweep over the listener's connections every `header_read_timeout` (`connections.rs`)
+//! closes a connection that made no progress for a whole period while nothing was in flight.
+//! That bounds a client that never finishes its request head (slow loris) and an idle
+//! keep-alive connection to between one and two periods; a slow upload (a request in flight)
+//! or a long download (writes) is never cut. Bytes merely received do not count as progress,
+//! so dripping a head byte by byte does not help.
 //!
 //! The same socket wrapper also gives hyper's automatic parse-error responses the contract's
 //! JSON body (`parse_error.rs`), since it is the one place that sees what hyper writes.
@@ -17,23 +18,54 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
 };
 
+use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What one connection has done so far.
+/// What one connection has done so far, and what the listener asks of it.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     requests: AtomicU64,
     writes: AtomicU64,
     in_flight: AtomicU32,
+    /// A [`Signal`] from the listener (`connections.rs`).
+    signal: AtomicU8,
+    /// Wakes the connection's task for a signal.
+    pub(crate) waker: AtomicWaker,
+}
+
+/// What the listener asks of a connection, in rising order: a later signal never replaces a
+/// stronger one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Signal {
+    None = 0,
+    /// Finish what is in flight, then close (graceful shutdown).
+    Shutdown = 1,
+    /// Close now (no progress for a whole period).
+    Close = 2,
 }
 
 impl Progress {
+    /// Asks the connection to shut down or close, and wakes its task.
+    pub(crate) fn signal(&self, signal: Signal) {
+        self.signal.fetch_max(signal as u8, Relaxed);
+        self.waker.wake();
+    }
+
+    /// The strongest signal given so far.
+    pub(crate) fn signalled(&self) -> Signal {
+        match self.signal.load(Relaxed) {
+            0 => Signal::None,
+            1 => Signal::Shutdown,
+            _ => Signal::Close,
+        }
+    }
+
     /// A request head was complete and reached the service.
     pub(crate) fn request(&self) {
         self.requests.fetch_add(1, Relaxed);
