@@ -226,7 +226,11 @@ mod tests {
         connections.sweep();
         assert_eq!(idle.signalled(), Signal::Close);
         assert_eq!(working.signalled(), Signal::None);
-        assert_eq!(waiting.signalled(), Signal::None, "a request in flight is progress");
+        assert_eq!(
+            waiting.signalled(),
+            Signal::None,
+            "a request in flight is progress"
+        );
         assert_eq!(connections.count(), 3);
         drop(_r);
         assert_eq!(connections.count(), 0);

@@ -304,12 +304,15 @@ fn build_head(
     minor: u8,
     head_request: bool,
 ) -> Result<Head, Error> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the gateway adds on the way out (`Via`, the request id, and on cached or
+    // secured routes a few more), so the map does not grow and rehash for them.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
     let mut length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut connection_named = Vec::new();
     for &(name_at, name_len, value_at, value_len) in spans {
         let name_range = name_at as usize..(name_at + name_len) as usize;
         let name = HeaderName::from_bytes(&head[name_range])
@@ -334,14 +337,29 @@ fn build_head(
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if let Ok(named) = HeaderName::from_bytes(token) {
+                    connection_named.push(named);
+                }
             }
+            continue;
+        } else if is_hop_by_hop(&name) {
+            continue;
         }
         headers.append(name, value);
+    }
+    // Hop-by-hop fields end here, at the hop they belong to (RFC 9110 section 7.6.1); the
+    // ones above were never added. The service strips hop-by-hop fields again, for the
+    // responses hyper's client parses.
+    for name in connection_named {
+        headers.remove(name);
     }
     let version = if minor == 0 {
         Version::HTTP_10
@@ -386,6 +404,15 @@ fn build_head(
         framing,
         keep_alive,
     })
+}
+
+/// Hop-by-hop fields other than `Connection` and `Transfer-Encoding` (handled where parsed).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
 }
 
 /// A decimal Content-Length value.
@@ -797,6 +824,17 @@ mod tests {
         ] {
             assert!(framing(bad, false).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_at_this_hop() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nProxy-Authenticate: x\r\nTrailer: y\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\n\r\n"[..],
+        );
+        let head = parse_head(&mut buf, false).unwrap().unwrap();
+        let names: Vec<_> = head.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
+        assert_eq!(head.framing, Framing::Chunked);
     }
 
     #[test]

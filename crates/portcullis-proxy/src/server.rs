@@ -41,9 +41,7 @@ pub(crate) async fn serve(
 ) {
     let builder = Arc::new(connection_builder(&settings));
     let connections = Arc::new(Connections::default());
-    let sweeper = tokio::spawn(
-        Arc::clone(&connections).sweep_every(settings.header_read_timeout),
-    );
+    let sweeper = tokio::spawn(Arc::clone(&connections).sweep_every(settings.header_read_timeout));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -1111,6 +1111,9 @@ impl HeadRewrite<'_> {
     /// request id, `traceparent`, and `Host`: the client's with `preserve_host`, none for
     /// HTTP/2 (`:authority` comes from the URI), else the target's (`host_header`).
     fn apply(&self, headers: &mut http::HeaderMap, upgrade: bool, host_header: &HeaderValue) {
+        // Room for what is added below, in one growth rather than a rehash per doubling
+        // (hyper sizes the map for the client's headers only).
+        headers.reserve(ADDED_UPSTREAM_HEADERS);
         remove_hop_by_hop(headers, upgrade);
         // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
         headers.remove(header::EXPECT);
@@ -1151,6 +1154,10 @@ impl HeadRewrite<'_> {
         }
     }
 }
+
+/// Headers [`HeadRewrite::apply`] may add: `X-Forwarded-For`, `-Proto`, `-Host`, `Via`, the
+/// request id, `traceparent`, `Host`.
+const ADDED_UPSTREAM_HEADERS: usize = 7;
 
 /// What a retry needs to send the request again, to another target.
 struct Replay {
