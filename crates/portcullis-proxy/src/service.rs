@@ -920,7 +920,8 @@ where
     let breakers = Tickets::admit(route, upstream)?;
     let mut upstream_req = Request::from_parts(parts, body::boxed(body));
     let mut attempt = 1;
-    let (sent, sent_at) = loop {
+    // One reading of the clock per try, for every consumer of its latency.
+    let (sent, took) = loop {
         let sent_at = Instant::now();
         // Each try gets the per-try timeout, or what is left of the deadline if less.
         let try_timeout = match deadline {
@@ -938,7 +939,8 @@ where
             Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
             _ => UpstreamOutcome::Error,
         };
-        target.metrics.record(outcome, sent_at.elapsed());
+        let took = sent_at.elapsed();
+        target.metrics.record(outcome, took);
         upstream.observe_outcome(
             guard.index(),
             !matches!(outcome, UpstreamOutcome::Status(c) if c != StatusClass::ServerError),
@@ -963,7 +965,7 @@ where
                 let pause = cap.mul_f64(fastrand::f64());
                 if deadline.is_some_and(|at| Instant::now() + pause >= at) {
                     // No time left for another try: this outcome stands.
-                    break (sent, sent_at);
+                    break (sent, took);
                 }
                 drop(sent);
                 tokio::time::sleep(pause).await;
@@ -982,13 +984,13 @@ where
                 continue;
             }
         }
-        break (sent, sent_at);
+        break (sent, took);
     };
     let failed = !matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
-    breakers.record(failed, sent_at.elapsed());
+    breakers.record(failed, took);
     if let Some(p) = &mut permit {
         // The adaptive limit learns from the last try's latency to the head.
-        p.record(sent_at.elapsed(), failed);
+        p.record(took, failed);
     }
     let authority = &target.authority;
     let (mut response, lease) = match sent {
@@ -1033,7 +1035,7 @@ where
         .observe
         .wants_upstream_timing()
         .then(|| UpstreamTiming {
-            elapsed: sent_at.elapsed(),
+            elapsed: took,
             target: authority.clone(),
             trace,
         });
