@@ -182,6 +182,7 @@ impl TargetPool {
             let (mut conn, reused) = match self.take_h1() {
                 Some(conn) => (conn, true),
                 None => {
+                    self.close_idle_hyper();
                     let io = self.connect_tcp().await?;
                     self.ensure_reaper();
                     (H1Conn::new(io), false)
@@ -198,6 +199,19 @@ impl TargetPool {
                 Err(e) => return Err(SendError::H1(e)),
             }
         }
+    }
+
+    /// Before a new inline connection: closes an idle connection of hyper's, if any, so the
+    /// two kinds together stay within `pool.max_in_flight` (a connection is opened only when
+    /// none of either kind is idle).
+    fn close_idle_hyper(&self) {
+        drop(self.idle.lock().pop());
+    }
+
+    /// Before a new hyper connection: closes an idle inline connection, if any (see
+    /// [`Self::close_idle_hyper`]).
+    fn close_idle_inline(&self) {
+        drop(self.h1_idle.lock().pop());
     }
 
     fn take_h1(&self) -> Option<H1Conn> {
@@ -230,7 +244,10 @@ impl TargetPool {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect_h1().await?, false),
+                None => {
+                    self.close_idle_inline();
+                    (self.connect_h1().await?, false)
+                }
             };
             if let Err(e) = sender.ready().await {
                 if reused {

@@ -2,8 +2,10 @@
 //! ones queue (bounded, with a timeout) and then succeed or get 503; the gateway sheds load
 //! beyond `server.max_in_flight`.
 
-use http::StatusCode;
-use portcullis_test_support::{Client, TestGateway, TestUpstream};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use portcullis_test_support::{Client, TestGateway, TestUpstream, echo};
 
 use crate::single_route;
 
@@ -205,4 +207,34 @@ async fn many_clients_share_a_few_upstream_connections() {
         "200 clients used {} upstream connections",
         up.connections()
     );
+}
+
+#[tokio::test]
+async fn one_slot_means_one_connection_whatever_the_mix_of_requests() {
+    // Bodyless GETs and POSTs with a body travel on different kinds of connection (the inline
+    // client and hyper's); with `max_in_flight = 1` the upstream still sees one at a time.
+    let up = TestUpstream::start(echo()).await;
+    let gw = TestGateway::start(&single_route(&[&up], "pool = { max_in_flight = 1 }", "")).await;
+    let client = Client::http1();
+    for round in 0..4 {
+        let resp = client.get(&gw.url("/get")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "round {round}");
+        let post = Request::post(gw.url("/post"))
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap();
+        assert_eq!(
+            client.send(post).await.status(),
+            StatusCode::OK,
+            "round {round}"
+        );
+        // Every connection opened but the last has been closed again.
+        let opened = up.connections();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            up.wait_closed(opened - 1),
+        )
+        .await
+        .expect("a second connection stayed open");
+    }
+    assert_eq!(up.request_count(), 8);
 }
