@@ -25,6 +25,7 @@ use portcullis_http::{Body, BoxError};
 use crate::{
     CacheControl,
     compress::{Compression, Encoder, weaken_etag},
+    serve::content_length,
 };
 
 /// Wraps `resp`'s body in a `coding` encoder when the route's `compression` applies to it: a
@@ -62,15 +63,6 @@ pub(crate) fn compress_passing(
             unflushed: false,
         })
     })
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// A body compressed as it streams.

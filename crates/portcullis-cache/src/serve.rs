@@ -1504,7 +1504,8 @@ fn pragma_no_cache(headers: &HeaderMap) -> bool {
         })
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The `Content-Length` a message declares, when it is one valid number.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
