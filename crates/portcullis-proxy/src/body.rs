@@ -18,43 +18,8 @@ use tokio::time::{Instant, Sleep};
 use crate::{balance::InFlight, h1_client::H1Body, pool::Lease};
 
 /// A response body as the upstream client gives it: hyper's (requests with a body, upgrades,
-/// HTTP/2) or the inline HTTP/1.1 client's ([`crate::h1_client`]).
-#[derive(Debug)]
-pub(crate) enum UpstreamBody {
-    /// From hyper's client connection.
-    Hyper(hyper::body::Incoming),
-    /// From the inline client.
-    H1(H1Body),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Hyper(b) => b.is_end_stream(),
-            Self::H1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Hyper(b) => b.size_hint(),
-            Self::H1(b) => b.size_hint(),
-        }
-    }
-}
+/// HTTP/2) or the inline HTTP/1.1 client's ([`crate::h1_client`]); errors are boxed.
+pub(crate) type UpstreamBody = http_body_util::Either<hyper::body::Incoming, H1Body>;
 
 pin_project! {
     /// Wraps a body; releases the guard and the connection at its end.

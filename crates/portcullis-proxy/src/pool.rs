@@ -149,14 +149,14 @@ impl TargetPool {
         self: &Arc<Self>,
         req: Request<Body>,
     ) -> Result<(Response<UpstreamBody>, Option<Lease>), SendError> {
-        let hyper_body = |r: Response<Incoming>| r.map(UpstreamBody::Hyper);
+        let hyper_body = |r: Response<Incoming>| r.map(UpstreamBody::Left);
         match self.settings.protocol {
             Protocol::Http1
                 if http_body::Body::is_end_stream(req.body())
                     && h1_client::eligible(req.method(), req.headers()) =>
             {
                 let (parts, _) = req.into_parts();
-                Ok((self.send_inline(&parts).await?.map(UpstreamBody::H1), None))
+                Ok((self.send_inline(&parts).await?.map(UpstreamBody::Right), None))
             }
             Protocol::Http1 => {
                 let (resp, lease) = self.send_h1(req).await?;
