@@ -41,7 +41,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::pool::TargetPool;
+use crate::{headers::is_hop_by_hop, pool::TargetPool};
 
 /// Most header fields accepted in a response head (hyper's client default).
 const MAX_HEADERS: usize = 100;
@@ -350,7 +350,7 @@ fn build_head(
                 }
             }
             continue;
-        } else if is_hop_by_hop(&name) {
+        } else if is_hop_by_hop(&name, false) {
             continue;
         }
         headers.append(name, value);
@@ -404,15 +404,6 @@ fn build_head(
         framing,
         keep_alive,
     })
-}
-
-/// Hop-by-hop fields other than `Connection` and `Transfer-Encoding` (handled where parsed).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
 }
 
 /// A decimal Content-Length value.

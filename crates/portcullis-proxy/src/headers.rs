@@ -40,14 +40,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if *name == header::TE && value.as_bytes().eq_ignore_ascii_case(b"trailers") {
             te_trailers = true;
         }
-        let hop = *name == header::CONNECTION
-            || *name == KEEP_ALIVE
-            || *name == header::TRAILER
-            || *name == header::TRANSFER_ENCODING
-            || *name == header::TE
-            || (*name == header::UPGRADE && !upgrade)
-            || name.as_str().starts_with("proxy-");
-        if hop && named.last() != Some(name) {
+        if is_hop_by_hop(name, upgrade) && named.last() != Some(name) {
             named.push(name.clone());
         }
     }
@@ -60,6 +53,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether `name` is a hop-by-hop field by name alone (RFC 9110 section 7.6.1): `Connection`,
+/// `Keep-Alive`, `Trailer`, `Transfer-Encoding`, `TE`, `Proxy-*`, and `Upgrade` unless the
+/// message is a protocol upgrade. Fields named in `Connection` are hop-by-hop too.
+pub fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
+    *name == header::CONNECTION
+        || *name == KEEP_ALIVE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::TE
+        || (*name == header::UPGRADE && !upgrade)
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Whether a request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
