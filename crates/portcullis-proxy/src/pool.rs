@@ -156,7 +156,10 @@ impl TargetPool {
                     && h1_client::eligible(req.method(), req.headers()) =>
             {
                 let (parts, _) = req.into_parts();
-                Ok((self.send_inline(&parts).await?.map(UpstreamBody::Right), None))
+                Ok((
+                    self.send_inline(&parts).await?.map(UpstreamBody::Right),
+                    None,
+                ))
             }
             Protocol::Http1 => {
                 let (resp, lease) = self.send_h1(req).await?;

@@ -8,7 +8,10 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -125,47 +128,55 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(service);
-    // The wrapper sits where hyper reads and writes plain HTTP: above TLS, when there is TLS.
-    let counted = Arc::clone(&progress);
-    let result = match tls {
-        None => {
-            let stream = Counted::new(stream, counted);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            Supervised::new(
-                conn.into_owned(),
-                progress,
-                registration,
-                |c| c.graceful_shutdown(),
-                peer,
-            )
-            .await
-        }
-        Some(acceptor) => {
-            let tls_stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let stream = Counted::new(tls_stream, counted);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            Supervised::new(
-                conn.into_owned(),
-                progress,
-                registration,
-                |c| c.graceful_shutdown(),
-                peer,
-            )
-            .await
-        }
+    let conn = Conn {
+        builder: &builder,
+        service,
+        progress,
+        registration,
+        peer,
     };
-    if let Some(Err(e)) = result {
-        debug!(%peer, error = %e, "connection ended with an error");
+    match tls {
+        None => conn.serve(stream).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => conn.serve(tls_stream).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// One accepted connection, ready to speak HTTP once its stream is (after TLS, with TLS).
+struct Conn<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    service: TowerToHyperService<ProxyService>,
+    progress: Arc<Progress>,
+    registration: Registration,
+    peer: SocketAddr,
+}
+
+impl Conn<'_> {
+    /// Serves HTTP on `stream` under the listener's supervision until it ends.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // The wrapper sits where hyper reads and writes plain HTTP: above TLS, when there is TLS.
+        let stream = Counted::new(stream, Arc::clone(&self.progress));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), self.service);
+        let result = Supervised::new(
+            conn.into_owned(),
+            self.progress,
+            self.registration,
+            |c| c.graceful_shutdown(),
+            self.peer,
+        )
+        .await;
+        if let Some(Err(e)) = result {
+            debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
     }
 }
