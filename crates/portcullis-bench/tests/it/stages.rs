@@ -161,10 +161,13 @@ async fn a_stage_with_its_own_mix_shifts_what_is_sent() {
         .iter()
         .map(|&(from, to)| (count("/browse", from, to), count("/buy", from, to)))
         .collect();
+    // Each window is 0.9 s of a 100/s schedule, so it holds about 90 requests; a loaded
+    // machine shifts a few across its edges, hence the lower bound of 75. The exact claims
+    // are the zeros and the totals below.
     assert_eq!(per_stage[0].1, 0, "no buy before the spike: {per_stage:?}");
-    assert!(per_stage[0].0 >= 90, "{per_stage:?}");
+    assert!(per_stage[0].0 >= 75, "{per_stage:?}");
     assert_eq!(per_stage[1].0, 0, "only buy in the spike: {per_stage:?}");
-    assert!(per_stage[1].1 >= 90, "{per_stage:?}");
+    assert!(per_stage[1].1 >= 75, "{per_stage:?}");
     // Back to 1:1 for the last 100 (σ = 5): both kinds, neither far from half.
     let (browse, buy) = per_stage[2];
     assert!(
