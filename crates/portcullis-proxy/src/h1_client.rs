@@ -41,7 +41,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{headers::is_hop_by_hop, pool::TargetPool};
+use crate::{headers::is_hop_by_hop, pool::TargetPool, upstream_head::TargetHead};
 
 /// Most header fields accepted in a response head (hyper's client default).
 const MAX_HEADERS: usize = 100;
@@ -59,11 +59,11 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Whether a request with an empty body can go through this client: an idempotent method, so
 /// a request that meets a pooled connection the upstream has just closed can be sent again on
 /// another, and no protocol upgrade.
-pub(crate) fn eligible(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn eligible(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
-    ) && !headers.contains_key(header::UPGRADE)
+    )
 }
 
 /// One keep-alive connection to an upstream target.
@@ -180,10 +180,15 @@ impl H1Conn {
         }
     }
 
-    /// Writes the request head of `parts` (origin-form URI, headers already rewritten for the
-    /// upstream) and reads the response head, skipping interim 1xx responses.
-    pub(crate) async fn exchange(&mut self, parts: &Parts) -> Result<Head, Error> {
-        encode_head(&mut self.out, parts);
+    /// Writes the request head of `parts` (origin-form URI, the client's headers, which `head`
+    /// rewrites as it writes them) and reads the response head, skipping interim 1xx
+    /// responses.
+    pub(crate) async fn exchange(
+        &mut self,
+        parts: &Parts,
+        head: &TargetHead<'_>,
+    ) -> Result<Head, Error> {
+        head.encode(parts, &mut self.out);
         self.io
             .write_all(&self.out)
             .await
@@ -222,23 +227,6 @@ impl H1Conn {
             }
         }
     }
-}
-
-/// `METHOD path HTTP/1.1`, the header fields, the blank line.
-fn encode_head(out: &mut Vec<u8>, parts: &Parts) {
-    out.clear();
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses one response head from the front of `buf`, taking it out: `None` until it is
@@ -841,29 +829,12 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_are_written_in_origin_form() {
-        let (mut parts, ()) = http::Request::builder()
-            .method("DELETE")
-            .uri("/a/b?c=1")
-            .header("host", "up")
-            .header("x-two", "1")
-            .header("x-two", "2")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let mut out = Vec::new();
-        encode_head(&mut out, &parts);
-        assert_eq!(
-            out,
-            b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
-        );
-        assert!(eligible(&parts.method, &parts.headers));
-        parts.method = Method::POST;
-        assert!(!eligible(&parts.method, &parts.headers));
-        parts.method = Method::GET;
-        parts
-            .headers
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(!eligible(&parts.method, &parts.headers));
+    fn only_idempotent_methods_go_through_this_client() {
+        for method in ["GET", "HEAD", "OPTIONS", "DELETE", "TRACE"] {
+            assert!(eligible(&method.parse().unwrap()), "{method}");
+        }
+        for method in ["POST", "PUT", "PATCH", "CONNECT"] {
+            assert!(!eligible(&method.parse().unwrap()), "{method}");
+        }
     }
 }

@@ -14,25 +14,7 @@ use portcullis_http::headers::{
 /// `Transfer-Encoding`, `Upgrade` and every `Proxy-*` header. With `upgrade`, the `Upgrade`
 /// header and `Connection: upgrade` are kept so the protocol switch reaches the other side.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            // The usual tokens need no lookup: Keep-Alive is removed below anyway, `close`
-            // names no header, and `upgrade` is handled with the Upgrade header.
-            let usual = [&b"keep-alive"[..], b"close", b"upgrade", b""]
-                .iter()
-                .any(|t| token.eq_ignore_ascii_case(t));
-            if usual {
-                continue;
-            }
-            // Never let a client strip headers the gateway itself relies on by naming them.
-            match HeaderName::from_bytes(token) {
-                Ok(name) if name != X_REQUEST_ID && name != header::HOST => named.push(name),
-                _ => {}
-            }
-        }
-    }
+    let mut named = connection_named(headers);
     // One pass over the headers present, instead of a hash lookup for every hop-by-hop name
     // that is usually absent.
     let mut te_trailers = false;
@@ -53,6 +35,29 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The fields a request's `Connection` header names, which are hop-by-hop too: none for the
+/// usual tokens (`keep-alive` and `upgrade` are handled by name, `close` names no field), and
+/// never `X-Request-Id` or `Host`, which the gateway relies on.
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            let usual = [&b"keep-alive"[..], b"close", b"upgrade", b""]
+                .iter()
+                .any(|t| token.eq_ignore_ascii_case(t));
+            if usual {
+                continue;
+            }
+            match HeaderName::from_bytes(token) {
+                Ok(name) if name != X_REQUEST_ID && name != header::HOST => named.push(name),
+                _ => {}
+            }
+        }
+    }
+    named
 }
 
 /// Whether `name` is a hop-by-hop field by name alone (RFC 9110 section 7.6.1): `Connection`,
@@ -101,6 +106,19 @@ impl Via {
         })
     }
 
+    /// The `Via` value to send on: `existing` (the first field's), then our entry.
+    pub(crate) fn after(&self, existing: Option<&HeaderValue>, version: Version) -> HeaderValue {
+        let ours = self.entry(version);
+        let combined = existing.and_then(|existing| {
+            let mut v = Vec::with_capacity(existing.len() + 2 + ours.len());
+            v.extend_from_slice(existing.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ours.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        });
+        combined.unwrap_or_else(|| ours.clone())
+    }
+
     fn entry(&self, version: Version) -> &HeaderValue {
         match version {
             Version::HTTP_09 | Version::HTTP_10 => &self.v10,
@@ -113,18 +131,8 @@ impl Via {
 
 /// Appends `Via: <version> <pseudonym>` (RFC 9110 §7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
-    let ours = via.entry(version);
-    let combined = match headers.get(header::VIA) {
-        None => None,
-        Some(existing) => {
-            let mut v = Vec::with_capacity(existing.len() + 2 + ours.len());
-            v.extend_from_slice(existing.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ours.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
-        }
-    };
-    headers.insert(header::VIA, combined.unwrap_or_else(|| ours.clone()));
+    let value = via.after(headers.get(header::VIA), version);
+    headers.insert(header::VIA, value);
 }
 
 /// The set of proxies whose forwarded headers are believed.
@@ -175,20 +183,8 @@ impl TrustedProxies {
         host: Option<&HeaderValue>,
     ) {
         let trusted = self.contains(peer);
-        let chain: Option<String> = trusted
-            .then(|| {
-                forwarded_for_entries(headers)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|s| !s.is_empty());
-        let xff = match chain {
-            Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", peer.to_canonical())).ok(),
-            None => Some(peer_value.clone()),
-        };
-        if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
+        let xff = forwarded_for(trusted, headers, peer, peer_value);
+        headers.insert(X_FORWARDED_FOR, xff);
         if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
             let proto = if https { "https" } else { "http" };
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -207,6 +203,26 @@ impl TrustedProxies {
             headers.remove(FORWARDED);
         }
     }
+}
+
+/// The `X-Forwarded-For` value to send on: the incoming chain and the peer when the peer is
+/// `trusted`, else (or should the chain not make a valid value) the peer alone.
+pub(crate) fn forwarded_for(
+    trusted: bool,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+) -> HeaderValue {
+    let chain: Option<String> = trusted
+        .then(|| {
+            forwarded_for_entries(headers)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty());
+    chain
+        .and_then(|chain| HeaderValue::from_str(&format!("{chain}, {}", peer.to_canonical())).ok())
+        .unwrap_or_else(|| peer_value.clone())
 }
 
 fn forwarded_for_entries(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &str> {

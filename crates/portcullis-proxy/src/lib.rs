@@ -37,6 +37,7 @@ mod service;
 mod stack;
 mod tls;
 mod upstream;
+mod upstream_head;
 mod upstream_metrics;
 mod version;
 mod warm;

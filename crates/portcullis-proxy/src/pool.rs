@@ -32,6 +32,7 @@ use tracing::debug;
 use crate::{
     body::UpstreamBody,
     h1_client::{self, H1Body, H1Conn},
+    upstream_head::TargetHead,
 };
 
 /// Pool settings shared by the targets of one upstream.
@@ -141,31 +142,37 @@ impl TargetPool {
         })
     }
 
-    /// Sends `req` (origin-form URI for HTTP/1.1, absolute for HTTP/2) and returns the
-    /// response head, with the lease of the hyper HTTP/1.1 connection it came on. Bodyless
-    /// idempotent HTTP/1.1 requests go through the inline client, whose body returns its
-    /// connection itself.
+    /// Sends `req` (origin-form URI for HTTP/1.1, absolute for HTTP/2, the client's headers,
+    /// which `head` rewrites on the way) and returns the response head, with the lease of the
+    /// hyper HTTP/1.1 connection it came on. Bodyless idempotent HTTP/1.1 requests go through
+    /// the inline client, whose body returns its connection itself.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
+        mut req: Request<Body>,
+        head: &TargetHead<'_>,
     ) -> Result<(Response<UpstreamBody>, Option<Lease>), SendError> {
         let hyper_body = |r: Response<Incoming>| r.map(UpstreamBody::Left);
         match self.settings.protocol {
             Protocol::Http1
-                if http_body::Body::is_end_stream(req.body())
-                    && h1_client::eligible(req.method(), req.headers()) =>
+                if !head.upgrade
+                    && http_body::Body::is_end_stream(req.body())
+                    && h1_client::eligible(req.method()) =>
             {
                 let (parts, _) = req.into_parts();
                 Ok((
-                    self.send_inline(&parts).await?.map(UpstreamBody::Right),
+                    self.send_inline(&parts, head)
+                        .await?
+                        .map(UpstreamBody::Right),
                     None,
                 ))
             }
             Protocol::Http1 => {
+                head.apply(req.headers_mut());
                 let (resp, lease) = self.send_h1(req).await?;
                 Ok((hyper_body(resp), lease))
             }
             Protocol::Http2 => {
+                head.apply(req.headers_mut());
                 let mut sender = self.h2_sender().await?;
                 sender.ready().await.map_err(SendError::Http)?;
                 let resp = sender.send_request(req).await.map_err(SendError::Http)?;
@@ -180,6 +187,7 @@ impl TargetPool {
     async fn send_inline(
         self: &Arc<Self>,
         parts: &http::request::Parts,
+        head: &TargetHead<'_>,
     ) -> Result<Response<H1Body>, SendError> {
         loop {
             let (mut conn, reused) = match self.take_h1() {
@@ -194,7 +202,7 @@ impl TargetPool {
             // Let the other requests ready in this round of the event loop get this far
             // first, so their writes reach the upstream together (see BENCHMARKS.md).
             tokio::task::yield_now().await;
-            match conn.exchange(parts).await {
+            match conn.exchange(parts, head).await {
                 Ok(head) => return Ok(head.into_response(conn, Arc::clone(self))),
                 Err(e) if reused && e.unanswered() => {
                     debug!(target = %self.addr, error = %e, "pooled connection closed; retrying on another");

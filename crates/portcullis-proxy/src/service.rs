@@ -48,6 +48,7 @@ use crate::{
     route::Route,
     router::{Lookup, Router},
     upstream::Upstream,
+    upstream_head::HeadRewrite,
     watchdog::Progress,
 };
 
@@ -880,9 +881,8 @@ where
         upstream.protocol,
         &target.authority,
     )?;
-    // A retry keeps the client's own headers, before the rewrite: their values are shared
-    // with the request hyper parsed, so the copy is a reference count each, and the
-    // rewrite runs again only when a retry happens.
+    // A retry keeps the client's own headers: their values are shared with the request hyper
+    // parsed, so the copy is a reference count each.
     let replay = retry.map(|_| Replay {
         method: parts.method.clone(),
         client_headers: parts.headers.clone(),
@@ -899,9 +899,15 @@ where
     let trace = shared
         .trace_context
         .then(|| TraceContext::continue_or_start(parts.headers.get(TRACEPARENT)));
+    // The head is rewritten as it is sent: straight into the inline client's buffer, or in
+    // the header map for hyper's client (see upstream_head.rs).
     let head = HeadRewrite {
-        shared,
-        conn,
+        trusted: &shared.trusted,
+        via: &shared.via,
+        request_id_header: &shared.request_id_header,
+        peer: conn.peer.ip(),
+        peer_value: &conn.peer_value,
+        https: conn.https,
         client_version: parts.version,
         original_host,
         request_id,
@@ -909,11 +915,7 @@ where
         preserve_host: route.preserve_host,
         protocol: upstream.protocol,
     };
-    head.apply(
-        &mut parts.headers,
-        client_upgrade.is_some(),
-        &target.host_header,
-    );
+    let upgrade = client_upgrade.is_some();
     parts.version = head.upstream_version();
     // Asked last, so every path from here reports the outcome (a half-open probe slot is
     // never lost). The route's breaker first; its ticket goes back if the upstream's refuses.
@@ -934,7 +936,9 @@ where
                 timeout.min(left)
             }
         };
-        let sent = tokio::time::timeout(try_timeout, target.pool.send(upstream_req)).await;
+        let target_head = head.for_target(&target.host_header, upgrade);
+        let sent =
+            tokio::time::timeout(try_timeout, target.pool.send(upstream_req, &target_head)).await;
         let outcome = match &sent {
             Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
             _ => UpstreamOutcome::Error,
@@ -1092,79 +1096,10 @@ impl Drop for Tickets<'_> {
     }
 }
 
-/// How a client's request head is rewritten for the upstream; kept for retries, which rewrite
-/// the client's headers again for another target.
-struct HeadRewrite<'a> {
-    shared: &'a Shared,
-    conn: &'a ConnInfo,
-    /// The client's HTTP version (for `Via`).
-    client_version: Version,
-    /// The client's `Host` (or the request target's authority).
-    original_host: Option<HeaderValue>,
-    request_id: &'a RequestId,
-    /// This hop's trace context, when trace context is on (the same for every try).
-    trace: Option<TraceContext>,
-    preserve_host: bool,
-    protocol: Protocol,
-}
-
-impl HeadRewrite<'_> {
-    /// Hop-by-hop headers out (kept for a protocol upgrade), forwarded headers, `Via`, the
-    /// request id, `traceparent`, and `Host`: the client's with `preserve_host`, none for
-    /// HTTP/2 (`:authority` comes from the URI), else the target's (`host_header`).
-    fn apply(&self, headers: &mut http::HeaderMap, upgrade: bool, host_header: &HeaderValue) {
-        // Room for what is added below, in one growth rather than a rehash per doubling
-        // (hyper sizes the map for the client's headers only).
-        headers.reserve(ADDED_UPSTREAM_HEADERS);
-        remove_hop_by_hop(headers, upgrade);
-        // The gateway answers `Expect: 100-continue` itself when it starts reading the body.
-        headers.remove(header::EXPECT);
-        let conn = self.conn;
-        self.shared.trusted.set_forwarded(
-            headers,
-            conn.peer.ip(),
-            &conn.peer_value,
-            conn.https,
-            self.original_host.as_ref(),
-        );
-        append_via(headers, self.client_version, &self.shared.via);
-        headers.insert(
-            self.shared.request_id_header.clone(),
-            self.request_id.to_header_value(),
-        );
-        if let Some(ctx) = &self.trace {
-            headers.insert(TRACEPARENT, ctx.traceparent());
-        }
-        match (self.preserve_host, &self.original_host) {
-            (true, Some(host)) => {
-                headers.insert(header::HOST, host.clone());
-            }
-            _ if self.protocol == Protocol::Http2 => {
-                headers.remove(header::HOST);
-            }
-            _ => {
-                headers.insert(header::HOST, host_header.clone());
-            }
-        }
-    }
-
-    /// The version spoken to the upstream.
-    fn upstream_version(&self) -> Version {
-        match self.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::Http2 => Version::HTTP_2,
-        }
-    }
-}
-
-/// Headers [`HeadRewrite::apply`] may add: `X-Forwarded-For`, `-Proto`, `-Host`, `Via`, the
-/// request id, `traceparent`, `Host`.
-const ADDED_UPSTREAM_HEADERS: usize = 7;
-
 /// What a retry needs to send the request again, to another target.
 struct Replay {
     method: Method,
-    /// The client's headers, before the rewrite.
+    /// The client's headers.
     client_headers: http::HeaderMap,
     original_uri: Uri,
     /// The normalized path, when it differs from `original_uri`'s.
@@ -1174,7 +1109,8 @@ struct Replay {
 }
 
 impl Replay {
-    /// The request for `target`, with an empty body.
+    /// The request for `target`, with an empty body and the client's headers (rewritten as it
+    /// is sent).
     fn request_for(
         &self,
         target: &crate::upstream::Target,
@@ -1194,7 +1130,6 @@ impl Replay {
         *request.uri_mut() = uri;
         *request.version_mut() = head.upstream_version();
         *request.headers_mut() = self.client_headers.clone();
-        head.apply(request.headers_mut(), false, &target.host_header);
         Ok(request)
     }
 }
