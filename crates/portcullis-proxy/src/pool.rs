@@ -166,16 +166,21 @@ impl TargetPool {
                     None,
                 ))
             }
+            // hyper's paths are boxed: their futures are several times the inline client's,
+            // and every request's future (which is copied as it is built) would carry them.
             Protocol::Http1 => {
                 head.apply(req.headers_mut());
-                let (resp, lease) = self.send_h1(req).await?;
+                let (resp, lease) = Box::pin(self.send_h1(req)).await?;
                 Ok((hyper_body(resp), lease))
             }
             Protocol::Http2 => {
                 head.apply(req.headers_mut());
-                let mut sender = self.h2_sender().await?;
-                sender.ready().await.map_err(SendError::Http)?;
-                let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+                let resp = Box::pin(async {
+                    let mut sender = self.h2_sender().await?;
+                    sender.ready().await.map_err(SendError::Http)?;
+                    sender.send_request(req).await.map_err(SendError::Http)
+                })
+                .await?;
                 Ok((hyper_body(resp), None))
             }
         }
@@ -194,7 +199,7 @@ impl TargetPool {
                 Some(conn) => (conn, true),
                 None => {
                     self.close_idle_hyper();
-                    let io = self.connect_tcp().await?;
+                    let io = Box::pin(self.connect_tcp()).await?;
                     self.ensure_reaper();
                     (H1Conn::new(io), false)
                 }

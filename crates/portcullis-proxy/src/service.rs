@@ -36,7 +36,7 @@ use portcullis_limit::{Caller, Decision};
 
 use crate::{
     balance::InFlight,
-    body::GuardedBody,
+    body::{GuardedBody, UpstreamBody},
     breaker::NamedBreaker,
     error::ProxyError,
     handle::GatewayHandle,
@@ -289,22 +289,38 @@ where
                     let _busy = busy;
                     let mut consumer = None;
                     let mut allowed_by = None;
-                    let result = match settle(&route, pending, &mut req, &mut measure).await {
+                    let settled = match pending {
+                        None => Ok(None),
+                        // Boxed for the same reason as the limit's decision below.
+                        Some(grant) => {
+                            Box::pin(settle(&route, grant, &mut req, &mut measure)).await
+                        }
+                    };
+                    let result = match settled {
                         Ok(settled) => {
                             decoration = settled.unwrap_or(decoration);
                             if route.security.has_transforms() {
                                 // Known now, for the transforms of whatever answers (a 429 too).
                                 consumer = req.extensions().get::<ConsumerId>().cloned();
                             }
-                            let limited = decide_limit(
-                                &shared,
-                                &conn,
-                                &route,
-                                &mut req,
-                                &request_id,
-                                limiting,
-                            );
-                            match limited.await {
+                            // Boxed, and only when deferred: its future (a Redis round trip)
+                            // would otherwise make every request's future larger to copy.
+                            let limited = match limiting {
+                                Limiting::None => LimitOutcome::Go(None),
+                                Limiting::Decided(d) => LimitOutcome::Go(Some(d)),
+                                Limiting::Deferred(hit_after) => {
+                                    Box::pin(decide_limit(
+                                        &shared,
+                                        &conn,
+                                        &route,
+                                        &mut req,
+                                        &request_id,
+                                        hit_after,
+                                    ))
+                                    .await
+                                }
+                            };
+                            match limited {
                                 LimitOutcome::Refused(response) | LimitOutcome::Hit(response) => {
                                     Ok(response)
                                 }
@@ -377,13 +393,10 @@ fn template_vars<'a>(
 /// Decides a request whose JWT waits for a JWK Set refresh, then applies the grant.
 async fn settle<B>(
     route: &Route,
-    pending: Option<portcullis_auth::Grant>,
+    grant: portcullis_auth::Grant,
     req: &mut Request<B>,
     measure: &mut Measure,
 ) -> Result<Option<Decoration>, ProxyError> {
-    let Some(grant) = pending else {
-        return Ok(None);
-    };
     let grant = grant
         .settle(&route.security, req.headers(), req.uri())
         .await
@@ -465,20 +478,16 @@ enum LimitOutcome {
     Go(Option<Decision>),
 }
 
-/// Decides a deferred rate limit. The request carries its consumer extensions by now.
+/// Decides a deferred rate limit (`hit_after`: a cache hit may answer an allowed request). The
+/// request carries its consumer extensions by now.
 async fn decide_limit<B>(
     shared: &Shared,
     conn: &ConnInfo,
     route: &Route,
     req: &mut Request<B>,
     request_id: &RequestId,
-    limiting: Limiting,
+    hit_after: bool,
 ) -> LimitOutcome {
-    let hit_after = match limiting {
-        Limiting::None => return LimitOutcome::Go(None),
-        Limiting::Decided(d) => return LimitOutcome::Go(Some(d)),
-        Limiting::Deferred(hit_after) => hit_after,
-    };
     let Some(limit) = &route.limit else {
         return LimitOutcome::Go(None);
     };
@@ -1043,7 +1052,10 @@ where
             target: authority.clone(),
             trace,
         });
-    remove_hop_by_hop(&mut parts.headers, false);
+    // The inline client never puts hop-by-hop fields in the map; hyper's client passes them on.
+    if let UpstreamBody::Left(_) = &incoming {
+        remove_hop_by_hop(&mut parts.headers, false);
+    }
     append_via(&mut parts.headers, parts.version, &shared.via);
     let response = Response::from_parts(
         parts,
