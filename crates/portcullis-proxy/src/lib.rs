@@ -36,6 +36,7 @@ mod server;
 mod service;
 mod stack;
 mod tls;
+mod try_timeout;
 mod upstream;
 mod upstream_head;
 mod upstream_metrics;

@@ -946,8 +946,13 @@ where
             }
         };
         let target_head = head.for_target(&target.host_header, upgrade);
-        let sent =
-            tokio::time::timeout(try_timeout, target.pool.send(upstream_req, &target_head)).await;
+        let sent = upstream
+            .deadlines
+            .timeout(
+                sent_at + try_timeout,
+                target.pool.send(upstream_req, &target_head),
+            )
+            .await;
         let outcome = match &sent {
             Ok(Ok((response, _))) => UpstreamOutcome::Status(StatusClass::of(response.status())),
             _ => UpstreamOutcome::Error,

@@ -29,6 +29,7 @@ use crate::{
     balance::{Balancer, InFlight},
     breaker::{BreakerScope, NamedBreaker},
     pool::{PoolSettings, TargetPool},
+    try_timeout::Deadlines,
 };
 
 /// One target of an upstream.
@@ -65,6 +66,8 @@ pub struct Upstream {
     pub(crate) retry: Option<Retry>,
     /// The circuit breaker, when configured.
     pub(crate) breaker: Option<NamedBreaker>,
+    /// The deadlines of the tries waiting for a response head (`timeout`, per try).
+    pub(crate) deadlines: Deadlines,
 }
 
 /// `retry` with its budget (tower's TPS budget: a share of recent requests plus a floor).
@@ -168,6 +171,7 @@ impl Upstream {
             protocol: cfg.protocol,
             timeout: cfg.pool.timeout.0,
             config: cfg.clone(),
+            deadlines: Deadlines::default(),
         })
     }
 
