@@ -117,3 +117,39 @@ async fn an_upstream_silent_mid_body_is_cut_off() {
     // And it closed the upstream connection rather than pooling a half-read one.
     up.wait_closed(1).await;
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_cancels_its_upstream_request() {
+    // The upstream never answers; the per-try timeout (60 s) would keep its connection busy
+    // for a minute. A client that closes its connection while waiting cancels the request,
+    // and the gateway closes the upstream connection it was using.
+    let (up, _release) = TestUpstream::held("late").await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "")).await;
+    let mut conn = portcullis_test_support::RawConn::connect(gw.addr).await;
+    conn.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    up.wait_requests(1).await;
+    drop(conn);
+    tokio::time::timeout(std::time::Duration::from_secs(10), up.wait_closed(1))
+        .await
+        .expect("the upstream connection is closed well before the 60 s timeout");
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_its_next_request_is_not_taken_for_gone() {
+    // The second request arrives while the first waits on the upstream: the connection is
+    // alive, and both are answered in order.
+    let up = TestUpstream::respond(|req| {
+        http::Response::new(portcullis_test_support::full(req.uri().path().to_owned()))
+    })
+    .await;
+    let gw = TestGateway::start(&single_route(&[&up], "", "")).await;
+    let mut conn = portcullis_test_support::RawConn::connect(gw.addr).await;
+    conn.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (head, body) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"/one");
+    let (head, body) = conn.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"/two");
+}
