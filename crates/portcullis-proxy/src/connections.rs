@@ -26,7 +26,10 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::watchdog::{Progress, Signal};
+use crate::{
+    hangup::HangUp,
+    watchdog::{Progress, Signal},
+};
 
 /// The connections of one listener.
 #[derive(Debug, Default)]
@@ -138,6 +141,8 @@ pin_project! {
         progress: Arc<Progress>,
         graceful: Option<G>,
         peer: SocketAddr,
+        // Watches for the client hanging up while a request is in flight (hangup.rs).
+        hang_up: Option<HangUp>,
         _registration: Registration,
     }
 }
@@ -147,19 +152,22 @@ where
     F: Future,
     G: FnOnce(Pin<&mut F>),
 {
-    /// Supervises `conn`; `graceful` starts its graceful shutdown.
+    /// Supervises `conn`; `graceful` starts its graceful shutdown; `hang_up` watches its
+    /// client's socket.
     pub(crate) fn new(
         conn: F,
         progress: Arc<Progress>,
         registration: Registration,
         graceful: G,
         peer: SocketAddr,
+        hang_up: Option<HangUp>,
     ) -> Self {
         Self {
             conn,
             progress,
             graceful: Some(graceful),
             peer,
+            hang_up,
             _registration: registration,
         }
     }
@@ -170,7 +178,8 @@ where
     F: Future,
     G: FnOnce(Pin<&mut F>),
 {
-    /// The connection's own output, or `None` when the watchdog closed it.
+    /// The connection's own output, or `None` when the watchdog closed it or its client hung
+    /// up mid-request.
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -191,6 +200,15 @@ where
         match this.conn.poll(cx) {
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
+                // A request waiting on its upstream is cancelled, with the connection, when
+                // its client hangs up (hyper does not look: it allows half-closed connections).
+                if this.progress.busy()
+                    && let Some(hang_up) = this.hang_up.as_mut()
+                    && hang_up.poll(cx).is_ready()
+                {
+                    debug!(peer = %this.peer, "client hung up while its request was in flight");
+                    return Poll::Ready(None);
+                }
                 this.progress.waker.register(cx.waker());
                 // A signal set between the read above and the registration would be missed.
                 if this.progress.signalled() != signal {

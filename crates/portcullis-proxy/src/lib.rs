@@ -22,6 +22,7 @@ mod error;
 mod fallback;
 mod h1_client;
 mod handle;
+mod hangup;
 pub mod headers;
 mod health;
 mod limit;

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::{
     connections::{Connections, Registration, Supervised},
     handle::GatewayHandle,
+    hangup::HangUp,
     service::{ConnInfo, ProxyService},
     watchdog::{Counted, Progress},
 };
@@ -105,7 +106,11 @@ fn connection_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecuto
         // No hyper timer for HTTP/1: its per-request header timer is replaced by the
         // per-connection watchdog (watchdog.rs).
         .max_buf_size(settings.max_header_bytes)
-        .keep_alive(true);
+        .keep_alive(true)
+        // No read after each request head to see the client hang up, which allocated a new
+        // read buffer per request: the connection's supervisor watches the socket instead
+        // (hangup.rs).
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -127,6 +132,7 @@ async fn serve_connection(
     registration: Registration,
 ) {
     let _ = stream.set_nodelay(true);
+    let hang_up = HangUp::watch(&stream);
     let service = TowerToHyperService::new(service);
     let conn = Conn {
         builder: &builder,
@@ -134,6 +140,7 @@ async fn serve_connection(
         progress,
         registration,
         peer,
+        hang_up,
     };
     match tls {
         None => conn.serve(stream).await,
@@ -154,6 +161,7 @@ struct Conn<'a> {
     progress: Arc<Progress>,
     registration: Registration,
     peer: SocketAddr,
+    hang_up: Option<HangUp>,
 }
 
 impl Conn<'_> {
@@ -173,6 +181,7 @@ impl Conn<'_> {
             self.registration,
             |c| c.graceful_shutdown(),
             self.peer,
+            self.hang_up,
         )
         .await;
         if let Some(Err(e)) = result {
