@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use portcullis_http::{
     Body, BoxError, ConsumerId, RequestId, body, error_response,
-    headers::{X_CACHE, X_CACHE_TIER},
+    headers::{X_CACHE, X_CACHE_TIER, contains_any},
 };
 use tracing::debug;
 
@@ -425,8 +425,7 @@ impl Cache {
         if !policy.enabled
             || policy.per_consumer
             || !(head || method == Method::GET)
-            || headers.contains_key(header::CACHE_CONTROL)
-            || headers.contains_key(header::PRAGMA)
+            || contains_any(headers, &[header::CACHE_CONTROL, header::PRAGMA])
             || has_cookie(headers, &policy.bypass_cookies)
         {
             return None;
@@ -761,11 +760,12 @@ impl Cache {
             h.insert(X_CACHE, x_cache(outcome));
             return resp;
         }
-        let range = if stored.status == StatusCode::OK && req_headers.contains_key(header::RANGE) {
-            range::requested(req_headers, &stored.headers, stored.body.len() as u64)
-        } else {
-            None
-        };
+        let range =
+            if stored.status == StatusCode::OK && contains_any(req_headers, &[header::RANGE]) {
+                range::requested(req_headers, &stored.headers, stored.body.len() as u64)
+            } else {
+                None
+            };
         let (status, bytes) = match &range {
             Some(range::Requested::Satisfiable(r)) => (
                 StatusCode::PARTIAL_CONTENT,
@@ -1564,6 +1564,9 @@ fn add_validators(headers: &mut HeaderMap, stored: &StoredResponse) -> bool {
 /// (RFC 9110 §13.1.2, §13.1.3): `If-None-Match` (weak comparison) takes precedence over
 /// `If-Modified-Since`.
 fn not_modified(req: &HeaderMap, resp: &HeaderMap) -> bool {
+    if !contains_any(req, &[header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]) {
+        return false;
+    }
     if req.contains_key(header::IF_NONE_MATCH) {
         // Compared as bytes: entity tags may carry obs-text, which `to_str` refuses.
         let Some(etag) = resp.get(header::ETAG) else {

@@ -1,6 +1,22 @@
-//! Header names of the contract, as constants so the hot path never parses them.
+//! Header names of the contract, as constants so the hot path never parses them, and a cheap
+//! presence test for the fields a request usually lacks.
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
+
+/// Up to this many distinct fields, [`contains_any`] looks at each rather than hashing.
+const SCAN_UP_TO: usize = 8;
+
+/// Whether `headers` holds any of `names`. Most requests carry a few fields, and looking at
+/// each of them is cheaper than a hash-map lookup per name (about 80 instructions each,
+/// callgrind), which the hot path mostly spends on names that are absent (`Range`,
+/// `If-None-Match`, `Upgrade`, ...). Past [`SCAN_UP_TO`] fields the map's lookups are used.
+pub fn contains_any(headers: &HeaderMap, names: &[HeaderName]) -> bool {
+    if headers.keys_len() <= SCAN_UP_TO {
+        headers.keys().any(|key| names.contains(key))
+    } else {
+        names.iter().any(|name| headers.contains_key(name))
+    }
+}
 
 /// The request id the gateway assigns (or accepts), echoed on every response.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,3 +42,28 @@ pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit
 pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 /// IETF rate limit headers.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use http::{HeaderValue, header};
+
+    #[test]
+    fn contains_any_agrees_with_the_map_for_few_and_many_fields() {
+        let wanted = [header::RANGE, header::IF_NONE_MATCH, X_REQUEST_ID];
+        for extra in [0usize, 3, 12] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static("x"));
+            for i in 0..extra {
+                let name: HeaderName = format!("x-filler-{i}").parse().unwrap();
+                headers.insert(name, HeaderValue::from_static("1"));
+            }
+            assert!(!contains_any(&headers, &wanted), "{extra} extra fields");
+            headers.append(X_REQUEST_ID, HeaderValue::from_static("abc"));
+            assert!(contains_any(&headers, &wanted), "{extra} extra fields");
+            assert!(contains_any(&headers, &[header::HOST]));
+            assert!(!contains_any(&headers, &[]));
+        }
+    }
+}

@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use ipnet::IpNet;
 use portcullis_http::headers::{
     FORWARDED, KEEP_ALIVE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+    contains_any,
 };
 
 /// Removes hop-by-hop headers: those named in `Connection`, and `Connection`, `Keep-Alive`, `TE`
@@ -76,7 +77,7 @@ pub fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
 /// Whether a request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
+        && contains_any(headers, &[header::UPGRADE])
         && headers
             .get_all(header::CONNECTION)
             .iter()
