@@ -1,7 +1,7 @@
 //! Header names of the contract, as constants so the hot path never parses them, and a cheap
 //! presence test for the fields a request usually lacks.
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Up to this many distinct fields, [`contains_any`] looks at each rather than hashing.
 const SCAN_UP_TO: usize = 8;
@@ -43,11 +43,24 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 /// IETF rate limit headers.
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
+/// The first value of `name` in `headers`, found as [`contains_any`] finds names: by looking
+/// at each of a few fields, else by the map's lookup.
+pub fn first_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+    if headers.keys_len() <= SCAN_UP_TO {
+        headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    } else {
+        headers.get(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use http::{HeaderValue, header};
+    use http::header;
 
     #[test]
     fn contains_any_agrees_with_the_map_for_few_and_many_fields() {
@@ -64,6 +77,13 @@ mod tests {
             assert!(contains_any(&headers, &wanted), "{extra} extra fields");
             assert!(contains_any(&headers, &[header::HOST]));
             assert!(!contains_any(&headers, &[]));
+            // The first of several values, as the map's `get` gives it.
+            headers.append(X_REQUEST_ID, HeaderValue::from_static("def"));
+            assert_eq!(
+                first_value(&headers, &X_REQUEST_ID),
+                headers.get(X_REQUEST_ID)
+            );
+            assert_eq!(first_value(&headers, &header::RANGE), None);
         }
     }
 }

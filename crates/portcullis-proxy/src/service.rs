@@ -24,7 +24,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portcullis_auth::{Decoration, LimitedBody, Overflow, ResolvedVersion, TemplateVars};
 use portcullis_config::Protocol;
-use portcullis_http::{Body, BoxError, ConsumerId, RequestId, body, headers::X_REQUEST_ID};
+use portcullis_http::{
+    Body, BoxError, ConsumerId, RequestId, body,
+    headers::{X_REQUEST_ID, first_value},
+};
 use portcullis_observe::{Metrics, StatusClass, TRACEPARENT, TraceContext, UpstreamOutcome};
 use portcullis_resilience::Ticket;
 use tower::retry::budget::Budget as _;
@@ -235,9 +238,7 @@ where
             progress.request();
         }
         let shared = self.handle.load();
-        let request_id = req
-            .headers()
-            .get(&shared.request_id_header)
+        let request_id = first_value(req.headers(), &shared.request_id_header)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
         // While draining, HTTP/1 clients are told to reconnect (to a new process, after a
@@ -875,12 +876,14 @@ where
     } else {
         None
     };
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let original_host = first_value(&parts.headers, &header::HOST)
+        .cloned()
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
 
     let uri = upstream_uri(
         &parts.uri,
@@ -907,7 +910,7 @@ where
     parts.uri = uri;
     let trace = shared
         .trace_context
-        .then(|| TraceContext::continue_or_start(parts.headers.get(TRACEPARENT)));
+        .then(|| TraceContext::continue_or_start(first_value(&parts.headers, &TRACEPARENT)));
     // The head is rewritten as it is sent: straight into the inline client's buffer, or in
     // the header map for hyper's client (see upstream_head.rs).
     let head = HeadRewrite {
@@ -1198,7 +1201,7 @@ fn request_host<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<&'a st
     if let Some(host) = uri.host() {
         return Some(host.trim_start_matches('[').trim_end_matches(']'));
     }
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let host = first_value(headers, &header::HOST)?.to_str().ok()?;
     if let Some(v6) = host.strip_prefix('[') {
         return v6.split(']').next();
     }
