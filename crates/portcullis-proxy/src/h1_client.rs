@@ -310,11 +310,11 @@ impl FieldNames {
         }
         let name =
             HeaderName::from_bytes(raw).map_err(|_| Error::malformed("invalid header name"))?;
+        // Positions come in order from 0, so one past the end is the furthest asked for.
         let entry = (Box::from(raw), name.clone());
-        if position < self.0.len() {
-            self.0[position] = entry;
-        } else if position == self.0.len() {
-            self.0.push(entry);
+        match self.0.get_mut(position) {
+            Some(slot) => *slot = entry,
+            None => self.0.push(entry),
         }
         Ok(name)
     }

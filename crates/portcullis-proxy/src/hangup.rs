@@ -57,20 +57,17 @@ impl HangUp {
 
     /// Ready once the client has hung up; otherwise registers `cx` to be woken when it does.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match &mut self.state {
-                State::Watching(watch) => return watch.as_mut().poll(cx),
-                State::Failed => return Poll::Pending,
-                State::Unwatched(_) => {
-                    let State::Unwatched(fd) = std::mem::replace(&mut self.state, State::Failed)
-                    else {
-                        return Poll::Pending;
-                    };
-                    if let Ok(watch) = TcpStream::from_std(fd) {
-                        self.state = State::Watching(Box::pin(closed(watch)));
-                    }
-                }
-            }
+        if let State::Unwatched(_) = self.state {
+            self.state = match std::mem::replace(&mut self.state, State::Failed) {
+                State::Unwatched(fd) => TcpStream::from_std(fd).map_or(State::Failed, |watch| {
+                    State::Watching(Box::pin(closed(watch)))
+                }),
+                other => other,
+            };
+        }
+        match &mut self.state {
+            State::Watching(watch) => watch.as_mut().poll(cx),
+            State::Unwatched(_) | State::Failed => Poll::Pending,
         }
     }
 }

@@ -45,11 +45,17 @@ struct Shared {
 struct State {
     /// Slots by index; `None` when free.
     slots: Vec<Option<Slot>>,
+    /// The indexes of the free slots.
     free: Vec<usize>,
-    /// Slots in use.
-    waiting: usize,
     sweeper_started: bool,
     closed: bool,
+}
+
+impl State {
+    /// Slots in use: tries waiting now.
+    fn waiting(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
 }
 
 struct Slot {
@@ -61,7 +67,7 @@ struct Slot {
 impl std::fmt::Debug for Deadlines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deadlines")
-            .field("waiting", &self.shared.state.lock().waiting)
+            .field("waiting", &self.shared.state.lock().waiting())
             .finish()
     }
 }
@@ -82,7 +88,7 @@ impl Deadlines {
     /// Tries waiting now.
     #[cfg(test)]
     fn waiting(&self) -> usize {
-        self.shared.state.lock().waiting
+        self.shared.state.lock().waiting()
     }
 }
 
@@ -157,8 +163,7 @@ impl Registration<'_> {
             }
         };
         self.slot = Some(i);
-        state.waiting += 1;
-        let first = state.waiting == 1;
+        let first = state.waiting() == 1;
         if !state.sweeper_started {
             state.sweeper_started = true;
             tokio::spawn(sweep(Arc::clone(shared)));
@@ -177,7 +182,6 @@ impl Drop for Registration<'_> {
             let mut state = self.deadlines.shared.state.lock();
             state.slots[i] = None;
             state.free.push(i);
-            state.waiting -= 1;
         }
     }
 }
@@ -202,7 +206,7 @@ async fn sweep(shared: Arc<Shared>) {
                         expired.push(slot.waker.clone());
                     }
                 }
-                state.waiting
+                state.waiting()
             };
             // Woken outside the lock: a woken try may run at once on another thread.
             for waker in expired.drain(..) {
