@@ -33,7 +33,7 @@ use portcullis_resilience::Ticket;
 use tower::retry::budget::Budget as _;
 use tracing::{debug, warn};
 
-use portcullis_cache::{Cache, Fetch, RequestTarget, serve::is_write};
+use portcullis_cache::{Cache, Fetch, RequestTarget, RoutePolicy, serve::is_write};
 
 use portcullis_limit::{Caller, Decision};
 
@@ -332,16 +332,41 @@ where
                                             template_vars(&route, &request_id, consumer.as_ref());
                                         route.security.transform_request(&mut req, &vars);
                                     }
-                                    forward(
-                                        &shared,
-                                        &conn,
-                                        &route,
-                                        req,
-                                        &request_id,
-                                        wants_upgrade,
-                                        measure.upstream_slot(),
-                                    )
-                                    .await
+                                    if let Some(policy) =
+                                        through_cache(&route, wants_upgrade, req.method())
+                                    {
+                                        // Boxed so the (large) cache future is not part of
+                                        // every request's future.
+                                        Ok(Box::pin(forward_cached(
+                                            &shared,
+                                            &conn,
+                                            &route,
+                                            policy,
+                                            req,
+                                            &request_id,
+                                        ))
+                                        .await)
+                                    } else {
+                                        // Awaited here, not inside a helper: each level of
+                                        // future is copied whole as it is built.
+                                        let (parts, body) = req.into_parts();
+                                        send_upstream(
+                                            &shared,
+                                            &conn,
+                                            &route,
+                                            parts,
+                                            body,
+                                            &request_id,
+                                            wants_upgrade,
+                                        )
+                                        .await
+                                        .map(
+                                            |(response, timing)| {
+                                                *measure.upstream_slot() = timing;
+                                                response
+                                            },
+                                        )
+                                    }
                                 }
                             }
                         }
@@ -714,55 +739,57 @@ fn scheme(conn: &ConnInfo) -> &'static str {
     if conn.https { "https" } else { "http" }
 }
 
-/// Forwards a routed request: through the cache when the route has one, else upstream.
-async fn forward<B>(
+/// The route's cache policy when a routed request goes through the cache (which sees writes
+/// too, to invalidate); `None` when it goes straight upstream.
+fn through_cache<'r>(
+    route: &'r Route,
+    wants_upgrade: bool,
+    method: &Method,
+) -> Option<&'r Arc<RoutePolicy>> {
+    route
+        .cache
+        .as_ref()
+        .filter(|policy| !wants_upgrade && (policy.enabled || is_write(method)))
+}
+
+/// Forwards a routed request through the route's cache, under `policy` ([`through_cache`]).
+async fn forward_cached<B>(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     route: &Arc<Route>,
+    policy: &Arc<RoutePolicy>,
     req: Request<B>,
     request_id: &RequestId,
-    wants_upgrade: bool,
-    timing: &mut Option<UpstreamTiming>,
-) -> Result<Response<Body>, ProxyError>
+) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    if let Some(policy) = &route.cache
-        && !wants_upgrade
-        && (policy.enabled || is_write(&parts.method))
-    {
-        let host = request_host(&parts.uri, &parts.headers)
-            .unwrap_or("")
-            .to_owned();
-        let normalized = parts.extensions.get::<NormalizedPath>().cloned();
-        let version = parts.extensions.get::<ResolvedVersion>().copied();
-        let deadline = parts.extensions.get::<RequestDeadline>().copied();
-        let path = routed_path(&parts).to_owned();
-        parts.extensions.insert(request_id.clone());
-        let req = Request::from_parts(parts, body::boxed(body));
-        let fetch = UpstreamFetch {
-            shared: Arc::clone(shared),
-            conn: conn.clone(),
-            route: Arc::clone(route),
-            request_id: request_id.clone(),
-            normalized,
-            version,
-            deadline,
-        };
-        let target = RequestTarget {
-            scheme: scheme(conn),
-            host: &host,
-            path: &path,
-        };
-        // Boxed so the (large) cache future is not part of every request's future.
-        return Ok(Box::pin(shared.cache.serve(policy, target, req, fetch)).await);
-    }
-    let (response, upstream) =
-        send_upstream(shared, conn, route, parts, body, request_id, wants_upgrade).await?;
-    *timing = upstream;
-    Ok(response)
+    let host = request_host(&parts.uri, &parts.headers)
+        .unwrap_or("")
+        .to_owned();
+    let normalized = parts.extensions.get::<NormalizedPath>().cloned();
+    let version = parts.extensions.get::<ResolvedVersion>().copied();
+    let deadline = parts.extensions.get::<RequestDeadline>().copied();
+    let path = routed_path(&parts).to_owned();
+    parts.extensions.insert(request_id.clone());
+    let req = Request::from_parts(parts, body::boxed(body));
+    let fetch = UpstreamFetch {
+        shared: Arc::clone(shared),
+        conn: conn.clone(),
+        route: Arc::clone(route),
+        request_id: request_id.clone(),
+        normalized,
+        version,
+        deadline,
+    };
+    let target = RequestTarget {
+        scheme: scheme(conn),
+        host: &host,
+        path: &path,
+    };
+    shared.cache.serve(policy, target, req, fetch).await
 }
 
 /// The cache's way to the origin: the rest of the proxy path for one route.
@@ -895,16 +922,20 @@ where
     )?;
     // A retry keeps the client's own headers: their values are shared with the request hyper
     // parsed, so the copy is a reference count each.
-    let replay = retry.map(|_| Replay {
-        method: parts.method.clone(),
-        client_headers: parts.headers.clone(),
-        original_uri: parts.uri.clone(),
-        // Kept only when normalization changed it (else it is the URI's).
-        path: match &path {
-            Cow::Owned(p) => Some(p.clone()),
-            Cow::Borrowed(_) => None,
-        },
-        api_version: version,
+    // Boxed: only with retries configured, and it would otherwise add its size to every
+    // request's future (which is copied as it is built).
+    let replay = retry.map(|_| {
+        Box::new(Replay {
+            method: parts.method.clone(),
+            client_headers: parts.headers.clone(),
+            original_uri: parts.uri.clone(),
+            // Kept only when normalization changed it (else it is the URI's).
+            path: match &path {
+                Cow::Owned(p) => Some(p.clone()),
+                Cow::Borrowed(_) => None,
+            },
+            api_version: version,
+        })
     });
     drop(path);
     parts.uri = uri;
