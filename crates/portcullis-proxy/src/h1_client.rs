@@ -23,7 +23,9 @@
 
 use std::{
     cmp::min,
-    fmt, io,
+    fmt,
+    future::poll_fn,
+    io,
     mem::MaybeUninit,
     pin::Pin,
     sync::Arc,
@@ -37,11 +39,19 @@ use http::{
 };
 use http_body::{Frame, SizeHint};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    io::AsyncReadExt,
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
 };
 
-use crate::{headers::is_hop_by_hop, pool::TargetPool, upstream_head::TargetHead};
+use crate::{
+    headers::is_hop_by_hop,
+    pool::TargetPool,
+    round_flush::{self, FlushQueue, Outbox, Side},
+    upstream_head::TargetHead,
+};
 
 /// Most header fields accepted in a response head (hyper's client default).
 const MAX_HEADERS: usize = 100;
@@ -68,11 +78,14 @@ pub(crate) fn eligible(method: &Method) -> bool {
 
 /// One keep-alive connection to an upstream target.
 pub(crate) struct H1Conn {
-    io: TcpStream,
+    read: OwnedReadHalf,
+    /// The request head being written (its allocation reused), and the socket's write half.
+    out: Arc<Outbox<OwnedWriteHalf>>,
+    /// Sends request heads at the end of the round, on a current-thread runtime
+    /// (`round_flush.rs`).
+    queue: Option<Arc<FlushQueue>>,
     /// Bytes read and not yet handed on.
     buf: BytesMut,
-    /// The request head being written; kept to reuse its allocation.
-    out: Vec<u8>,
     /// The field names of the last response head, in order: an upstream sends the same
     /// names in the same order response after response (see [`FieldNames`]).
     names: FieldNames,
@@ -81,7 +94,7 @@ pub(crate) struct H1Conn {
 impl fmt::Debug for H1Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("H1Conn")
-            .field("peer", &self.io.peer_addr().ok())
+            .field("peer", &self.read.peer_addr().ok())
             .finish_non_exhaustive()
     }
 }
@@ -176,12 +189,20 @@ pub(crate) struct Head {
 impl H1Conn {
     /// A connection over `io`, an established TCP stream.
     pub(crate) fn new(io: TcpStream) -> Self {
+        let (read, write) = io.into_split();
         Self {
-            io,
+            read,
+            out: Outbox::new(write),
+            queue: round_flush::queue(),
             buf: BytesMut::new(),
-            out: Vec::new(),
             names: FieldNames::default(),
         }
+    }
+
+    /// Whether request heads wait for the end of the round by themselves (see
+    /// `round_flush.rs`); if not, the caller may let the round finish before the exchange.
+    pub(crate) fn sends_at_round_end(&self) -> bool {
+        self.queue.is_some()
     }
 
     /// Writes the request head of `parts` (origin-form URI, the client's headers, which `head`
@@ -192,11 +213,23 @@ impl H1Conn {
         parts: &Parts,
         head: &TargetHead<'_>,
     ) -> Result<Head, Error> {
-        head.encode(parts, &mut self.out);
-        self.io
-            .write_all(&self.out)
-            .await
-            .map_err(|e| Error::io(e, false))?;
+        let listed = {
+            let mut state = self.out.lock();
+            state.held.clear();
+            head.encode(parts, &mut state.held);
+            match &self.queue {
+                Some(queue) if queue.running() => {
+                    self.out.list(state, queue, Side::Upstream);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !listed {
+            poll_fn(|cx| self.out.poll_send(cx))
+                .await
+                .map_err(|e| Error::io(e, false))?;
+        }
         let head_request = parts.method == Method::HEAD;
         let mut answered = !self.buf.is_empty();
         loop {
@@ -209,11 +242,27 @@ impl H1Conn {
                     return Err(Error::malformed("response head too large"));
                 }
             }
+            // tokio's read (not `try_read`) takes a short read to mean the socket is drained,
+            // so the read after the next request waits for the runtime to report readiness
+            // instead of being tried at once: reading at once, right after the write that let
+            // the upstream run, answered requests one by one (BENCHMARKS.md, session 13).
             self.buf.reserve(HEAD_READ);
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(Error::closed(answered)),
-                Ok(_) => {}
-                Err(e) => return Err(Error::io(e, answered)),
+            let out = &self.out;
+            let mut reading = std::pin::pin!(self.read.read_buf(&mut self.buf));
+            let read = poll_fn(|cx| {
+                // The head goes out at the end of the round; until then, or if that fails,
+                // there is nothing to read.
+                if let Poll::Ready(Err(e)) = out.poll_sent(cx) {
+                    return Poll::Ready(Err(Error::io(e, false)));
+                }
+                reading
+                    .as_mut()
+                    .poll(cx)
+                    .map_err(|e| Error::io(e, answered))
+            })
+            .await?;
+            if read == 0 {
+                return Err(Error::closed(answered));
             }
         }
     }
@@ -222,10 +271,11 @@ impl H1Conn {
     /// connection.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         self.buf.reserve(want);
+        let io: &TcpStream = self.read.as_ref();
         loop {
-            match self.io.try_read_buf(&mut self.buf) {
+            match io.try_read_buf(&mut self.buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
+                    ready!(io.poll_read_ready(cx))?;
                 }
                 done => return Poll::Ready(done),
             }

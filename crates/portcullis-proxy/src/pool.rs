@@ -205,8 +205,11 @@ impl TargetPool {
                 }
             };
             // Let the other requests ready in this round of the event loop get this far
-            // first, so their writes reach the upstream together (see BENCHMARKS.md).
-            tokio::task::yield_now().await;
+            // first, so their writes reach the upstream together (see BENCHMARKS.md), unless
+            // the connection's writes wait for the round's end by themselves.
+            if !conn.sends_at_round_end() {
+                tokio::task::yield_now().await;
+            }
             match conn.exchange(parts, head).await {
                 Ok(head) => return Ok(head.into_response(conn, Arc::clone(self))),
                 Err(e) if reused && e.unanswered() => {

@@ -16,9 +16,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::{
+    client_writes::Batched,
     connections::{Connections, Registration, Supervised},
     handle::GatewayHandle,
     hangup::HangUp,
+    round_flush,
     service::{ConnInfo, ProxyService},
     watchdog::{Counted, Progress},
 };
@@ -143,7 +145,11 @@ async fn serve_connection(
         hang_up,
     };
     match tls {
-        None => conn.serve(stream).await,
+        // On one CPU, responses go out at the end of the event loop's round (round_flush.rs).
+        None => match round_flush::queue() {
+            Some(queue) => conn.serve(Batched::new(stream, queue)).await,
+            None => conn.serve(stream).await,
+        },
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => conn.serve(tls_stream).await,

@@ -1,0 +1,395 @@
+//! Socket writes held back over one round of the event loop and sent together at its end, as
+//! haproxy and nginx do.
+//!
+//! Why: on one CPU the gateway shares its core with whatever it talks to, and the order of its
+//! sends decides how often the others are woken. A response written to the client as soon as
+//! its connection's task has it goes out between the parsing of other requests; a client on
+//! another core reads it before the next one comes, sleeps, and is woken again by the next
+//! send (a cross-core interrupt). A request head written to the upstream at once used to be
+//! made to wait for the end of the round by polling its task once more
+//! (`tokio::task::yield_now`), which costs a whole poll of the connection's future per request.
+//! Here the bytes go into the connection's [`Outbox`] and the connection is listed in its
+//! thread's [`FlushQueue`]; the queue's task, woken by the first listing of a round, runs once
+//! the tasks queued before it have run and sends every listed outbox back to back: client
+//! responses first (they wake the other core, which can start its next requests meanwhile),
+//! then upstream requests (which wake processes on this core).
+//!
+//! Only on a current-thread runtime (the gateway's runtime on one CPU), where the queue's task
+//! runs on the thread of the connections it serves. On a multi-threaded runtime [`queue`]
+//! gives `None` and connections write as before.
+//!
+//! What the queue's task cannot send at once (the peer's window is full) or an error it meets
+//! is left in the outbox and the connection's task is woken for it; the connection then sends
+//! the rest itself, with the socket's back-pressure, or reports the error.
+
+use std::{
+    cell::RefCell,
+    future::Future,
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    task::{Context, Poll, Waker, ready},
+};
+
+use futures_util::task::AtomicWaker;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::{
+    net::TcpStream,
+    runtime::{Handle, RuntimeFlavor},
+};
+
+/// Which list of the queue an outbox goes on: clients are sent to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Upstream,
+}
+
+/// The outboxes with bytes held back in this round, and the task that sends them.
+#[derive(Default)]
+pub(crate) struct FlushQueue {
+    lists: Mutex<Lists>,
+    waker: AtomicWaker,
+    /// Whether the queue's task is alive; once it is gone, connections send themselves.
+    running: AtomicBool,
+}
+
+#[derive(Default)]
+struct Lists {
+    clients: Vec<Arc<dyn Held>>,
+    upstreams: Vec<Arc<dyn Held>>,
+}
+
+impl std::fmt::Debug for FlushQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushQueue")
+            .field("running", &self.running.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlushQueue {
+    /// Whether listed outboxes will be sent.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    fn list(&self, side: Side, held: Arc<dyn Held>) {
+        let mut lists = self.lists.lock();
+        let first = lists.clients.is_empty() && lists.upstreams.is_empty();
+        match side {
+            Side::Client => lists.clients.push(held),
+            Side::Upstream => lists.upstreams.push(held),
+        }
+        drop(lists);
+        if first {
+            self.waker.wake();
+        }
+    }
+
+    /// Sends everything listed now.
+    fn send_all(&self, batch: &mut Lists) {
+        {
+            let mut lists = self.lists.lock();
+            std::mem::swap(&mut batch.clients, &mut lists.clients);
+            std::mem::swap(&mut batch.upstreams, &mut lists.upstreams);
+        }
+        for held in batch.clients.drain(..) {
+            held.send_held();
+        }
+        for held in batch.upstreams.drain(..) {
+            // A request whose connection is gone (its client hung up in this round) is not
+            // sent.
+            if Arc::strong_count(&held) > 1 {
+                held.send_held();
+            }
+        }
+    }
+}
+
+/// The queue's task: sends what is listed whenever something is; when it is dropped (its
+/// runtime ends), sends what is left and marks the queue stopped.
+struct Flusher {
+    queue: Arc<FlushQueue>,
+    batch: Lists,
+}
+
+impl Future for Flusher {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.queue.waker.register(cx.waker());
+        this.queue.send_all(&mut this.batch);
+        Poll::Pending
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.queue.running.store(false, Relaxed);
+        self.queue.send_all(&mut self.batch);
+    }
+}
+
+thread_local! {
+    /// This thread's queue and the runtime whose task serves it.
+    static QUEUE: RefCell<Option<(tokio::runtime::Id, Arc<FlushQueue>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The flush queue of the current-thread runtime running on this thread, its task started on
+/// first use; `None` outside a runtime or on a multi-threaded one (module docs).
+pub(crate) fn queue() -> Option<Arc<FlushQueue>> {
+    let handle = Handle::try_current().ok()?;
+    if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
+        return None;
+    }
+    let id = handle.id();
+    QUEUE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some((owner, queue)) = slot.as_ref()
+            && *owner == id
+            && queue.running()
+        {
+            return Some(Arc::clone(queue));
+        }
+        let queue = Arc::new(FlushQueue::default());
+        queue.running.store(true, Relaxed);
+        drop(handle.spawn(Flusher {
+            queue: Arc::clone(&queue),
+            batch: Lists::default(),
+        }));
+        *slot = Some((id, Arc::clone(&queue)));
+        Some(queue)
+    })
+}
+
+/// What the queue's task does with a listed outbox.
+trait Held: Send + Sync {
+    fn send_held(&self);
+}
+
+/// Bytes a connection has written but not yet sent, and the socket they go to.
+#[derive(Debug)]
+pub(crate) struct Outbox<W> {
+    io: W,
+    state: Mutex<State>,
+}
+
+/// The part of an outbox that changes, under its lock.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Bytes not yet sent.
+    pub(crate) held: Vec<u8>,
+    /// On its queue's list.
+    listed: bool,
+    /// What the queue's task met, for the connection to report.
+    error: Option<io::Error>,
+    /// The connection's task, woken when the queue's task leaves something behind.
+    waker: Option<Waker>,
+}
+
+impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
+    /// An empty outbox for `io`.
+    pub(crate) fn new(io: W) -> Arc<Self> {
+        Arc::new(Self {
+            io,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The socket.
+    pub(crate) fn io(&self) -> &W {
+        &self.io
+    }
+
+    /// The outbox's state, to add bytes to `held` or look at it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// Lists this outbox on `queue` for the end of the round, unless it is already listed.
+    /// `state` is this outbox's, locked.
+    pub(crate) fn list(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State>,
+        queue: &FlushQueue,
+        side: Side,
+    ) {
+        if state.listed {
+            return;
+        }
+        state.listed = true;
+        drop(state);
+        queue.list(side, Arc::clone(self) as Arc<dyn Held>);
+    }
+
+    /// Takes an error the queue's task met, if any.
+    pub(crate) fn take_error(state: &mut State) -> io::Result<()> {
+        state.error.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether what is held has been sent: `Pending` while it waits on the queue or on the
+    /// socket. Sends the rest itself when the queue's task left some.
+    pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state.lock();
+        Self::take_error(&mut state)?;
+        if state.held.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        remember(&mut state, cx);
+        if state.listed {
+            return Poll::Pending;
+        }
+        self.poll_send_locked(&mut state, cx)
+    }
+
+    /// A flush: ready when what is held has been sent or is listed (the queue's task sends it
+    /// at the end of the round); sends the rest itself when the queue's task left some.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state.lock();
+        Self::take_error(&mut state)?;
+        if state.held.is_empty() || state.listed {
+            return Poll::Ready(Ok(()));
+        }
+        remember(&mut state, cx);
+        self.poll_send_locked(&mut state, cx)
+    }
+
+    /// Sends what is held now, listed or not, waiting for the socket as needed.
+    pub(crate) fn poll_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.state.lock();
+        Self::take_error(&mut state)?;
+        self.poll_send_locked(&mut state, cx)
+    }
+
+    /// [`Self::poll_send`] with the state already locked.
+    pub(crate) fn poll_send_locked(
+        &self,
+        state: &mut State,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let io = self.io.as_ref();
+        let mut sent = 0;
+        let result = loop {
+            if sent == state.held.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match io.try_write(&state.held[sent..]) {
+                Ok(0) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = ready!(io.poll_write_ready(cx)) {
+                        break Poll::Ready(Err(e));
+                    }
+                }
+                Err(e) => break Poll::Ready(Err(e)),
+            }
+        };
+        if sent == state.held.len() {
+            state.held.clear();
+        } else {
+            state.held.drain(..sent);
+        }
+        result
+    }
+
+    /// Writes `bufs` straight to the socket (nothing may be held), waiting for it as needed.
+    pub(crate) fn poll_write_through(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let io = self.io.as_ref();
+        loop {
+            match io.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(io.poll_write_ready(cx))?;
+                }
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+/// Keeps `cx`'s waker to be woken when the queue's task leaves something behind.
+pub(crate) fn remember(state: &mut State, cx: &Context<'_>) {
+    if !state
+        .waker
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        state.waker = Some(cx.waker().clone());
+    }
+}
+
+impl<W: AsRef<TcpStream> + Send + Sync> Held for Outbox<W> {
+    /// The queue's send: as much as the socket takes now.
+    fn send_held(&self) {
+        let mut state = self.state.lock();
+        state.listed = false;
+        let io = self.io.as_ref();
+        let mut sent = 0;
+        while sent < state.held.len() {
+            match io.try_write(&state.held[sent..]) {
+                Ok(0) => {
+                    state.error = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    state.error = Some(e);
+                    break;
+                }
+            }
+        }
+        if sent == state.held.len() || state.error.is_some() {
+            state.held.clear();
+        } else {
+            state.held.drain(..sent);
+        }
+        if (!state.held.is_empty() || state.error.is_some())
+            && let Some(waker) = state.waker.take()
+        {
+            waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_current_thread_runtime_has_one_queue_per_thread() {
+        let first = queue().expect("a current-thread runtime has a queue");
+        let second = queue().expect("a current-thread runtime has a queue");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(first.running());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_multi_threaded_runtime_has_none() {
+        assert!(queue().is_none());
+    }
+
+    #[test]
+    fn a_new_runtime_on_the_same_thread_gets_a_new_queue() {
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = rt().block_on(async { queue().unwrap() });
+        // The first runtime is gone, and its queue's task with it.
+        assert!(!first.running());
+        let second = rt().block_on(async { queue().unwrap() });
+        assert!(!Arc::ptr_eq(&first, &second));
+    }
+}
