@@ -291,7 +291,7 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
             }
         };
         if sent == state.held.len() {
-            state.held.clear();
+            empty(state);
         } else {
             state.held.drain(..sent);
         }
@@ -313,6 +313,18 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
                 done => return Poll::Ready(done),
             }
         }
+    }
+}
+
+/// Capacity an empty outbox keeps for the next writes; a bigger buffer (after a large
+/// response) is given back, so idle keep-alive connections stay small.
+const KEEP: usize = 4096;
+
+fn empty(state: &mut State) {
+    if state.held.capacity() > KEEP {
+        state.held = Vec::new();
+    } else {
+        state.held.clear();
     }
 }
 
@@ -349,7 +361,7 @@ impl<W: AsRef<TcpStream> + Send + Sync> Held for Outbox<W> {
             }
         }
         if sent == state.held.len() || state.error.is_some() {
-            state.held.clear();
+            empty(&mut state);
         } else {
             state.held.drain(..sent);
         }
