@@ -56,7 +56,7 @@ impl Batched {
         len: usize,
     ) -> Poll<io::Result<Option<usize>>> {
         let mut state = self.out.lock();
-        Outbox::<OwnedWriteHalf>::take_error(&mut state)?;
+        state.take_error()?;
         if state.held.len() + len <= MAX_HELD && self.queue.running() {
             remember(&mut state, cx);
             state.held.reserve(len);

@@ -193,6 +193,13 @@ pub(crate) struct State {
     waker: Option<Waker>,
 }
 
+impl State {
+    /// Takes an error the queue's task met, if any.
+    pub(crate) fn take_error(&mut self) -> io::Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
 impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
     /// An empty outbox for `io`.
     pub(crate) fn new(io: W) -> Arc<Self> {
@@ -228,16 +235,11 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
         queue.list(side, Arc::clone(self) as Arc<dyn Held>);
     }
 
-    /// Takes an error the queue's task met, if any.
-    pub(crate) fn take_error(state: &mut State) -> io::Result<()> {
-        state.error.take().map_or(Ok(()), Err)
-    }
-
     /// Whether what is held has been sent: `Pending` while it waits on the queue or on the
     /// socket. Sends the rest itself when the queue's task left some.
     pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.state.lock();
-        Self::take_error(&mut state)?;
+        state.take_error()?;
         if state.held.is_empty() {
             return Poll::Ready(Ok(()));
         }
@@ -252,7 +254,7 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
     /// at the end of the round); sends the rest itself when the queue's task left some.
     pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.state.lock();
-        Self::take_error(&mut state)?;
+        state.take_error()?;
         if state.held.is_empty() || state.listed {
             return Poll::Ready(Ok(()));
         }
@@ -263,7 +265,7 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
     /// Sends what is held now, listed or not, waiting for the socket as needed.
     pub(crate) fn poll_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.state.lock();
-        Self::take_error(&mut state)?;
+        state.take_error()?;
         self.poll_send_locked(&mut state, cx)
     }
 
@@ -273,21 +275,28 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Outbox<W> {
         state: &mut State,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        loop {
+            if self.send_now(state)? {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.io.as_ref().poll_write_ready(cx))?;
+        }
+    }
+
+    /// Sends as much of what is held as the socket takes now, without waiting, and drops what
+    /// went out: `Ok(true)` once nothing is left.
+    fn send_now(&self, state: &mut State) -> io::Result<bool> {
         let io = self.io.as_ref();
         let mut sent = 0;
         let result = loop {
             if sent == state.held.len() {
-                break Poll::Ready(Ok(()));
+                break Ok(true);
             }
             match io.try_write(&state.held[sent..]) {
-                Ok(0) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ready!(io.poll_write_ready(cx)) {
-                        break Poll::Ready(Err(e));
-                    }
-                }
-                Err(e) => break Poll::Ready(Err(e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) => break Err(e),
             }
         };
         if sent == state.held.len() {
@@ -339,35 +348,21 @@ pub(crate) fn remember(state: &mut State, cx: &Context<'_>) {
     }
 }
 
-impl<W: AsRef<TcpStream> + Send + Sync> Held for Outbox<W> {
-    /// The queue's send: as much as the socket takes now.
+impl<W: AsRef<TcpStream> + Send + Sync + 'static> Held for Outbox<W> {
+    /// The queue's send: as much as the socket takes now. What is left, or the error, stays
+    /// for the connection, whose task is woken for it.
     fn send_held(&self) {
         let mut state = self.state.lock();
         state.listed = false;
-        let io = self.io.as_ref();
-        let mut sent = 0;
-        while sent < state.held.len() {
-            match io.try_write(&state.held[sent..]) {
-                Ok(0) => {
-                    state.error = Some(io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    state.error = Some(e);
-                    break;
-                }
+        match self.send_now(&mut state) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                empty(&mut state);
+                state.error = Some(e);
             }
         }
-        if sent == state.held.len() || state.error.is_some() {
-            empty(&mut state);
-        } else {
-            state.held.drain(..sent);
-        }
-        if (!state.held.is_empty() || state.error.is_some())
-            && let Some(waker) = state.waker.take()
-        {
+        if let Some(waker) = state.waker.take() {
             waker.wake();
         }
     }
@@ -388,6 +383,37 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_multi_threaded_runtime_has_none() {
         assert!(queue().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_send_the_socket_takes_only_part_of_goes_on_where_it_stopped() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let out = Outbox::new(stream);
+        // More than the socket buffers take, so the first send stops part-way.
+        let data: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        out.lock().held.extend_from_slice(&data);
+        let first = std::future::poll_fn(|cx| Poll::Ready(out.poll_send(cx))).await;
+        assert!(first.is_pending(), "the socket took everything at once");
+        assert!(out.lock().held.len() < data.len());
+        let sending = std::future::poll_fn(|cx| out.poll_send(cx));
+        let reading = async {
+            let mut got = Vec::with_capacity(data.len());
+            while got.len() < data.len() {
+                let mut chunk = vec![0u8; 64 * 1024];
+                let n = peer.read(&mut chunk).await.unwrap();
+                assert_ne!(n, 0, "the connection ended early");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            got
+        };
+        let (sent, got) = tokio::join!(sending, reading);
+        sent.unwrap();
+        assert!(got == data, "bytes were sent twice or out of order");
     }
 
     #[test]
