@@ -6,7 +6,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
-    service::TowerToHyperService,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -135,7 +134,6 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let hang_up = HangUp::watch(&stream);
-    let service = TowerToHyperService::new(service);
     let conn = Conn {
         builder: &builder,
         service,
@@ -163,7 +161,7 @@ async fn serve_connection(
 /// One accepted connection, ready to speak HTTP once its stream is (after TLS, with TLS).
 struct Conn<'a> {
     builder: &'a auto::Builder<TokioExecutor>,
-    service: TowerToHyperService<ProxyService>,
+    service: ProxyService,
     progress: Arc<Progress>,
     registration: Registration,
     peer: SocketAddr,

@@ -220,6 +220,10 @@ impl ProxyService {
     }
 }
 
+/// The future of one request's response: boxed, so every service's future has one type.
+pub(crate) type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
 impl<B> tower::Service<Request<B>> for ProxyService
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -227,13 +231,37 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.serve(req)
+    }
+}
+
+/// hyper calls the service itself, by reference: hyper-util's tower adapter would clone the
+/// service (its `Arc`s) for each request, wrap the call in a `Oneshot` and copy it once more.
+impl hyper::service::Service<Request<hyper::body::Incoming>> for ProxyService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        self.serve(req)
+    }
+}
+
+impl ProxyService {
+    /// Answers `req`: routing, and answering from the cache, here and now; forwarding in the
+    /// returned future.
+    fn serve<B>(&self, req: Request<B>) -> ResponseFuture
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         if let Some(progress) = &self.progress {
             progress.request();
         }
