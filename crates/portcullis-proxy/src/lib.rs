@@ -43,6 +43,8 @@ mod try_timeout;
 mod upstream;
 mod upstream_head;
 mod upstream_metrics;
+#[cfg(target_os = "linux")]
+mod uring_send;
 mod version;
 mod warm;
 mod watchdog;

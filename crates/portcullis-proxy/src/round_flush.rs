@@ -14,6 +14,11 @@
 //! responses first (they wake the other core, which can start its next requests meanwhile),
 //! then upstream requests (which wake processes on this core).
 //!
+//! On Linux the queue's task hands the whole round to io_uring in one system call
+//! (`uring_send.rs`, which says why that matters when the gateway shares its core with its
+//! upstreams); where io_uring is unavailable, or with `PORTCULLIS_IO_URING=0`, it sends with one
+//! `sendto` per connection.
+//!
 //! Only on a current-thread runtime (the gateway's runtime on one CPU), where the queue's task
 //! runs on the thread of the connections it serves. On a multi-threaded runtime [`queue`]
 //! gives `None` and connections write as before.
@@ -90,22 +95,80 @@ impl FlushQueue {
         }
     }
 
-    /// Sends everything listed now.
-    fn send_all(&self, batch: &mut Lists) {
+    /// Sends everything listed now: through `batched` when given, else one socket at a time.
+    fn send_all(&self, batch: &mut Lists, batched: Option<&mut Batched>) {
         {
             let mut lists = self.lists.lock();
             std::mem::swap(&mut batch.clients, &mut lists.clients);
             std::mem::swap(&mut batch.upstreams, &mut lists.upstreams);
         }
-        for held in batch.clients.drain(..) {
+        // A request whose connection is gone (its client hung up in this round) is not sent.
+        batch.upstreams.retain(|held| Arc::strong_count(held) > 1);
+        #[cfg(target_os = "linux")]
+        if let Some(batched) = batched {
+            batched.send(batch);
+            return;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = batched;
+        for held in batch.clients.drain(..).chain(batch.upstreams.drain(..)) {
             held.send_held();
         }
-        for held in batch.upstreams.drain(..) {
-            // A request whose connection is gone (its client hung up in this round) is not
-            // sent.
-            if Arc::strong_count(&held) > 1 {
-                held.send_held();
+    }
+}
+
+/// A round's sends through io_uring: the ring and the buffers reused from round to round.
+#[cfg(target_os = "linux")]
+struct Batched {
+    ring: crate::uring_send::Ring,
+    sends: Vec<crate::uring_send::Send>,
+    owners: Vec<Arc<dyn Held>>,
+    /// Set when the ring failed; the task then sends one socket at a time.
+    failed: bool,
+}
+
+#[cfg(not(target_os = "linux"))]
+struct Batched;
+
+#[cfg(target_os = "linux")]
+impl Batched {
+    /// A ring for this thread, unless io_uring is unavailable or turned off.
+    fn new() -> Option<Self> {
+        if std::env::var_os("PORTCULLIS_IO_URING").is_some_and(|v| v == "0") {
+            tracing::debug!("io_uring turned off by PORTCULLIS_IO_URING=0");
+            return None;
+        }
+        match crate::uring_send::Ring::new() {
+            Ok(ring) => Some(Self {
+                ring,
+                sends: Vec::new(),
+                owners: Vec::new(),
+                failed: false,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring unavailable; sending one socket at a time");
+                None
             }
+        }
+    }
+
+    /// Sends the clients' outboxes, then the upstreams', in one system call.
+    fn send(&mut self, batch: &mut Lists) {
+        for held in batch.clients.drain(..).chain(batch.upstreams.drain(..)) {
+            if let Some((fd, buf)) = held.take_held() {
+                self.sends.push(crate::uring_send::Send::new(fd, buf));
+                self.owners.push(held);
+            }
+        }
+        if self.sends.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ring.send_all(&mut self.sends) {
+            tracing::warn!(error = %e, "io_uring failed; sending one socket at a time from now on");
+            self.failed = true;
+        }
+        for (held, send) in self.owners.drain(..).zip(self.sends.drain(..)) {
+            held.sent_held(send.buf, send.result);
         }
     }
 }
@@ -115,6 +178,7 @@ impl FlushQueue {
 struct Flusher {
     queue: Arc<FlushQueue>,
     batch: Lists,
+    batched: Option<Batched>,
 }
 
 impl Future for Flusher {
@@ -123,7 +187,11 @@ impl Future for Flusher {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.queue.waker.register(cx.waker());
-        this.queue.send_all(&mut this.batch);
+        this.queue.send_all(&mut this.batch, this.batched.as_mut());
+        #[cfg(target_os = "linux")]
+        if this.batched.as_ref().is_some_and(|b| b.failed) {
+            this.batched = None;
+        }
         Poll::Pending
     }
 }
@@ -131,7 +199,7 @@ impl Future for Flusher {
 impl Drop for Flusher {
     fn drop(&mut self) {
         self.queue.running.store(false, Relaxed);
-        self.queue.send_all(&mut self.batch);
+        self.queue.send_all(&mut self.batch, None);
     }
 }
 
@@ -162,6 +230,10 @@ pub(crate) fn queue() -> Option<Arc<FlushQueue>> {
         drop(handle.spawn(Flusher {
             queue: Arc::clone(&queue),
             batch: Lists::default(),
+            #[cfg(target_os = "linux")]
+            batched: Batched::new(),
+            #[cfg(not(target_os = "linux"))]
+            batched: None,
         }));
         *slot = Some((id, Arc::clone(&queue)));
         Some(queue)
@@ -171,6 +243,13 @@ pub(crate) fn queue() -> Option<Arc<FlushQueue>> {
 /// What the queue's task does with a listed outbox.
 trait Held: Send + Sync {
     fn send_held(&self);
+    /// Takes the held bytes for a batched send, with the socket's descriptor; `None` when
+    /// nothing is held.
+    #[cfg(target_os = "linux")]
+    fn take_held(&self) -> Option<(std::os::fd::RawFd, Vec<u8>)>;
+    /// Gives back what a batched send of [`Held::take_held`]'s bytes left, with its outcome.
+    #[cfg(target_os = "linux")]
+    fn sent_held(&self, buf: Vec<u8>, result: io::Result<usize>);
 }
 
 /// Bytes a connection has written but not yet sent, and the socket they go to.
@@ -354,17 +433,60 @@ impl<W: AsRef<TcpStream> + Send + Sync + 'static> Held for Outbox<W> {
     fn send_held(&self) {
         let mut state = self.state.lock();
         state.listed = false;
-        match self.send_now(&mut state) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                empty(&mut state);
-                state.error = Some(e);
+        let outcome = self.send_now(&mut state);
+        left_behind(&mut state, outcome);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn take_held(&self) -> Option<(std::os::fd::RawFd, Vec<u8>)> {
+        use std::os::fd::AsRawFd;
+        let mut state = self.state.lock();
+        state.listed = false;
+        if state.held.is_empty() {
+            return None;
+        }
+        Some((
+            self.io.as_ref().as_raw_fd(),
+            std::mem::take(&mut state.held),
+        ))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn sent_held(&self, mut buf: Vec<u8>, result: io::Result<usize>) {
+        let mut state = self.state.lock();
+        let outcome = match result {
+            Ok(0) if !buf.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n.min(buf.len()));
+                Ok(buf.is_empty())
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        };
+        // Bytes written since the take (none on the queue's own thread) go after the rest.
+        buf.extend_from_slice(&state.held);
+        state.held = buf;
+        let all_sent = state.held.is_empty();
+        if all_sent {
+            empty(&mut state);
         }
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
+        left_behind(&mut state, outcome.map(|sent| sent && all_sent));
+    }
+}
+
+/// After a send by the queue's task: nothing more to do when everything went (`Ok(true)`);
+/// otherwise the rest, or the error, stays for the connection, whose task is woken for it.
+fn left_behind(state: &mut State, outcome: io::Result<bool>) {
+    match outcome {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            empty(state);
+            state.error = Some(e);
         }
+    }
+    if let Some(waker) = state.waker.take() {
+        waker.wake();
     }
 }
 
@@ -414,6 +536,87 @@ mod tests {
         let (sent, got) = tokio::join!(sending, reading);
         sent.unwrap();
         assert!(got == data, "bytes were sent twice or out of order");
+    }
+
+    #[tokio::test]
+    async fn what_the_round_could_not_send_the_connection_sends_in_order() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let queue = queue().unwrap();
+        let out = Outbox::new(stream);
+        // More than the socket takes at once: the queue's task (io_uring where the kernel
+        // has it) sends part, and the connection the rest.
+        let data: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+        {
+            let mut state = out.lock();
+            state.held.extend_from_slice(&data);
+            out.list(state, &queue, Side::Upstream);
+        }
+        // The connection waits as the inline client does: woken only when the round left
+        // something for it (a full send wakes nobody; the reader sees it).
+        let sending = async {
+            std::future::poll_fn(|cx| out.poll_sent(cx)).await.unwrap();
+            std::future::pending::<()>().await;
+        };
+        let reading = async {
+            let mut got = Vec::with_capacity(data.len());
+            while got.len() < data.len() {
+                let mut chunk = vec![0u8; 64 * 1024];
+                let n = peer.read(&mut chunk).await.unwrap();
+                assert_ne!(n, 0, "the connection ended early");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            got
+        };
+        let got = tokio::select! {
+            got = reading => got,
+            () = sending => Vec::new(),
+        };
+        assert!(got == data, "bytes were lost, sent twice or out of order");
+        let mut state = out.lock();
+        assert!(state.held.is_empty());
+        state.take_error().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_round_sends_every_listed_outbox() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let queue = queue().unwrap();
+        let mut peers = Vec::new();
+        let mut outs = Vec::new();
+        for i in 0..20u8 {
+            let peer = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let out = Outbox::new(stream);
+            let mut state = out.lock();
+            state.held.extend_from_slice(&[i; 100]);
+            let side = if i % 2 == 0 {
+                Side::Client
+            } else {
+                Side::Upstream
+            };
+            out.list(state, &queue, side);
+            peers.push(peer);
+            outs.push(out);
+        }
+        // The round's task sends them all; each peer gets its own bytes.
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let mut got = [0u8; 100];
+            peer.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [u8::try_from(i).unwrap(); 100]);
+        }
+        for out in &outs {
+            let mut state = out.lock();
+            assert!(state.held.is_empty());
+            state.take_error().unwrap();
+        }
     }
 
     #[test]
