@@ -494,6 +494,28 @@ fn left_behind(state: &mut State, outcome: io::Result<bool>) {
 mod tests {
     use super::*;
 
+    /// A connection to `listener`: the connecting end (the peer), then the accepted one.
+    async fn connected(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        (peer, stream)
+    }
+
+    /// Reads from `peer` until at least `len` bytes have come; fails if it ends first.
+    async fn read_at_least(peer: &mut TcpStream, len: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::with_capacity(len);
+        while got.len() < len {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = peer.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "the connection ended early");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
     #[tokio::test]
     async fn a_current_thread_runtime_has_one_queue_per_thread() {
         let first = queue().expect("a current-thread runtime has a queue");
@@ -509,12 +531,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_the_socket_takes_only_part_of_goes_on_where_it_stopped() {
-        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (mut peer, stream) = connected(&listener).await;
         let out = Outbox::new(stream);
         // More than the socket buffers take, so the first send stops part-way.
         let data: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
@@ -523,16 +541,7 @@ mod tests {
         assert!(first.is_pending(), "the socket took everything at once");
         assert!(out.lock().held.len() < data.len());
         let sending = std::future::poll_fn(|cx| out.poll_send(cx));
-        let reading = async {
-            let mut got = Vec::with_capacity(data.len());
-            while got.len() < data.len() {
-                let mut chunk = vec![0u8; 64 * 1024];
-                let n = peer.read(&mut chunk).await.unwrap();
-                assert_ne!(n, 0, "the connection ended early");
-                got.extend_from_slice(&chunk[..n]);
-            }
-            got
-        };
+        let reading = read_at_least(&mut peer, data.len());
         let (sent, got) = tokio::join!(sending, reading);
         sent.unwrap();
         assert!(got == data, "bytes were sent twice or out of order");
@@ -540,12 +549,8 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_round_could_not_send_the_connection_sends_in_order() {
-        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (mut peer, stream) = connected(&listener).await;
         let queue = queue().unwrap();
         let out = Outbox::new(stream);
         // More than the socket takes at once: the queue's task (io_uring where the kernel
@@ -562,16 +567,7 @@ mod tests {
             std::future::poll_fn(|cx| out.poll_sent(cx)).await.unwrap();
             std::future::pending::<()>().await;
         };
-        let reading = async {
-            let mut got = Vec::with_capacity(data.len());
-            while got.len() < data.len() {
-                let mut chunk = vec![0u8; 64 * 1024];
-                let n = peer.read(&mut chunk).await.unwrap();
-                assert_ne!(n, 0, "the connection ended early");
-                got.extend_from_slice(&chunk[..n]);
-            }
-            got
-        };
+        let reading = read_at_least(&mut peer, data.len());
         let got = tokio::select! {
             got = reading => got,
             () = sending => Vec::new(),
@@ -590,10 +586,7 @@ mod tests {
         let mut peers = Vec::new();
         let mut outs = Vec::new();
         for i in 0..20u8 {
-            let peer = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
+            let (peer, stream) = connected(&listener).await;
             let out = Outbox::new(stream);
             let mut state = out.lock();
             state.held.extend_from_slice(&[i; 100]);
